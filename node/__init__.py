@@ -1,1 +1,1 @@
-"""node package."""
+"""The district node: the MPI API on an embedded SQLite database."""

@@ -1,1 +1,1 @@
-"""shared/api package."""
+"""HTTP handlers, one module per resource; each parses, calls the domain, serializes."""

@@ -1,1 +1,1 @@
-"""shared/sync package."""
+"""Change log and sync: changes, hybrid logical clocks, signed change sets."""

@@ -1,0 +1,90 @@
+"""What the node and hub command lines share: one-line errors, token and settings commands.
+
+Every failure a user can cause ends as one line on stderr and a non-zero exit (2 for a
+bad command line or configuration, 1 for anything else); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+from .auth import ROLES, Auth
+from .settings import Settings, SettingsError
+from .storage.store import NotInitialised, Store
+
+__all__ = ["CliError", "OneLineParser", "add_token_commands", "run", "settings_table"]
+
+
+class CliError(Exception):
+    """A failure to report as one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run(main: Callable[[argparse.Namespace], Awaitable[int] | int], args: argparse.Namespace) -> int:
+    """Run a command, turning every expected failure into one line and an exit status."""
+    try:
+        result = main(args)
+        if isinstance(result, int):
+            return result
+        return int(asyncio.run(_await(result)) or 0)
+    except SettingsError as exc:
+        print(f"error: bad setting: {exc}", file=sys.stderr)
+        return 2
+    except (CliError, NotInitialised, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return getattr(exc, "code", 1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else is a bug, but the user still gets one line
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _await(result: Awaitable[int]) -> int:
+    return await result
+
+
+def add_token_commands(sub: Any, store_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    token = sub.add_parser("token", help="API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True, parser_class=OneLineParser)
+    create = token_sub.add_parser("create", help="create a token and print it (only the token, on stdout)")
+    store_args(create)
+    create.add_argument("--role", required=True, choices=sorted(ROLES, key=ROLES.__getitem__))
+    create.add_argument("--name", required=True)
+    revoke = token_sub.add_parser("revoke", help="revoke every token of a name")
+    store_args(revoke)
+    revoke.add_argument("--name", required=True)
+
+
+async def token_command(store: Store, args: argparse.Namespace) -> int:
+    await store.connect()
+    try:
+        await store.load_state()
+        auth = Auth(store)
+        if args.token_command == "create":
+            print(await auth.create_token(args.role, args.name))
+        else:
+            count = await auth.revoke_token(args.name)
+            print(f"revoked {count} token(s) named {args.name}")
+    finally:
+        await store.close()
+    return 0
+
+
+def settings_table() -> str:
+    return "\n".join(f"  {var:<28} {default!r:<22} {text}" for var, default, text in Settings.describe())

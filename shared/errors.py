@@ -1,0 +1,86 @@
+"""Errors the API answers with, rendered in one shape by one middleware.
+
+    ApiError(status, code, message, **extra)      any 4xx/5xx the API answers
+    ├── BadRequest            400  bad_request / invalid_mpi_id / invalid_check_character / ...
+    │   └── ValidationFailed  400  validation_error (details: one entry per bad field)
+    ├── Unauthorized          401  unauthorized
+    ├── Forbidden             403  forbidden
+    ├── NotFound              404  not_found
+    ├── Conflict              409  conflict / already_merged / ...
+    │   └── Duplicate         409  duplicate_detected (existing_mpi_id, similarity_score, ...)
+    └── PayloadTooLarge       413  payload_too_large
+
+The body is ``{"status": code, "error": message, ...extra}``, the shape of the 409 in the
+API reference; ``details`` carries per-field information where there is some.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Conflict",
+    "Duplicate",
+    "Forbidden",
+    "NotFound",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "ValidationFailed",
+]
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"status": self.code, "error": self.message, **self.extra}
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "bad_request"
+
+
+class ValidationFailed(BadRequest):
+    code = "validation_error"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class Duplicate(Conflict):
+    code = "duplicate_detected"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"

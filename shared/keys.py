@@ -1,0 +1,19 @@
+"""Typed keys under which the app keeps its dependencies (no module-level singletons)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .auth import Auth
+from .cards import Cards
+from .registry import Registry
+from .settings import Settings
+from .storage.store import Store
+
+__all__ = ["auth_key", "cards_key", "registry_key", "settings_key", "store_key"]
+
+settings_key = web.AppKey("settings", Settings)
+store_key = web.AppKey("store", Store)
+registry_key = web.AppKey("registry", Registry)
+cards_key = web.AppKey("cards", Cards)
+auth_key = web.AppKey("auth", Auth)

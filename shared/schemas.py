@@ -1,0 +1,248 @@
+"""Request bodies and query strings, validated by pydantic: one model per route.
+
+Unknown fields are refused by name (``extra="forbid"``); every failure becomes one 400
+``validation_error`` whose ``details`` lists each bad field with a reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+import phonenumbers
+import pycountry
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ValidationFailed
+
+__all__ = [
+    "CardIn",
+    "CardRevokeIn",
+    "LinkDhis2In",
+    "MatchIn",
+    "MergeIn",
+    "PatchIn",
+    "ProgrammeIn",
+    "RegisterIn",
+    "SearchQuery",
+    "parse_body",
+    "parse_query",
+]
+
+_PROGRAMME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+_DHIS2_UID = re.compile(r"^[A-Za-z][A-Za-z0-9]{10}$")
+
+
+def _birth_date(value: dt.date | None) -> dt.date | None:
+    if value is None:
+        return None
+    if value > dt.date.today():
+        raise ValueError("date of birth is in the future")
+    if value.year < 1900:
+        raise ValueError("date of birth is before 1900")
+    return value
+
+
+def _country(value: str) -> str:
+    if pycountry.countries.get(alpha_2=value) is None:
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
+    return value
+
+
+def _phone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith("+"):
+        raise ValueError("phone number must be in E.164 format, e.g. +221771234567")
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("phone number must be in E.164 format, e.g. +221771234567") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("phone number is not a valid number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _programme(value: str) -> str:
+    if not _PROGRAMME.match(value):
+        raise ValueError("programme_type is 2-40 lower-case letters, digits or _, starting with a letter")
+    return value
+
+
+def _external_ids(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if len(value) > 20:
+        raise ValueError("at most 20 external ids")
+    for system, ext in value.items():
+        if not re.match(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$", system):
+            raise ValueError(f"external id system {system!r} must be 1-40 letters, digits, _ . -")
+        if not ext.strip() or len(ext) > 200:
+            raise ValueError(f"external id {system!r} must be 1-200 characters")
+        if system == "dhis2_uid" and not _DHIS2_UID.match(ext):
+            raise ValueError("dhis2_uid must be 11 letters or digits, starting with a letter")
+    return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+BirthDate = Annotated[dt.date | None, AfterValidator(_birth_date)]
+Gender = Literal["M", "F", "U"]
+Region = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
+Phone = Annotated[str | None, AfterValidator(_phone)]
+ExternalIds = Annotated[dict[str, Annotated[str, StringConstraints(strict=True)]] | None, AfterValidator(_external_ids)]
+Programme = Annotated[str, AfterValidator(_programme)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class _StrictDate(_Body):
+    @field_validator("date_of_birth", mode="before", check_fields=False)
+    @classmethod
+    def _iso_date_only(cls, value: Any) -> Any:
+        # pydantic would take 795225600 (a Unix time) as a date; the contract says YYYY-MM-DD.
+        if value is not None and not (isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}$", value)):
+            raise ValueError("date must be a string in ISO 8601 format YYYY-MM-DD")
+        return value
+
+
+class RegisterIn(_StrictDate):
+    first_name: Name
+    last_name: Name
+    date_of_birth: BirthDate = None
+    gender: Gender | None = None
+    region_code: Region
+    country_code: Country
+    phone_number: Phone = None
+    external_ids: ExternalIds = None
+    force_create: bool = False
+
+
+class PatchIn(_StrictDate):
+    first_name: Name | None = None
+    last_name: Name | None = None
+    date_of_birth: BirthDate = None
+    gender: Gender | None = None
+    region_code: Region | None = None
+    country_code: Country | None = None
+    phone_number: Phone = None
+    external_ids: ExternalIds = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> PatchIn:
+        if not self.model_fields_set:
+            raise ValueError("nothing to update: give at least one field")
+        for required in ("first_name", "last_name", "region_code", "country_code"):
+            if required in self.model_fields_set and getattr(self, required) is None:
+                raise ValueError(f"{required} cannot be removed")
+        return self
+
+
+class MatchIn(_StrictDate):
+    first_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
+    last_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
+    date_of_birth: BirthDate = None
+    gender: Gender | None = None
+    region_code: Region | None = None
+    country_code: Country | None = None
+    phone_number: Phone = None
+    external_ids: ExternalIds = None
+    limit: Annotated[int, Field(ge=1, le=50)] = 10
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> MatchIn:
+        if not (self.first_name or self.last_name or self.phone_number or self.external_ids):
+            raise ValueError("nothing to match on: give a name, a phone number or an external id")
+        return self
+
+
+class LinkDhis2In(_Body):
+    dhis2_uid: Annotated[str, StringConstraints(pattern=_DHIS2_UID.pattern)]
+    dhis2_instance_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=300)] | None = None
+
+
+class MergeIn(_Body):
+    source_mpi_id: str
+    target_mpi_id: str
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    keep_target: bool = True
+
+
+class ProgrammeIn(_Body):
+    programme_type: Programme
+    linked_at: dt.datetime | None = None
+
+    @field_validator("linked_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("linked_at needs a time zone, e.g. 2026-01-10T00:00:00Z")
+        return value
+
+
+class CardIn(_Body):
+    campaign_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,80}$")]
+    programme_type: Programme
+
+
+class CardRevokeIn(_Body):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = ""
+
+
+class SearchQuery(_StrictDate):
+    q: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    mpi_id: str | None = None
+    region_code: Region | None = None
+    date_of_birth: dt.date | None = None
+    program: Programme | None = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 20
+    offset: Annotated[int, Field(ge=0, le=100_000)] = 0
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _details(exc: ValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        out.append({"field": field, "message": message})
+    return out
+
+
+def parse_body(model: type[M], data: Any) -> M:
+    """Validate a decoded JSON body, or raise one ValidationFailed listing every bad field."""
+    if not isinstance(data, dict):
+        raise ValidationFailed("the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = _details(exc)
+        first = details[0]
+        raise ValidationFailed(f"{first['field']}: {first['message']}", details=details) from None
+
+
+def parse_query(model: type[M], params: Any) -> M:
+    """Validate query-string parameters (each given once)."""
+    data: dict[str, str] = {}
+    for key in params:
+        values = params.getall(key)
+        if len(values) > 1:
+            raise ValidationFailed(f"{key}: given more than once", details=[{"field": key, "message": "given more than once"}])
+        data[key] = values[0]
+    return parse_body(model, data)

@@ -1,0 +1,103 @@
+"""Settings: one frozen dataclass, read once at start-up from ``MPI_*`` variables and flags.
+
+Every field has a default and a help string; ``Settings.from_env`` validates them and
+raises ``SettingsError`` with one readable line, which the CLIs print before exiting 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["QR_POSITIONS", "QR_SIZES", "Settings", "SettingsError"]
+
+QR_POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left")
+QR_SIZES = ("small", "standard", "large")
+
+
+class SettingsError(ValueError):
+    """A setting with a value that cannot work."""
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: str = _setting("./mpi-data", "node: folder holding mpi.sqlite3 and the node key")
+    database_url: str = _setting("", "hub: PostgreSQL URL, e.g. postgresql://postgres@127.0.0.1:5432/mpi")
+    host: str = _setting("127.0.0.1", "address to listen on")
+    port: int = _setting(8080, "port to listen on")
+    certain_threshold: float = _setting(0.95, "score at or above which register answers 409 duplicate_detected")
+    probable_threshold: float = _setting(0.85, "score at or above which a match is 'probable'")
+    possible_threshold: float = _setting(0.70, "score at or above which a match is 'possible' (lowest reported)")
+    candidate_limit: int = _setting(300, "most candidates read from the blocking index for one query")
+    max_body_bytes: int = _setting(262_144, "largest request body accepted; larger ones answer 413")
+    sqlite_synchronous: str = _setting("FULL", "SQLite synchronous pragma: FULL survives power loss, NORMAL only a crash")
+    qr_enabled: bool = _setting(True, "whether cards carry a QR code")
+    qr_position: str = _setting("bottom-right", "where the QR sits on the printed card")
+    qr_size: str = _setting("standard", "QR size on the printed card: small, standard or large")
+    audit_flush_seconds: float = _setting(0.25, "how long audit records of reads may wait before they are written")
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting("json", "json (one object a line) or text")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.possible_threshold <= self.probable_threshold <= self.certain_threshold <= 1:
+            raise SettingsError("thresholds must satisfy 0 < possible <= probable <= certain <= 1")
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port must be 1..65535, not {self.port}")
+        if self.candidate_limit < 1:
+            raise SettingsError("candidate_limit must be at least 1")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("max_body_bytes must be at least 1024")
+        if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise SettingsError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
+        if self.qr_position not in QR_POSITIONS:
+            raise SettingsError(f"qr_position must be one of {', '.join(QR_POSITIONS)}")
+        if self.qr_size not in QR_SIZES:
+            raise SettingsError(f"qr_size must be one of {', '.join(QR_SIZES)}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError("log_level must be DEBUG, INFO, WARNING or ERROR")
+        if self.log_format not in ("json", "text"):
+            raise SettingsError("log_format must be json or text")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``MPI_<FIELD>`` variables, then explicit overrides (flags) that are not None."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"MPI_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, raw, f.default)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise SettingsError(str(exc)) from None
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, Any, str]]:
+        """(variable, default, help) for every setting: the README table and ``--help`` come from here."""
+        return [(f"MPI_{f.name.upper()}", f.default, f.metadata["help"]) for f in dataclasses.fields(cls)]
+
+
+def _convert(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"MPI_{name.upper()}={raw!r} is not a valid {type(default).__name__}") from None
+    return raw

@@ -1,0 +1,175 @@
+"""The one schema of node and hub: SQLAlchemy Core tables on one MetaData, for both dialects.
+
+Timestamps are ISO-8601 UTC strings with millisecond precision and a ``Z`` (they sort as
+text and read the same on SQLite and PostgreSQL); birth dates are real ``DATE`` columns.
+Index-only tables (tokens, blocking keys) are WITHOUT ROWID on SQLite: half the size.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "api_token",
+    "audit_log",
+    "blocking_key",
+    "card",
+    "change_log",
+    "external_id",
+    "identity",
+    "import_progress",
+    "metadata",
+    "name_token",
+    "node_meta",
+    "programme",
+    "review_item",
+]
+
+metadata = sa.MetaData()
+
+# An INTEGER PRIMARY KEY is the rowid on SQLite; BIGINT elsewhere.
+_Pk = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+identity = sa.Table(
+    "identity",
+    metadata,
+    sa.Column("pk", _Pk, primary_key=True, autoincrement=True),
+    sa.Column("mpi_id", sa.String(18), nullable=False, unique=True),
+    sa.Column("first_name", sa.String(100), nullable=False),
+    sa.Column("last_name", sa.String(100), nullable=False),
+    sa.Column("date_of_birth", sa.Date, nullable=True),
+    sa.Column("gender", sa.String(1), nullable=True),
+    sa.Column("region_code", sa.String(3), nullable=False),
+    sa.Column("country_code", sa.String(2), nullable=False),
+    sa.Column("phone_number", sa.String(20), nullable=True),
+    sa.Column("status", sa.String(10), nullable=False, server_default="active"),
+    sa.Column("merged_into", sa.String(18), nullable=True),
+    sa.Column("merged_at", sa.String(24), nullable=True),
+    sa.Column("created_at", sa.String(24), nullable=False),
+    sa.Column("updated_at", sa.String(24), nullable=False),
+    # Per-field hybrid logical clocks, JSON: what last-writer-wins sync compares.
+    sa.Column("clocks", sa.Text, nullable=False, server_default="{}"),
+    sa.Index("ix_identity_region_dob", "region_code", "date_of_birth"),
+    sa.Index("ix_identity_dob", "date_of_birth"),
+    sa.Index("ix_identity_merged_into", "merged_into"),
+)
+
+name_token = sa.Table(
+    "name_token",
+    metadata,
+    sa.Column("token", sa.String(60), primary_key=True),
+    sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey("identity.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Index("ix_name_token_identity", "identity_pk"),
+    sqlite_with_rowid=False,
+)
+
+blocking_key = sa.Table(
+    "blocking_key",
+    metadata,
+    sa.Column("key", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey("identity.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Index("ix_blocking_key_identity", "identity_pk"),
+    sqlite_with_rowid=False,
+)
+
+external_id = sa.Table(
+    "external_id",
+    metadata,
+    sa.Column("system", sa.String(40), primary_key=True),
+    sa.Column("value", sa.String(200), primary_key=True),
+    sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey("identity.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("instance_url", sa.String(300), nullable=True),
+    sa.Column("linked_at", sa.String(24), nullable=False),
+    sa.Index("ix_external_id_identity", "identity_pk"),
+)
+
+programme = sa.Table(
+    "programme",
+    metadata,
+    sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey("identity.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Column("programme_type", sa.String(40), primary_key=True),
+    sa.Column("linked_at", sa.String(24), nullable=False),
+    sa.Index("ix_programme_type", "programme_type", "identity_pk"),
+)
+
+card = sa.Table(
+    "card",
+    metadata,
+    sa.Column("pk", _Pk, primary_key=True, autoincrement=True),
+    sa.Column("card_code", sa.String(20), nullable=False),
+    sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey("identity.pk", ondelete="CASCADE"), nullable=False),
+    sa.Column("campaign_id", sa.String(80), nullable=False),
+    sa.Column("programme_type", sa.String(40), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("issued_at", sa.String(24), nullable=False),
+    sa.Column("revoked_at", sa.String(24), nullable=True),
+    sa.Index("ix_card_identity", "identity_pk", "issued_at"),
+)
+
+api_token = sa.Table(
+    "api_token",
+    metadata,
+    sa.Column("pk", _Pk, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.String(24), nullable=False),
+    sa.Column("revoked_at", sa.String(24), nullable=True),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("pk", _Pk, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(24), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("mpi_id", sa.String(18), nullable=True),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    sa.Index("ix_audit_mpi_id", "mpi_id"),
+)
+
+change_log = sa.Table(
+    "change_log",
+    metadata,
+    sa.Column("node_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hlc", sa.BigInteger, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("mpi_id", sa.String(18), nullable=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+node_meta = sa.Table(
+    "node_meta",
+    metadata,
+    sa.Column("key", sa.String(60), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+review_item = sa.Table(
+    "review_item",
+    metadata,
+    sa.Column("pk", _Pk, primary_key=True, autoincrement=True),
+    sa.Column("reason", sa.String(40), nullable=False),
+    sa.Column("mpi_ids", sa.Text, nullable=False),
+    sa.Column("similarity_score", sa.Float, nullable=True),
+    sa.Column("matched_fields", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("status", sa.String(12), nullable=False, server_default="open"),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.String(24), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+)
+
+import_progress = sa.Table(
+    "import_progress",
+    metadata,
+    sa.Column("file_sha256", sa.String(64), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("last_line", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.String(24), nullable=False),
+)
