@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from synth import generate, to_person  # noqa: E402
 
 from shared.matching.blocking import index_keys, query_keys  # noqa: E402
-from shared.matching.em import calibrate, estimate, estimate_u, fit_supervised  # noqa: E402
+from shared.matching.em import calibrate, estimate, estimate_u, fit_supervised, regularise  # noqa: E402
 from shared.matching.model import COMPARISONS, FALLBACK, MatchParams, Person, default_params  # noqa: E402
 from shared.matching.phonetic import phonetic_key  # noqa: E402
 from shared.matching.score import Matcher, NameFrequencies, comparison_vector  # noqa: E402
@@ -110,7 +110,10 @@ def fit_default(n: int, seed: int, calibration: str = "textbook") -> MatchParams
     # DHIS2 UIDs are too rare in a sample to count reliably; keep the hand-set, near-certain
     # weights for them.
     m["external_id"], u["external_id"] = FALLBACK.m["external_id"], FALLBACK.u["external_id"]
-    raw = MatchParams(prior=0.5, m=m, u=u, swap_bits=FALLBACK.swap_bits, tf_cap_bits=FALLBACK.tf_cap_bits)
+    raw = regularise(
+        MatchParams(prior=0.5, m=m, u=u, swap_bits=FALLBACK.swap_bits, tf_cap_bits=FALLBACK.tf_cap_bits)
+    )
+    m, u = dict(raw.m), dict(raw.u)
     matcher = Matcher(raw, NameFrequencies.from_people(people[i] for i in registered))
     labels = [y for _, _, y in blocked]
     n_registry = len(registered)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from shared.matching.model import COMPARISONS, FALLBACK, LEVELS, MatchParams
 
-__all__ = ["Vector", "calibrate", "estimate", "estimate_u", "fit_supervised"]
+__all__ = ["Vector", "calibrate", "estimate", "estimate_u", "fit_supervised", "regularise"]
 
 Vector = tuple[int | None, ...]
 _PSEUDO = 0.5  # additive smoothing, so a level never seen in a sample keeps a finite weight
@@ -244,3 +244,40 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float]:
             continue
         x[r] = (m[r][n] - sum(m[r][c] * x[c] for c in range(r + 1, n))) / m[r][r]
     return x
+
+
+def regularise(params: MatchParams, m_floor: float = 0.005) -> MatchParams:
+    """Make fitted parameters safe to ship.
+
+    - every m is at least ``m_floor``: a sample may never show a clerk entering the wrong sex,
+      but the field will, and one such slip must not outweigh everything else;
+    - weights never increase down the levels (an exact date is never weaker evidence than a
+      day/month swap, an exact name never weaker than a phonetic one), which a small sample
+      of a rare level can otherwise invert (each level at least a quarter bit below the one
+      before).
+    """
+    m_out: dict[str, tuple[float, ...]] = {}
+    u_out: dict[str, tuple[float, ...]] = {}
+    for c in COMPARISONS:
+        m = [max(x, m_floor) for x in params.m[c]]
+        total = sum(m)
+        m = [x / total for x in m]
+        u = list(params.u[c])
+        best = math.inf
+        for k in range(len(m)):
+            w = math.log2(m[k] / u[k])
+            if w > best - 0.25:
+                w = best - 0.25
+                u[k] = m[k] / 2.0**w
+            best = w
+        m_out[c], u_out[c] = tuple(m), tuple(u)
+    return MatchParams(
+        prior=params.prior,
+        m=m_out,
+        u=u_out,
+        swap_bits=params.swap_bits,
+        tf_cap_bits=params.tf_cap_bits,
+        coefficients=params.coefficients,
+        duplicate_share=params.duplicate_share,
+        reference_registry=params.reference_registry,
+    )
