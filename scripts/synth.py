@@ -471,10 +471,11 @@ def lookalike_of(rec: dict[str, Any], kind: str, rng: random.Random) -> dict[str
 def _clearly_different(a: str, b: str) -> bool:
     from rapidfuzz.distance import JaroWinkler
 
-    from shared.matching.phonetic import phonetic_key
+    from shared.matching.phonetic import phonetic_key, phonetic_tokens
 
     na, nb = strip_accents(a).upper(), strip_accents(b).upper()
-    if phonetic_key(a) == phonetic_key(b) or set(na.split()) & set(nb.split()):
+    # Also tokens that are variants of each other: "Ndèye Fatou" and "Fatoumata" share Fatou.
+    if phonetic_key(a) == phonetic_key(b) or set(phonetic_tokens(a)) & set(phonetic_tokens(b)):
         return False
     return JaroWinkler.similarity(na, nb) < 0.8
 

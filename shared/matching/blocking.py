@@ -10,8 +10,9 @@ indexes).  Every key combines two pieces of evidence so that a bucket stays smal
   survive a typo in the other name; queried with day/month swapped and year +-1 too
 - ``FL0``: first + last skeleton, stored only for identities without a birth date, and
   read by every query
-- ``FLR``: first + last skeleton + region, stored for everyone, read by queries without a
-  birth date
+- ``FLR``: first + last skeleton + region: survives a birth date typed wrong or left out
+- ``DR``: full date of birth + region, when the date is a real one (not a 1 January / 1 July
+  placeholder): survives both names mangled or left blank
 - ``P``: phone subscriber number (last 9 digits)
 
 ``query_keys`` also derives every name key with first and last name crossed over.
@@ -90,17 +91,29 @@ def index_keys(p: Person) -> list[int]:
             keys += _name_keys(firsts, lasts, [dob], [dob.year])
         else:
             keys.append(f"FL0|{firsts[0]}|{lasts[0]}")
-        if p.region_code:
-            keys.append(f"FLR|{firsts[0]}|{lasts[0]}|{p.region_code.strip().upper()}")
+    region = _region(p)
+    if firsts and lasts and region:
+        keys.append(f"FLR|{firsts[0]}|{lasts[0]}|{region}")
+    if p.date_of_birth is not None and region and not _placeholder(p.date_of_birth):
+        keys.append(f"DR|{p.date_of_birth.isoformat()}|{region}")
     phone = _phone(p)
     if phone:
         keys.append(f"P|{phone}")
     return _hashed(keys)
 
 
+def _region(p: Person) -> str | None:
+    return p.region_code.strip().upper() or None if p.region_code else None
+
+
+def _placeholder(d: datetime.date) -> bool:
+    return d.day == 1 and d.month in (1, 7)
+
+
 def query_keys(p: Person) -> list[int]:
     """Keys to look up for a query: its own keys' plausible neighbours, names both ways round."""
     keys: list[str] = []
+    region = _region(p)
     dob = p.date_of_birth
     dobs: list[datetime.date] = []
     years: list[int] = []
@@ -113,6 +126,8 @@ def query_keys(p: Person) -> list[int]:
             _safe_date(dob.year + 1, dob.month, dob.day),
         ]
         dobs = [d for d in dict.fromkeys(variants) if d is not None]
+        if region and not _placeholder(dob):
+            keys += [f"DR|{d.isoformat()}|{region}" for d in dobs[:2]]
     for first_raw, last_raw in ((p.first_name, p.last_name), (p.last_name, p.first_name)):
         firsts, lasts = _name_skeletons(first_raw), _name_skeletons(last_raw)
         if not (firsts and lasts):
@@ -120,8 +135,8 @@ def query_keys(p: Person) -> list[int]:
         keys += _name_keys(firsts, lasts, dobs, years)
         # Stored identities without a birth date are found by name alone.
         keys.append(f"FL0|{firsts[0]}|{lasts[0]}")
-        if dob is None and p.region_code:
-            keys.append(f"FLR|{firsts[0]}|{lasts[0]}|{p.region_code.strip().upper()}")
+        if region:
+            keys.append(f"FLR|{firsts[0]}|{lasts[0]}|{region}")
     phone = _phone(p)
     if phone:
         keys.append(f"P|{phone}")

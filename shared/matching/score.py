@@ -56,7 +56,7 @@ K = TypeVar("K")
 # Name levels (see model.LEVELS)
 N_EXACT, N_PHONETIC, N_FUZZY_HIGH, N_PARTIAL, N_FUZZY_LOW, N_ELSE = range(6)
 # Date-of-birth levels
-D_EXACT, D_SWAP, D_YEAR_OFF1, D_YEAR_ONLY, D_SAME_YEAR, D_NEAR_YEAR, D_ELSE = range(7)
+D_EXACT, D_SWAP, D_YEAR_OFF1, D_SAME_MONTH, D_YEAR_ONLY, D_SAME_YEAR, D_NEAR_YEAR, D_ELSE = range(8)
 
 JW_HIGH = 0.92
 JW_LOW = 0.80
@@ -73,6 +73,7 @@ _FIELD_OF_DOB_LEVEL = {
     D_EXACT: "date_of_birth",
     D_SWAP: "date_of_birth_day_month_swapped",
     D_YEAR_OFF1: "date_of_birth_year_off_by_one",
+    D_SAME_MONTH: "birth_year",
     D_YEAR_ONLY: "birth_year",
     D_SAME_YEAR: "birth_year",
 }
@@ -252,12 +253,15 @@ def _dob_level(a: datetime.date | None, b: datetime.date | None) -> int | None:
         return None
     placeholder = is_placeholder_date(a) or is_placeholder_date(b)
     if a.year == b.year:
+        # 7 January against 1 July is a swap before it is a placeholder
+        if a != b and a.day == b.month and a.month == b.day:
+            return D_SWAP
         if placeholder:
             return D_YEAR_ONLY
         if a == b:
             return D_EXACT
-        if a.day == b.month and a.month == b.day:
-            return D_SWAP
+        if a.month == b.month:
+            return D_SAME_MONTH
         return D_SAME_YEAR
     if abs(a.year - b.year) == 1:
         if not placeholder and a.month == b.month and a.day == b.day:
@@ -456,9 +460,10 @@ class Matcher:
             if lr == 0:
                 fields.append("region_code")
         lp = _eq_level(a.phone, b.phone)
-        # A shared phone is shared by the household: once the birth dates are years apart it
-        # says "relative", not "same person" (parent and child named alike), so it is not counted.
-        if lp == 0 and ld == D_ELSE:
+        # A shared phone is shared by the household: once the birth dates are years apart or
+        # the first names differ outright, it says "relative" (parent and child named alike,
+        # twins), not "same person", so it is not counted.
+        if lp == 0 and (ld == D_ELSE or lf == N_ELSE):
             lp = None
         if lp is not None:
             total += self._w_phone[lp]
