@@ -244,3 +244,21 @@ def test_compare_is_fast(matcher: Matcher) -> None:
         matcher.rank(pairs[0][0], [(i, p) for i, (_, p) in enumerate(pairs)], limit=10)
     per_rank = (time.perf_counter() - t) / 5
     assert per_rank < 0.010  # 300 candidates in under 10 ms
+
+
+def test_rare_region_and_sparse_birth_year_weigh_more() -> None:
+    freq = NameFrequencies()
+    for i in range(600):
+        # Dakar is crowded, Sédhiou is not; 2024 is full of babies, 1950 nearly empty
+        region = "SED" if i % 50 == 0 else "DKR"
+        year = 1950 if i % 60 == 0 else 2024
+        freq.add(Person(f"First{i}", f"Last{i}", D(year, 5, 1 + i % 28), "F", region))
+    m = Matcher(frequencies=freq)
+
+    def score(region: str, year: int) -> float:
+        # the evidence itself: the probability is already saturated at 1.0 for both
+        p = Person("Astou", "Sagna", D(year, 3, 9), "F", region)
+        return m.evidence_bits(p, p)
+
+    assert score("SED", 2024) > score("DKR", 2024)
+    assert score("DKR", 1950) > score("DKR", 2024)

@@ -58,6 +58,9 @@ N_EXACT, N_PHONETIC, N_FUZZY_HIGH, N_PARTIAL, N_FUZZY_LOW, N_ELSE = range(6)
 # Date-of-birth levels
 D_EXACT, D_SWAP, D_YEAR_OFF1, D_SAME_MONTH, D_YEAR_ONLY, D_SAME_YEAR, D_NEAR_YEAR, D_ELSE = range(8)
 
+_SAME_YEAR_LEVELS = frozenset((D_EXACT, D_SWAP, D_SAME_MONTH, D_YEAR_ONLY, D_SAME_YEAR))
+# Region and birth-year frequencies refine weaker evidence than names do: a tighter bound.
+_TF_CAP_CONTEXT = 2.0
 JW_HIGH = 0.92
 JW_LOW = 0.80
 DHIS2 = "dhis2_uid"
@@ -95,21 +98,23 @@ def is_placeholder_date(d: datetime.date) -> bool:
 
 
 class NameFrequencies:
-    """Counts of normalised first and last names in the registry, for term-frequency weights.
+    """Counts of values in the registry itself, for term-frequency weights.
 
     Agreement on "Mamadou" (thousands in the registry) is weaker evidence than agreement on
     a rare name: the u-probability of exact agreement on value v is its share of the
-    registry instead of the average.
+    registry instead of the average.  The same holds, more mildly, for regions (Dakar
+    against Sédhiou) and birth years (this year's babies crowd their year far more than
+    the over-sixties do theirs), which are counted too.
     """
 
-    __slots__ = ("_first", "_first_sq", "_last", "_last_sq", "total")
+    __slots__ = ("_counts", "_squares", "_totals", "total")
 
     def __init__(self) -> None:
-        self._first: dict[str, int] = {}
-        self._last: dict[str, int] = {}
+        # one table per field: first name, last name, region, birth year
+        self._counts: tuple[dict[str, int], ...] = ({}, {}, {}, {})
         # Sums of squared counts give the average u of exact agreement, sum(share^2).
-        self._first_sq = 0
-        self._last_sq = 0
+        self._squares = [0, 0, 0, 0]
+        self._totals = [0, 0, 0, 0]
         self.total = 0
 
     @classmethod
@@ -119,30 +124,62 @@ class NameFrequencies:
             freq.add(p)
         return freq
 
+    @staticmethod
+    def _values(p: Person) -> tuple[str | None, ...]:
+        region = p.region_code.strip().upper() if p.region_code else None
+        year = str(p.date_of_birth.year) if p.date_of_birth is not None else None
+        return normalize_name(p.first_name), normalize_name(p.last_name), region or None, year
+
     def add(self, p: Person) -> None:
-        self._first_sq += _bump(self._first, normalize_name(p.first_name), 1)
-        self._last_sq += _bump(self._last, normalize_name(p.last_name), 1)
+        for i, value in enumerate(self._values(p)):
+            if value is not None:
+                self._squares[i] += _bump(self._counts[i], value, 1)
+                self._totals[i] += 1
         self.total += 1
 
     def remove(self, p: Person) -> None:
-        first, last = normalize_name(p.first_name), normalize_name(p.last_name)
-        if self._first.get(first, 0) <= 0 or self._last.get(last, 0) <= 0:
+        values = self._values(p)
+        if any(v is not None and self._counts[i].get(v, 0) <= 0 for i, v in enumerate(values)):
             raise KeyError(f"{p.first_name} {p.last_name} was never added")
-        self._first_sq += _bump(self._first, first, -1)
-        self._last_sq += _bump(self._last, last, -1)
+        for i, value in enumerate(values):
+            if value is not None:
+                self._squares[i] += _bump(self._counts[i], value, -1)
+                self._totals[i] -= 1
         self.total -= 1
 
+    def _share(self, i: int, value: str) -> float:
+        total = self._totals[i]
+        return self._counts[i].get(value, 0) / total if total else 0.0
+
+    def _average(self, i: int) -> float:
+        total = self._totals[i]
+        return self._squares[i] / (total * total) if total else 0.0
+
     def first_name_share(self, normalized: str) -> float:
-        return self._first.get(normalized, 0) / self.total if self.total else 0.0
+        return self._share(0, normalized)
 
     def last_name_share(self, normalized: str) -> float:
-        return self._last.get(normalized, 0) / self.total if self.total else 0.0
+        return self._share(1, normalized)
 
     def first_name_average_share(self) -> float:
-        return self._first_sq / (self.total * self.total) if self.total else 0.0
+        return self._average(0)
 
     def last_name_average_share(self) -> float:
-        return self._last_sq / (self.total * self.total) if self.total else 0.0
+        return self._average(1)
+
+    def tf_bits(self, field: int, value: str, cap: float) -> float:
+        """log2(average share / share of ``value``), within +-cap; 0 for a small registry.
+
+        ``field``: 0 first name, 1 last name, 2 region, 3 birth year.
+        """
+        total = self._totals[field]
+        if total < 100:
+            return 0.0
+        # A value never seen counts as seen once: the least it can be once the candidate
+        # holding it is registered.
+        share = max(self._counts[field].get(value, 0), 1) / total
+        bits = math.log2(self._average(field) / share)
+        return cap if bits > cap else -cap if bits < -cap else bits
 
 
 def _bump(counts: dict[str, int], key: str, delta: int) -> int:
@@ -331,6 +368,8 @@ class Matcher:
             c: tuple(x * self.params.coefficient(c) for x in levels)
             for c, levels in self.params.weights().items()
         }
+        self._c_dob = self.params.coefficient("date_of_birth")
+        self._c_region = self.params.coefficient("region_code")
         self._c_first = self.params.coefficient("first_name")
         self._c_last = self.params.coefficient("last_name")
         self._w_first = w["first_name"]
@@ -346,20 +385,8 @@ class Matcher:
 
     # -- term frequency ---------------------------------------------------------------
     def _tf_bits(self, value: str, first: bool) -> float:
-        """Correction to exact agreement on ``value``: log2(average u / u of this value)."""
         freq = self.frequencies
-        if freq is None or freq.total < 100:
-            return 0.0
-        if first:
-            share, avg = freq.first_name_share(value), freq.first_name_average_share()
-        else:
-            share, avg = freq.last_name_share(value), freq.last_name_average_share()
-        # A value the registry has never seen counts as seen once: that is the least it can be
-        # once the candidate holding it is registered.
-        share = max(share, 1.0 / freq.total)
-        bits = math.log2(avg / share)
-        cap = self._tf_cap
-        return cap if bits > cap else -cap if bits < -cap else bits
+        return 0.0 if freq is None else freq.tf_bits(0 if first else 1, value, self._tf_cap)
 
     def _names(
         self, qf: _Name, ql: _Name, cf: _Name, cl: _Name, cand_first_field: tuple[bool, bool]
@@ -438,10 +465,15 @@ class Matcher:
             fields.append("names_swapped")
 
         ld = _dob_level(a.dob, b.dob)
+        freq = self.frequencies
         if ld is not None:
-            total += self._w_dob[ld]
+            bits = self._w_dob[ld]
+            if freq is not None and ld in _SAME_YEAR_LEVELS:
+                assert b.dob is not None
+                bits += self._c_dob * freq.tf_bits(3, str(b.dob.year), _TF_CAP_CONTEXT)
+            total += bits
             if parts is not None:
-                parts[_I_DOB] = self._w_dob[ld]
+                parts[_I_DOB] = bits
             field = _FIELD_OF_DOB_LEVEL.get(ld)
             if field:
                 fields.append(field)
@@ -454,9 +486,13 @@ class Matcher:
                 fields.append("gender")
         lr = _eq_level(a.region, b.region)
         if lr is not None:
-            total += self._w_region[lr]
+            bits = self._w_region[lr]
+            if freq is not None and lr == 0:
+                assert b.region is not None
+                bits += self._c_region * freq.tf_bits(2, b.region, _TF_CAP_CONTEXT)
+            total += bits
             if parts is not None:
-                parts[_I_REGION] = self._w_region[lr]
+                parts[_I_REGION] = bits
             if lr == 0:
                 fields.append("region_code")
         lp = _eq_level(a.phone, b.phone)
