@@ -153,7 +153,7 @@ def bench_synthetic(n: int, seed: int, params: MatchParams | None, verbose: bool
     matcher = Matcher(params, freq)
 
     by_kind: Counter[str] = Counter()
-    caught = top1 = among = blocked_recall = capped_recall = 0
+    caught = top1 = among = top10 = blocked_recall = capped_recall = 0
     blocks = blocks_right = 0
     false_blocks: Counter[str] = Counter()
     n_cands: list[int] = []
@@ -200,6 +200,8 @@ def bench_synthetic(n: int, seed: int, params: MatchParams | None, verbose: bool
                     caught += 1
             if any(ci == orig and r.score >= matcher.thresholds.possible for ci, r in ranked):
                 among += 1
+            if any(ci == orig for ci, _ in ranked[:10]):
+                top10 += 1
             if not (is_block and best is not None and best[0] == orig):
                 missed_errors.update(set(errs))
                 if verbose and len(misses) < 40:
@@ -224,6 +226,7 @@ def bench_synthetic(n: int, seed: int, params: MatchParams | None, verbose: bool
         "caught_409": caught / dups,
         "top1": top1 / dups,
         "original_among_results": among / dups,
+        "original_in_top10_any_score": top10 / dups,
         "blocking_recall": blocked_recall / dups,
         "blocking_recall_capped": capped_recall / dups,
         "precision_409": blocks_right / blocks if blocks else 1.0,

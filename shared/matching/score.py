@@ -478,6 +478,11 @@ class Matcher:
             if field:
                 fields.append(field)
         lg = _eq_level(a.gender, b.gender)
+        # Same first name, same sex: the name already said it (Fatou is a woman), so the
+        # agreement is not counted twice; a disagreement still counts.
+        if lg == 0 and lf is not None and lf <= N_FUZZY_HIGH:
+            lg = None
+            fields.append("gender")
         if lg is not None:
             total += self._w_gender[lg]
             if parts is not None:
