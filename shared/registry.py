@@ -23,7 +23,7 @@ from .schemas import LinkDhis2In, MatchIn, MergeIn, PatchIn, ProgrammeIn, Regist
 from .storage import schema as t
 from .storage.store import Store, Tx, utc_now
 
-__all__ = ["Registry", "check_id"]
+__all__ = ["Registry", "check_id", "person_of"]
 
 _DEMOGRAPHIC = ("first_name", "last_name", "date_of_birth", "gender", "region_code", "country_code", "phone_number")
 _MERGE_CHAIN_LIMIT = 64  # merges form a forest; a longer chain means a corrupt database
@@ -37,7 +37,8 @@ def check_id(text: str) -> str:
         raise BadRequest(exc.message, code=exc.code) from None
 
 
-def _person(row: Any, external: dict[str, str] | None = None) -> Person:
+def person_of(row: Any, external: dict[str, str] | None = None) -> Person:
+    """The matcher's view of a stored identity."""
     return Person(
         first_name=row.first_name,
         last_name=row.last_name,
@@ -169,22 +170,17 @@ class Registry:
             )
         ).all()
         rows = [r for r in rows if r.pk != exclude]
+        if not person.external_ids:
+            # A missing external id is neutral evidence: no need to read the candidates' ids.
+            return [(r, person_of(r)) for r in rows]
         external = await self._external_ids(conn, [r.pk for r in rows])
-        return [(r, _person(r, external[r.pk])) for r in rows]
+        return [(r, person_of(r, external[r.pk])) for r in rows]
 
     async def rank(self, conn: AsyncConnection, person: Person, limit: int) -> list[tuple[Any, MatchResult]]:
         return self.matcher.rank(person, await self.candidates(conn, person), limit=limit)
 
     async def match(self, body: MatchIn, actor: str) -> dict[str, Any]:
-        person = Person(
-            first_name=body.first_name,
-            last_name=body.last_name,
-            date_of_birth=body.date_of_birth,
-            gender=body.gender,
-            region_code=body.region_code,
-            phone_number=body.phone_number,
-            external_ids=body.external_ids or {},
-        )
+        person = self.person(body)
         async with self.store.read() as conn:
             ranked = await self.rank(conn, person, body.limit)
         matches = [
@@ -201,6 +197,22 @@ class Registry:
 
     # -- register ---------------------------------------------------------------------
 
+    @staticmethod
+    def person(body: RegisterIn | MatchIn) -> Person:
+        return Person(
+            first_name=body.first_name,
+            last_name=body.last_name,
+            date_of_birth=body.date_of_birth,
+            gender=body.gender,
+            region_code=body.region_code,
+            phone_number=body.phone_number,
+            external_ids=body.external_ids or {},
+        )
+
+    def blocks(self, result: MatchResult) -> bool:
+        """Whether a match stops a registration with 409: certain, and no hard conflict (twins...)."""
+        return result.score >= self.matcher.thresholds.certain and result.hard_conflict is None
+
     async def register(self, body: RegisterIn, actor: str) -> dict[str, Any]:
         async with self.store.write(actor) as tx:
             # Matching inside the write lock: two clerks registering the same mother at once
@@ -210,18 +222,10 @@ class Registry:
 
     async def register_in(self, tx: Tx, body: RegisterIn) -> tuple[str, tuple[Any, MatchResult] | None]:
         """Register inside ``tx``: (new ID, best match). Raises Duplicate or Conflict before writing anything."""
-        person = Person(
-            first_name=body.first_name,
-            last_name=body.last_name,
-            date_of_birth=body.date_of_birth,
-            gender=body.gender,
-            region_code=body.region_code,
-            phone_number=body.phone_number,
-            external_ids=body.external_ids or {},
-        )
+        person = self.person(body)
         ranked = await self.rank(tx.conn, person, limit=1)
         best = ranked[0] if ranked else None
-        blocking = best is not None and best[1].score >= self.matcher.thresholds.certain and best[1].hard_conflict is None
+        blocking = best is not None and self.blocks(best[1])
         if blocking and not body.force_create:
             assert best is not None
             raise Duplicate(
@@ -435,9 +439,9 @@ class Registry:
                     await self._set_external_id(tx, row.pk, row.mpi_id, system, value)
             if changes or external:
                 await tx.conn.execute(sa.update(t.identity).where(t.identity.c.pk == row.pk).values(updated_at=tx.now))
-            old_person = _person(row)
+            old_person = person_of(row)
             updated = (await tx.conn.execute(sa.select(t.identity).where(t.identity.c.pk == row.pk))).one()
-            new_person = _person(updated, {**old_external, **external})
+            new_person = person_of(updated, {**old_external, **external})
             if changes:
                 await self._index(tx, row.pk, new_person)
             tx.audit("patch", row.mpi_id, fields=sorted([*changes, *external]), requested=found.requested)
@@ -591,14 +595,14 @@ class Registry:
             await self._unindex(tx, s.pk)
             updated = (await tx.conn.execute(sa.select(t.identity).where(t.identity.c.pk == g.pk))).one()
             if not body.keep_target:
-                await self._index(tx, g.pk, _person(updated))
+                await self._index(tx, g.pk, person_of(updated))
             tx.change(
                 "identity.merge",
                 s.mpi_id,
                 {"source": s.mpi_id, "target": g.mpi_id, "reason": body.reason, "keep_target": body.keep_target},
             )
             tx.audit("merge", s.mpi_id, target=g.mpi_id, reason=body.reason, programmes_migrated=migrated)
-            old_source, old_target, new_target = _person(s), _person(g), _person(updated)
+            old_source, old_target, new_target = person_of(s), person_of(g), person_of(updated)
 
             def _refresh_frequencies() -> None:
                 self.frequencies.remove(old_source)
