@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import ids
 from .errors import BadRequest, Conflict, Duplicate, NotFound
 from .matching import Matcher, MatchResult, NameFrequencies, Person, index_keys, name_tokens, query_keys
+from .review import open_pair_review
 from .schemas import LinkDhis2In, MatchIn, MergeIn, PatchIn, ProgrammeIn, RegisterIn, SearchQuery
 from .storage import schema as t
 from .storage.store import Store, Tx, utc_now
@@ -35,6 +36,20 @@ def check_id(text: str) -> str:
         return str(ids.parse(text))
     except ids.IdError as exc:
         raise BadRequest(exc.message, code=exc.code) from None
+
+
+_PAIR = "~"  # sorts after every letter: pair tokens never fall in the range of a name prefix
+
+
+def search_tokens(first_name: str, last_name: str) -> set[str]:
+    """What the search index holds for a name: each word, and each ordered pair of words.
+
+    A pair token ``~FATOU DIALLO`` lets the usual query, whole words then the beginning
+    of the last one, be one range scan however common each word is on its own.
+    """
+    words = list(dict.fromkeys([*name_tokens(first_name), *name_tokens(last_name)]))
+    pairs = {f"{_PAIR}{a} {b}" for a in words for b in words if a != b}
+    return {w[:60] for w in words} | {p[:60] for p in pairs}
 
 
 def person_of(row: Any, external: dict[str, str] | None = None) -> Person:
@@ -279,8 +294,7 @@ class Registry:
         keys: list[dict[str, Any]] = []
         external: list[dict[str, Any]] = []
         for pk, (body, person) in zip(pks, items, strict=True):
-            for tok in set(name_tokens(person.first_name)) | set(name_tokens(person.last_name)):
-                tokens.append({"token": tok[:60], "identity_pk": pk})
+            tokens.extend({"token": tok, "identity_pk": pk} for tok in search_tokens(person.first_name, person.last_name))
             keys.extend({"key": k, "identity_pk": pk} for k in index_keys(person))
             external.extend(
                 {"system": system, "value": value, "identity_pk": pk, "linked_at": tx.now}
@@ -302,9 +316,9 @@ class Registry:
         """(Re)write the search tokens and blocking keys of one identity."""
         await tx.conn.execute(sa.delete(t.name_token).where(t.name_token.c.identity_pk == pk))
         await tx.conn.execute(sa.delete(t.blocking_key).where(t.blocking_key.c.identity_pk == pk))
-        tokens = set(name_tokens(person.first_name)) | set(name_tokens(person.last_name))
+        tokens = search_tokens(person.first_name, person.last_name)
         if tokens:
-            await tx.conn.execute(sa.insert(t.name_token), [{"token": tok[:60], "identity_pk": pk} for tok in tokens])
+            await tx.conn.execute(sa.insert(t.name_token), [{"token": tok, "identity_pk": pk} for tok in tokens])
         keys = index_keys(person)
         if keys:
             await tx.conn.execute(sa.insert(t.blocking_key), [{"key": k, "identity_pk": pk} for k in keys])
@@ -315,19 +329,10 @@ class Registry:
 
     async def open_review(
         self, tx: Tx, reason: str, mpi_ids: list[str], score: float | None, matched_fields: list[str]
-    ) -> None:
-        item = {
-            "reason": reason,
-            "mpi_ids": json.dumps(mpi_ids),
-            "similarity_score": score,
-            "matched_fields": json.dumps(matched_fields),
-            "status": "open",
-            "actor": tx.actor,
-            "created_at": tx.now,
-            "detail": "{}",
-        }
-        await tx.conn.execute(sa.insert(t.review_item).values(item))
-        tx.change("review.open", mpi_ids[0], {"reason": reason, "mpi_ids": mpi_ids, "similarity_score": score})
+    ) -> bool:
+        """Queue a pair for a supervisor (not when it was decided ``not_same`` or is queued already)."""
+        first, second = mpi_ids
+        return await open_pair_review(tx, reason, first, second, score, matched_fields)
 
     async def _check_external_ids_free(self, conn: AsyncConnection, external: dict[str, str], owner_pk: int | None) -> None:
         for system, value in external.items():
@@ -357,6 +362,35 @@ class Registry:
 
     # -- search -----------------------------------------------------------------------
 
+    def _token_share(self, token: str) -> float:
+        """How common a name token is in the registry (0 for unknown: assumed rare)."""
+        return max(self.frequencies.first_name_share(token), self.frequencies.last_name_share(token))
+
+    def _name_conditions(self, q: str) -> list[Any]:
+        """Search semantics: every word of ``q`` is a whole word of the name, but the last,
+        which may be the beginning of one (what a clerk types: ``fatou dia``).
+
+        One word is a prefix range of words. Two or more: the pair (rarest whole word, last
+        word) is one prefix range of pair tokens, and each other word one index probe.
+        """
+        words = list(dict.fromkeys(name_tokens(q)))
+        if not words:
+            return []
+        i, nt = t.identity, t.name_token
+
+        def prefix(value: str) -> tuple[Any, Any]:
+            return nt.c.token >= value, nt.c.token < value[:-1] + chr(ord(value[-1]) + 1)
+
+        if len(words) == 1:
+            return [i.c.pk.in_(sa.select(nt.c.identity_pk).where(*prefix(words[0][:60])))]
+        *whole, last = words
+        anchor = min(whole, key=lambda w: (self._token_share(w), -len(w)))
+        conditions: list[Any] = [i.c.pk.in_(sa.select(nt.c.identity_pk).where(*prefix(f"{_PAIR}{anchor} {last}"[:60])))]
+        for n, word in enumerate(w for w in whole if w != anchor):
+            probe = t.name_token.alias(f"nt{n}")
+            conditions.append(sa.exists().where(probe.c.identity_pk == i.c.pk, probe.c.token == word[:60]))
+        return conditions
+
     async def search(self, query: SearchQuery, actor: str) -> dict[str, Any]:
         i = t.identity
         conditions: list[Any] = [i.c.status == "active"]
@@ -367,13 +401,7 @@ class Registry:
                 except NotFound:
                     return {"total": 0, "items": []}
                 conditions.append(i.c.pk == found.row.pk)
-            for token in name_tokens(query.q or ""):
-                upper = token[:-1] + chr(ord(token[-1]) + 1)
-                conditions.append(
-                    i.c.pk.in_(
-                        sa.select(t.name_token.c.identity_pk).where(t.name_token.c.token >= token, t.name_token.c.token < upper)
-                    )
-                )
+            conditions.extend(self._name_conditions(query.q or ""))
             if query.region_code:
                 conditions.append(i.c.region_code == query.region_code)
             if query.date_of_birth:
@@ -382,21 +410,29 @@ class Registry:
                 conditions.append(
                     i.c.pk.in_(sa.select(t.programme.c.identity_pk).where(t.programme.c.programme_type == query.program))
                 )
-            total = (await conn.execute(sa.select(sa.func.count()).select_from(i).where(*conditions))).scalar_one()
-            programme_count = (
-                sa.select(sa.func.count())
-                .where(t.programme.c.identity_pk == i.c.pk)
-                .correlate(i)
-                .scalar_subquery()
-                .label("programme_count")
-            )
-            rows = await conn.execute(
-                sa.select(i, programme_count)
-                .where(*conditions)
-                .order_by(i.c.last_name, i.c.first_name, i.c.pk)
-                .limit(query.limit)
-                .offset(query.offset)
-            )
+            columns = [i.c.pk, i.c.mpi_id, i.c.first_name, i.c.last_name, i.c.date_of_birth, i.c.gender,
+                       i.c.region_code, i.c.created_at]
+            rows = (
+                await conn.execute(
+                    sa.select(*columns, sa.func.count().over().label("total"))
+                    .where(*conditions)
+                    .order_by(i.c.last_name, i.c.first_name, i.c.pk)
+                    .limit(query.limit)
+                    .offset(query.offset)
+                )
+            ).all()
+            if rows:
+                total = rows[0].total
+            else:  # past the last page: the window had no row to count on
+                total = (await conn.execute(sa.select(sa.func.count()).select_from(i).where(*conditions))).scalar_one()
+            counts: dict[int, int] = {}
+            if rows:
+                enrolled = await conn.execute(
+                    sa.select(t.programme.c.identity_pk, sa.func.count())
+                    .where(t.programme.c.identity_pk.in_([r.pk for r in rows]))
+                    .group_by(t.programme.c.identity_pk)
+                )
+                counts = {pk: n for pk, n in enrolled}
             items = [
                 {
                     "mpi_id": r.mpi_id,
@@ -405,7 +441,7 @@ class Registry:
                     "date_of_birth": _iso(r.date_of_birth),
                     "gender": r.gender,
                     "region_code": r.region_code,
-                    "programme_count": r.programme_count,
+                    "programme_count": counts.get(r.pk, 0),
                     "created_at": api_time(r.created_at),
                 }
                 for r in rows

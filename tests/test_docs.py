@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from node.cli import build_parser
-from shared.routes import ROUTES
+from shared.routes import REVIEW_ROUTES, ROUTES
 from shared.settings import Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -19,7 +19,7 @@ def test_readme_opens_with_the_two_commands() -> None:
 
 
 def test_every_route_is_in_the_readme() -> None:
-    for route in ROUTES:
+    for route in [*ROUTES, *REVIEW_ROUTES]:
         shown = route.path.split("{")[0].rstrip("/")
         assert shown in README, route.path
 

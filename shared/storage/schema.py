@@ -18,8 +18,10 @@ __all__ = [
     "external_id",
     "identity",
     "import_progress",
+    "dedup_progress",
     "metadata",
     "name_token",
+    "not_same",
     "node_meta",
     "programme",
     "review_item",
@@ -59,7 +61,7 @@ name_token = sa.Table(
     metadata,
     sa.Column("token", sa.String(60), primary_key=True),
     sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey("identity.pk", ondelete="CASCADE"), primary_key=True),
-    sa.Index("ix_name_token_identity", "identity_pk"),
+    sa.Index("ix_name_token_identity_token", "identity_pk", "token"),
     sqlite_with_rowid=False,
 )
 
@@ -163,6 +165,12 @@ review_item = sa.Table(
     sa.Column("actor", sa.String(100), nullable=False),
     sa.Column("created_at", sa.String(24), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    # Added by migration 10: the sorted pair, the regions it touches, and the decision.
+    sa.Column("pair_key", sa.String(40), nullable=True, index=True),
+    sa.Column("regions", sa.String(40), nullable=True),
+    sa.Column("decision", sa.String(12), nullable=True),
+    sa.Column("decided_by", sa.String(100), nullable=True),
+    sa.Column("decided_at", sa.String(24), nullable=True),
 )
 
 import_progress = sa.Table(
@@ -172,4 +180,31 @@ import_progress = sa.Table(
     sa.Column("path", sa.Text, nullable=False),
     sa.Column("last_line", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.String(24), nullable=False),
+)
+
+
+# -- dedup (migration 10) ------------------------------------------------------------------
+
+# Pairs a supervisor decided are two different people: no sweep and no node raises them again.
+not_same = sa.Table(
+    "not_same",
+    metadata,
+    sa.Column("mpi_a", sa.String(18), primary_key=True),  # the smaller ID of the pair
+    sa.Column("mpi_b", sa.String(18), primary_key=True),
+    sa.Column("decided_at", sa.String(24), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+)
+
+# How far a full dedup sweep got, so that a crash resumes it instead of starting again.
+dedup_progress = sa.Table(
+    "dedup_progress",
+    metadata,
+    sa.Column("job", sa.String(40), primary_key=True),
+    sa.Column("last_pk", sa.BigInteger, nullable=False),
+    sa.Column("checked", sa.BigInteger, nullable=False),
+    sa.Column("merged", sa.BigInteger, nullable=False),
+    sa.Column("queued", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.String(24), nullable=False),
+    sa.Column("updated_at", sa.String(24), nullable=False),
+    sa.Column("finished_at", sa.String(24), nullable=True),
 )
