@@ -81,6 +81,7 @@ _FIELD_OF_DOB_LEVEL = {
     D_SAME_YEAR: "birth_year",
 }
 _I_FIRST, _I_LAST, _I_DOB, _I_GENDER, _I_REGION, _I_PHONE, _I_EXT = range(7)
+# The hot path indexes comparisons by position; fail at import if the vocabulary moves.
 assert COMPARISONS == (
     "first_name",
     "last_name",
