@@ -4,6 +4,8 @@ import datetime as dt
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.matching.model import Person, default_params
 from shared.matching.score import Matcher, MatchResult, NameFrequencies, Thresholds
@@ -311,3 +313,38 @@ def test_em_recovers_parameters_without_labels() -> None:
     assert fitted.m["first_name"][0] == pytest.approx(0.85, abs=0.05)
     assert fitted.u["date_of_birth"][7] == pytest.approx(0.9, abs=0.03)
     assert fitted.weight("last_name", 0) > 3 > fitted.weight("last_name", 5)
+
+
+NAMES = ["Awa", "Adama", "Fatou", "Fatoumata", "Mamadou", "Mamadu", "Diallo", "Jallow", "N'Diaye", "Sène", ""]
+
+
+@given(
+    st.tuples(
+        st.sampled_from(NAMES),
+        st.sampled_from(NAMES),
+        st.one_of(st.none(), st.dates(D(1930, 1, 1), D(2025, 12, 31))),
+    ),
+    st.tuples(
+        st.sampled_from(NAMES),
+        st.sampled_from(NAMES),
+        st.one_of(st.none(), st.dates(D(1930, 1, 1), D(2025, 12, 31))),
+    ),
+    st.sampled_from([None, "M", "F", "U"]),
+    st.sampled_from([None, "DKR", "ZIG"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_score_is_a_symmetric_probability(
+    a: tuple[str, str, dt.date | None],
+    b: tuple[str, str, dt.date | None],
+    gender: str | None,
+    region: str | None,
+) -> None:
+    m = Matcher()
+    p = Person(a[0], a[1], a[2], gender, region)
+    q = Person(b[0], b[1], b[2], "F", "DKR")
+    r1, r2 = m.compare(p, q), m.compare(q, p)
+    assert 0.0 <= r1.score <= 1.0
+    assert r1.score == r2.score
+    assert r1.hard_conflict == r2.hard_conflict
+    if r1.hard_conflict is not None:
+        assert r1.score < 0.95
