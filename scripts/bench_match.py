@@ -116,6 +116,8 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
                     counts["dup_caught"] += int(blocked and top is not None and top[0].mpi_id == truth)
                     listed = [r.mpi_id for r, res in ranked if res.score >= matcher.thresholds.possible]
                     counts["dup_listed"] += int(truth in listed)
+                    # /mpi/match with its defaults: top 10 at score >= 0.05
+                    counts["dup_in_match"] += int(any(r.mpi_id == truth and res.score >= 0.05 for r, res in ranked))
                     counts["dup_in_candidates"] += int(any(r.mpi_id == truth for r, _ in cands))
 
     # Bulk import of new people into the loaded node, through the mpi-node import code path.
@@ -143,7 +145,8 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
         "precision_409": round(counts["blocks_right"] / counts["blocks"], 4) if counts["blocks"] else None,
         "lookalikes_blocked": round(sum(counts[f"{k}_blocked"] for k in LOOKALIKES) / looks, 4),
         "lookalikes_blocked_by_kind": {k: counts[f"{k}_blocked"] for k in LOOKALIKES},
-        "in_match_results": round(counts["dup_listed"] / dups, 4),
+        "in_match_results": round(counts["dup_in_match"] / dups, 4),
+        "listed_possible": round(counts["dup_listed"] / dups, 4),
         "blocking_recall": round(counts["dup_in_candidates"] / dups, 4),
         "query_ms": {"p50": round(_pct(latencies, 0.5), 2), "p95": round(_pct(latencies, 0.95), 2)},
         "candidates_mean": round(sum(candidates_read) / len(candidates_read), 1),
@@ -163,13 +166,13 @@ def report(results: list[dict[str, Any]]) -> str:
         f"Matching benchmark, {dt.date.today()}, {os.cpu_count()} cores, real node store (SQLite)",
         "",
         "| identities | caught 409 (>= 0.92) | 409 precision (>= 0.995) | look-alikes blocked (<= 0.005) "
-        "| in /mpi/match (>= 0.99) | blocking recall | query p50/p95 ms | candidates mean/max | import/s (>= 1000) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| in /mpi/match (>= 0.99) | of which >= 0.70 | blocking recall | query p50/p95 ms | candidates mean/max | import/s (>= 1000) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['size']:,} | {r['caught_409']} | {r['precision_409']} | {r['lookalikes_blocked']} "
-            f"| {r['in_match_results']} | {r['blocking_recall']} | {r['query_ms']['p50']}/{r['query_ms']['p95']} "
+            f"| {r['in_match_results']} | {r['listed_possible']} | {r['blocking_recall']} | {r['query_ms']['p50']}/{r['query_ms']['p95']} "
             f"| {r['candidates_mean']}/{r['candidates_max']} | {r['import_per_s']} |"
         )
     for r in results:

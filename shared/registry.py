@@ -191,19 +191,21 @@ class Registry:
         external = await self._external_ids(conn, [r.pk for r in rows])
         return [(r, person_of(r, external[r.pk])) for r in rows]
 
-    async def rank(self, conn: AsyncConnection, person: Person, limit: int) -> list[tuple[Any, MatchResult]]:
-        return self.matcher.rank(person, await self.candidates(conn, person), limit=limit)
+    async def rank(
+        self, conn: AsyncConnection, person: Person, limit: int, min_score: float | None = None
+    ) -> list[tuple[Any, MatchResult]]:
+        return self.matcher.rank(person, await self.candidates(conn, person), limit=limit, min_score=min_score)
 
     async def match(self, body: MatchIn, actor: str) -> dict[str, Any]:
         person = self.person(body)
         async with self.store.read() as conn:
-            ranked = await self.rank(conn, person, body.limit)
+            ranked = await self.rank(conn, person, body.limit, body.min_score)
         matches = [
             {
                 "mpi_id": row.mpi_id,
                 "similarity_score": result.score,
                 "matched_fields": result.matched_fields,
-                "confidence": result.band,
+                "confidence": result.band or "unlikely",
             }
             for row, result in ranked
         ]
