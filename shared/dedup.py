@@ -7,6 +7,9 @@ the probable threshold and auto-merge, or with a hard conflict, goes to the revi
 Pairs a supervisor declared ``not_same`` are never raised again, and a pair with an open
 review item is not queued twice.
 
+``enqueue(tx, pks)`` records identities to check in the transaction that wrote them (the
+hub applying a node's registrations); ``Dedup.drain()`` checks and forgets them.
+
 ``Dedup.sweep()`` walks the registry in primary-key order in batches, recording after each
 batch how far it got (``dedup_progress``): memory stays bounded by the batch and a crash
 resumes where it stopped.
@@ -29,9 +32,9 @@ from .registry import Registry, person_of
 from .review import is_not_same, open_pair_review, pair_key
 from .schemas import MergeIn
 from .storage import schema as t
-from .storage.store import utc_now
+from .storage.store import Tx, utc_now
 
-__all__ = ["Dedup", "DedupStats"]
+__all__ = ["Dedup", "DedupStats", "enqueue"]
 
 log = logging.getLogger("mpi.dedup")
 
@@ -52,6 +55,14 @@ class DedupStats:
 def _older_first(a: Any, b: Any) -> tuple[Any, Any]:
     """(target, source): the older registration survives, then the smaller ID."""
     return (a, b) if (a.created_at, a.mpi_id) <= (b.created_at, b.mpi_id) else (b, a)
+
+
+async def enqueue(tx: Tx, pks: Sequence[int]) -> None:
+    """Ask for these identities to be checked, in the caller's transaction."""
+    if pks:
+        await tx.conn.execute(
+            tx.insert_ignore(t.dedup_pending), [{"identity_pk": pk, "queued_at": tx.now} for pk in sorted(set(pks))]
+        )
 
 
 class Dedup:
@@ -122,6 +133,24 @@ class Dedup:
                 result.matched_fields,
                 detail={"hard_conflict": result.hard_conflict} if result.hard_conflict else {},
             )
+
+    async def drain(self, batch: int = 500) -> DedupStats:
+        """Check what ``enqueue`` recorded, a batch at a time, until nothing is left."""
+        total = DedupStats()
+        while True:
+            async with self.store.read() as conn:
+                pks = list(
+                    (
+                        await conn.execute(
+                            sa.select(t.dedup_pending.c.identity_pk).order_by(t.dedup_pending.c.identity_pk).limit(batch)
+                        )
+                    ).scalars()
+                )
+            if not pks:
+                return total
+            total.add(await self.check(pks))
+            async with self.store.write(self.actor) as tx:
+                await tx.conn.execute(sa.delete(t.dedup_pending).where(t.dedup_pending.c.identity_pk.in_(pks)))
 
     async def sweep(
         self,

@@ -116,3 +116,19 @@ async def test_sweep_is_resumable_and_finds_every_pair(api: Api) -> None:
     assert active == 3 and job.finished_at is not None
     again = await dedup.sweep(batch=2)
     assert again.merged == 0
+
+
+async def test_enqueued_identities_are_checked_once(api: Api) -> None:
+    from shared.dedup import enqueue
+
+    older = await api.register(**AMINATA)
+    newer = await api.register(**{**AMINATA, "external_ids": {}, "force_create": True})
+    async with api.store.write("test") as tx:
+        await enqueue(tx, await _pks(api, newer, older))
+    dedup = _dedup(api)
+    stats = await dedup.drain(batch=1)
+    assert stats.merged == 1
+    assert (await dedup.drain()).checked == 0
+    async with api.store.read() as conn:
+        left = (await conn.execute(sa.select(sa.func.count()).select_from(t.dedup_pending))).scalar_one()
+    assert left == 0

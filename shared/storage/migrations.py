@@ -75,7 +75,7 @@ def _v1_initial(conn: Connection) -> None:
 
 
 def _v10_dedup(conn: Connection) -> None:
-    schema.metadata.create_all(conn, tables=[schema.not_same, schema.dedup_progress])
+    schema.metadata.create_all(conn, tables=[schema.not_same, schema.dedup_progress, schema.dedup_pending])
     for column, kind in (
         ("pair_key", "VARCHAR(40)"),
         ("regions", "VARCHAR(40)"),

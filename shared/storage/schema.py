@@ -18,6 +18,7 @@ __all__ = [
     "external_id",
     "identity",
     "import_progress",
+    "dedup_pending",
     "dedup_progress",
     "metadata",
     "name_token",
@@ -207,4 +208,13 @@ dedup_progress = sa.Table(
     sa.Column("started_at", sa.String(24), nullable=False),
     sa.Column("updated_at", sa.String(24), nullable=False),
     sa.Column("finished_at", sa.String(24), nullable=True),
+)
+
+# Identities the hub must check against the country: written in the transaction that applied
+# them, drained by the dedup worker, so a crash between the two loses nothing.
+dedup_pending = sa.Table(
+    "dedup_pending",
+    metadata,
+    sa.Column("identity_pk", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("queued_at", sa.String(24), nullable=False),
 )
