@@ -56,9 +56,9 @@ K = TypeVar("K")
 # Name levels (see model.LEVELS)
 N_EXACT, N_PHONETIC, N_FUZZY_HIGH, N_PARTIAL, N_FUZZY_LOW, N_ELSE = range(6)
 # Date-of-birth levels
-D_EXACT, D_SWAP, D_YEAR_OFF1, D_SAME_MONTH, D_YEAR_ONLY, D_SAME_YEAR, D_NEAR_YEAR, D_ELSE = range(8)
+D_EXACT, D_SWAP, D_YEAR_OFF1, D_PLACEHOLDER_SAME, D_SAME_MONTH, D_YEAR_ONLY, D_SAME_YEAR, D_NEAR_YEAR, D_ELSE = range(9)
 
-_SAME_YEAR_LEVELS = frozenset((D_EXACT, D_SWAP, D_SAME_MONTH, D_YEAR_ONLY, D_SAME_YEAR))
+_SAME_YEAR_LEVELS = frozenset((D_EXACT, D_SWAP, D_SAME_MONTH, D_PLACEHOLDER_SAME, D_YEAR_ONLY, D_SAME_YEAR))
 # Region and birth-year frequencies refine weaker evidence than names do: a tighter bound.
 _TF_CAP_CONTEXT = 2.0
 JW_HIGH = 0.92
@@ -77,6 +77,7 @@ _FIELD_OF_DOB_LEVEL = {
     D_SWAP: "date_of_birth_day_month_swapped",
     D_YEAR_OFF1: "date_of_birth_year_off_by_one",
     D_SAME_MONTH: "birth_year",
+    D_PLACEHOLDER_SAME: "birth_year",
     D_YEAR_ONLY: "birth_year",
     D_SAME_YEAR: "birth_year",
 }
@@ -295,7 +296,8 @@ def _dob_level(a: datetime.date | None, b: datetime.date | None) -> int | None:
         if a != b and a.day == b.month and a.month == b.day:
             return D_SWAP
         if placeholder:
-            return D_YEAR_ONLY
+            # The same placeholder twice is stronger than one: few strangers share it.
+            return D_PLACEHOLDER_SAME if a == b else D_YEAR_ONLY
         if a == b:
             return D_EXACT
         if a.month == b.month:
