@@ -353,3 +353,24 @@ def test_score_is_a_symmetric_probability(
     assert r1.hard_conflict == r2.hard_conflict
     if r1.hard_conflict is not None:
         assert r1.score < 0.95
+
+
+def test_two_common_names_close_in_spelling_are_not_a_typo() -> None:
+    # A registry where Amadou and Mamadou are both frequent: one is not a slip for the other.
+    people = [
+        Person(f, ln, D(1950 + i % 60, 1 + i % 12, 1 + i % 28), "M", "ZIG")
+        for i, (f, ln) in enumerate([("Amadou", "Sarr"), ("Mamadou", "Ba"), ("Ousmane", "Fall")] * 60)
+    ]
+    m = Matcher(frequencies=NameFrequencies.from_people(people))
+    q = Person("Amadou", "Dione", D(2013, 1, 19), "M", "ZIG")
+    other = m.compare(q, Person("Mamadou", "Dione", D(2013, 1, 19), "M", "ZIG"))
+    assert "first_name_fuzzy" not in other.matched_fields
+    assert other.hard_conflict == "twin" and other.score < 0.95
+    # a typo (a spelling nobody else carries) is still close
+    slip = m.compare(q, Person("Amadoi", "Dione", D(2013, 1, 19), "M", "ZIG"))
+    assert "first_name_fuzzy" in slip.matched_fields and slip.hard_conflict is None
+    # without registry counts there is nothing to tell them apart
+    assert (
+        "first_name_fuzzy"
+        in Matcher().compare(q, Person("Mamadou", "Dione", None, "M", "ZIG")).matched_fields
+    )

@@ -12,7 +12,8 @@ candidate ranking.
 - ``first_name_phonetic`` / ``last_name_phonetic``: same West African phonetic key or known
   variant (Ousmane/Usman, Fatou/Fatoumata)
 - ``first_name_fuzzy`` / ``last_name_fuzzy``: close spelling (Jaro-Winkler) or one compound
-  name contained in the other (Mame Diarra / Diarra)
+  name contained in the other (Mame Diarra / Diarra); two names that are each common in the
+  registry (Amadou / Mamadou, Kane / Koné) are different names, not close spellings
 - ``names_swapped``: the names agree only with first and last name crossed over
 - ``date_of_birth``: same date, not a placeholder
 - ``date_of_birth_day_month_swapped``: 03/11 against 11/03 of the same year
@@ -56,11 +57,24 @@ K = TypeVar("K")
 # Name levels (see model.LEVELS)
 N_EXACT, N_PHONETIC, N_FUZZY_HIGH, N_PARTIAL, N_FUZZY_LOW, N_ELSE = range(6)
 # Date-of-birth levels
-D_EXACT, D_SWAP, D_YEAR_OFF1, D_PLACEHOLDER_SAME, D_SAME_MONTH, D_YEAR_ONLY, D_SAME_YEAR, D_NEAR_YEAR, D_ELSE = range(9)
+(
+    D_EXACT,
+    D_SWAP,
+    D_YEAR_OFF1,
+    D_PLACEHOLDER_SAME,
+    D_SAME_MONTH,
+    D_YEAR_ONLY,
+    D_SAME_YEAR,
+    D_NEAR_YEAR,
+    D_ELSE,
+) = range(9)
 
 _SAME_YEAR_LEVELS = frozenset((D_EXACT, D_SWAP, D_SAME_MONTH, D_PLACEHOLDER_SAME, D_YEAR_ONLY, D_SAME_YEAR))
 # Region and birth-year frequencies refine weaker evidence than names do: a tighter bound.
 _TF_CAP_CONTEXT = 2.0
+# Share of the registry above which a name is "established" (see NameFrequencies.established)
+_ESTABLISHED_SHARE = 0.002
+_CLOSE_LEVELS = frozenset((N_FUZZY_HIGH, N_FUZZY_LOW))  # spelling closeness only
 JW_HIGH = 0.92
 JW_LOW = 0.80
 DHIS2 = "dhis2_uid"
@@ -168,6 +182,16 @@ class NameFrequencies:
 
     def last_name_average_share(self) -> float:
         return self._average(1)
+
+    def established(self, field: int, value: str) -> bool:
+        """A value common enough in the registry to be a name of its own, not a slip.
+
+        ``field``: 0 first name, 1 last name.  Typing errors scatter over many spellings
+        that are each rare; "Amadou" against "Mamadou" or "Kane" against "Koné" are two
+        names that many people carry, close in spelling but not one mistyped as the other.
+        """
+        total = self._totals[field]
+        return total >= 100 and self._counts[field].get(value, 0) >= _ESTABLISHED_SHARE * total
 
     def tf_bits(self, field: int, value: str, cap: float) -> float:
         """log2(average share / share of ``value``), within +-cap; 0 for a small registry.
@@ -392,11 +416,21 @@ class Matcher:
         freq = self.frequencies
         return 0.0 if freq is None else freq.tf_bits(0 if first else 1, value, self._tf_cap)
 
+    def _distinct(self, a: _Name, b: _Name, field: int) -> bool:
+        """Two established names close in spelling (Amadou/Mamadou): not the same name."""
+        freq = self.frequencies
+        return freq is not None and freq.established(field, a.norm) and freq.established(field, b.norm)
+
     def _names(
         self, qf: _Name, ql: _Name, cf: _Name, cl: _Name, crossed: bool
     ) -> tuple[float, float, int | None, int | None]:
         lf = _name_level(qf, cf)
         ll = _name_level(ql, cl)
+        if not crossed:
+            if lf in _CLOSE_LEVELS and self._distinct(qf, cf, 0):
+                lf = N_ELSE
+            if ll in _CLOSE_LEVELS and self._distinct(ql, cl, 1):
+                ll = N_ELSE
         first_bits = last_bits = 0.0
         if crossed:
             # A crossed pair is one side's first name against the other's last name: weigh it
