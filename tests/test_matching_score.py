@@ -374,3 +374,22 @@ def test_two_common_names_close_in_spelling_are_not_a_typo() -> None:
         "first_name_fuzzy"
         in Matcher().compare(q, Person("Mamadou", "Dione", None, "M", "ZIG")).matched_fields
     )
+
+
+def test_full_name_frequency_not_the_product_of_two_names() -> None:
+    # Anne is rare and Ndong is rare, but Anne Ndong is a family of its own: 30 in 600.
+    freq = NameFrequencies()
+    for i in range(600):
+        if i % 20 == 0:
+            freq.add(Person("Anne", "Ndong", D(1950 + i % 50, 1 + i % 12, 1 + i % 28), "F", "FTK"))
+        else:
+            freq.add(Person(f"First{i % 40}", f"Last{i % 30}", D(1950 + i % 50, 1 + i % 12, 1), "F", "DKR"))
+    freq.add(Person("Anne", "Sarr"))
+    freq.add(Person("Marie", "Ndong"))
+    m = Matcher(frequencies=freq)
+    family = Person("Anne", "Ndong", None, "F", "FTK")
+    single = Person("Anne", "Sarr", None, "F", "FTK")
+    # Anne Sarr (one in the registry) is stronger evidence than Anne Ndong (30)
+    assert m.evidence_bits(single, single) > m.evidence_bits(family, family)
+    freq.remove(Person("Anne", "Sarr"))
+    assert freq.full_name_bits("ANNE", "SARR", 10) == freq.full_name_bits("NOBODY", "ATALL", 10)

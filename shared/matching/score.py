@@ -126,11 +126,12 @@ class NameFrequencies:
     __slots__ = ("_counts", "_squares", "_totals", "total")
 
     def __init__(self) -> None:
-        # one table per field: first name, last name, region, birth year
-        self._counts: tuple[dict[str, int], ...] = ({}, {}, {}, {})
+        # one table per field: first name, last name, region, birth year, and the full name
+        # (first and last together: they are not independent, see ``full_name_bits``)
+        self._counts: tuple[dict[str, int], ...] = ({}, {}, {}, {}, {})
         # Sums of squared counts give the average u of exact agreement, sum(share^2).
-        self._squares = [0, 0, 0, 0]
-        self._totals = [0, 0, 0, 0]
+        self._squares = [0, 0, 0, 0, 0]
+        self._totals = [0, 0, 0, 0, 0]
         self.total = 0
 
     @classmethod
@@ -144,7 +145,9 @@ class NameFrequencies:
     def _values(p: Person) -> tuple[str | None, ...]:
         region = p.region_code.strip().upper() if p.region_code else None
         year = str(p.date_of_birth.year) if p.date_of_birth is not None else None
-        return normalize_name(p.first_name), normalize_name(p.last_name), region or None, year
+        first, last = normalize_name(p.first_name), normalize_name(p.last_name)
+        full = f"{first}|{last}" if first and last else None
+        return first, last, region or None, year, full
 
     def add(self, p: Person) -> None:
         for i, value in enumerate(self._values(p)):
@@ -192,6 +195,23 @@ class NameFrequencies:
         """
         total = self._totals[field]
         return total >= 100 and self._counts[field].get(value, 0) >= _ESTABLISHED_SHARE * total
+
+    def full_name_bits(self, first: str, last: str, cap: float) -> float:
+        """Frequency adjustment when first and last name both agree exactly, within +-cap.
+
+        log2(average first share * average last share / share of this full name): the
+        adjustment to add to the two names' base weights, from how many people in the
+        registry carry this very first-and-last name.  Not the sum of the two single-name
+        adjustments, because first and last names are not independent: Christian first
+        names cluster in Serer and Diola families, "Anne Ndong" is far more common than
+        "Anne" times "Ndong" says.  0 for a small registry.
+        """
+        total = self._totals[4]
+        if total < 100 or not self._totals[0] or not self._totals[1]:
+            return 0.0
+        share = max(self._counts[4].get(f"{first}|{last}", 0), 1) / total
+        bits = math.log2(self._average(0) * self._average(1) / share)
+        return cap if bits > cap else -cap if bits < -cap else bits
 
     def tf_bits(self, field: int, value: str, cap: float) -> float:
         """log2(average share / share of ``value``), within +-cap; 0 for a small registry.
@@ -441,6 +461,9 @@ class Matcher:
             if ll is not None:
                 last_bits = w[ll] + (self._cross_tf(cl.norm) if ll == N_EXACT else 0.0)
             return first_bits, last_bits, lf, ll
+        if lf == N_EXACT and ll == N_EXACT and self.frequencies is not None:
+            half = self.frequencies.full_name_bits(cf.norm, cl.norm, 2 * self._tf_cap) / 2
+            return self._w_first[lf] + self._c_first * half, self._w_last[ll] + self._c_last * half, lf, ll
         if lf is not None:
             first_bits = self._w_first[lf]
             if lf == N_EXACT:
