@@ -123,12 +123,16 @@ class NameFrequencies:
     the over-sixties do theirs), which are counted too.
     """
 
-    __slots__ = ("_counts", "_squares", "_totals", "total")
+    __slots__ = ("_counts", "_named", "_squares", "_totals", "total")
 
     def __init__(self) -> None:
         # one table per field: first name, last name, region, birth year, and the full name
-        # (first and last together: they are not independent, see ``full_name_bits``)
+        # with the birth year ("FIRST|LAST|YEAR"; first and last together because they are
+        # not independent, with the year to count people rather than records, see
+        # ``full_name_bits``)
         self._counts: tuple[dict[str, int], ...] = ({}, {}, {}, {}, {})
+        # full name -> how many distinct birth years (or "unknown") carry it
+        self._named: dict[str, int] = {}
         # Sums of squared counts give the average u of exact agreement, sum(share^2).
         self._squares = [0, 0, 0, 0, 0]
         self._totals = [0, 0, 0, 0, 0]
@@ -146,7 +150,7 @@ class NameFrequencies:
         region = p.region_code.strip().upper() if p.region_code else None
         year = str(p.date_of_birth.year) if p.date_of_birth is not None else None
         first, last = normalize_name(p.first_name), normalize_name(p.last_name)
-        full = f"{first}|{last}" if first and last else None
+        full = f"{first}|{last}|{year or ''}" if first and last else None
         return first, last, region or None, year, full
 
     def add(self, p: Person) -> None:
@@ -154,6 +158,8 @@ class NameFrequencies:
             if value is not None:
                 self._squares[i] += _bump(self._counts[i], value, 1)
                 self._totals[i] += 1
+                if i == 4 and self._counts[4][value] == 1:
+                    _bump(self._named, value.rpartition("|")[0], 1)
         self.total += 1
 
     def remove(self, p: Person) -> None:
@@ -164,6 +170,8 @@ class NameFrequencies:
             if value is not None:
                 self._squares[i] += _bump(self._counts[i], value, -1)
                 self._totals[i] -= 1
+                if i == 4 and value not in self._counts[4]:
+                    _bump(self._named, value.rpartition("|")[0], -1)
         self.total -= 1
 
     def _share(self, i: int, value: str) -> float:
@@ -196,7 +204,7 @@ class NameFrequencies:
         total = self._totals[field]
         return total >= 100 and self._counts[field].get(value, 0) >= _ESTABLISHED_SHARE * total
 
-    def full_name_bits(self, first: str, last: str, cap: float) -> float:
+    def full_name_bits(self, first: str, last: str, cap: float) -> float | None:
         """Frequency adjustment when first and last name both agree exactly, within +-cap.
 
         log2(average first share * average last share / share of this full name): the
@@ -204,13 +212,19 @@ class NameFrequencies:
         registry carry this very first-and-last name.  Not the sum of the two single-name
         adjustments, because first and last names are not independent: Christian first
         names cluster in Serer and Diola families, "Anne Ndong" is far more common than
-        "Anne" times "Ndong" says.  0 for a small registry.
+        "Anne" times "Ndong" says.  People, not records, are counted (distinct birth years
+        under the full name): a registry holding one person's unresolved duplicates, or two
+        files that each hold everyone once, must not make that person's name look common.
+        None when fewer than three people carry the full name (or the registry is small):
+        a full name seen once or twice says nothing about its share that the two names do
+        not (in a registry much smaller than the space of full names, 1 or 2 / size would
+        overstate it; FEBRL 4, two files holding each person once, is such a registry).
         """
-        total = self._totals[4]
-        if total < 100 or not self._totals[0] or not self._totals[1]:
-            return 0.0
-        share = max(self._counts[4].get(f"{first}|{last}", 0), 1) / total
-        bits = math.log2(self._average(0) * self._average(1) / share)
+        people = len(self._counts[4])
+        named = self._named.get(f"{first}|{last}", 0)
+        if named < 3 or people < 100 or not self._totals[0] or not self._totals[1]:
+            return None
+        bits = math.log2(self._average(0) * self._average(1) * people / named)
         return cap if bits > cap else -cap if bits < -cap else bits
 
     def tf_bits(self, field: int, value: str, cap: float) -> float:
@@ -462,8 +476,18 @@ class Matcher:
                 last_bits = w[ll] + (self._cross_tf(cl.norm) if ll == N_EXACT else 0.0)
             return first_bits, last_bits, lf, ll
         if lf == N_EXACT and ll == N_EXACT and self.frequencies is not None:
-            half = self.frequencies.full_name_bits(cf.norm, cl.norm, 2 * self._tf_cap) / 2
-            return self._w_first[lf] + self._c_first * half, self._w_last[ll] + self._c_last * half, lf, ll
+            tf_first, tf_last = self._tf_bits(cf.norm, True), self._tf_bits(cl.norm, False)
+            joint = self.frequencies.full_name_bits(cf.norm, cl.norm, 2 * self._tf_cap)
+            if joint is not None and joint < tf_first + tf_last:
+                # the full name is more common than its two names taken apart: split the
+                # joint adjustment evenly between them
+                tf_first = tf_last = joint / 2
+            return (
+                self._w_first[lf] + self._c_first * tf_first,
+                self._w_last[ll] + self._c_last * tf_last,
+                lf,
+                ll,
+            )
         if lf is not None:
             first_bits = self._w_first[lf]
             if lf == N_EXACT:
