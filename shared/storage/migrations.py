@@ -45,8 +45,25 @@ def _v1_initial(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=_V1_TABLES)
 
 
+_V2_TABLES = [
+    schema.card_status,
+    schema.merge_link,
+    schema.sync_node,
+    schema.sync_key,
+    schema.sync_batch,
+    schema.sync_fork,
+    schema.sync_feed,
+    schema.sync_refusal,
+]
+
+
+def _v2_sync(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=_V2_TABLES)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
+    (2, "sync", _v2_sync),
 ]
 
 

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,6 +99,8 @@ class Tx:
     async def _flush(self) -> None:
         if self._changes:
             await self.conn.execute(sa.insert(schema.change_log), self._changes)
+            for hook in self._store.change_hooks:
+                await hook(self, self._changes)
         if self._audit:
             await self.conn.execute(sa.insert(schema.audit_log), self._audit)
         if self.counter != self._store.counter:
@@ -126,6 +128,9 @@ class Store:
         self.last_hash = GENESIS_HASH
         self.counter = 0
         self.hlc = Hlc()
+        # Called inside every write that appends changes, after they are inserted: the hub
+        # adds them to the feed the nodes pull from.
+        self.change_hooks: list[Callable[[Tx, list[dict[str, Any]]], Awaitable[None]]] = []
 
     # -- life cycle -------------------------------------------------------------------
 
