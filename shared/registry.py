@@ -233,39 +233,11 @@ class Registry:
                 action="use_existing_or_review",
             )
         await self._check_external_ids_free(tx.conn, body.external_ids or {}, None)
-        mpi_id = tx.mint_id(self.store.meta.get("country", body.country_code), body.region_code)
-        record: dict[str, Any] = {
-            "mpi_id": mpi_id,
-            "first_name": body.first_name,
-            "last_name": body.last_name,
-            "date_of_birth": body.date_of_birth,
-            "gender": body.gender,
-            "region_code": body.region_code,
-            "country_code": body.country_code,
-            "phone_number": body.phone_number,
-            "status": "active",
-            "created_at": tx.now,
-            "updated_at": tx.now,
-        }
-        payload = {**record, "date_of_birth": _iso(body.date_of_birth), "external_ids": body.external_ids or {}}
-        hlc = tx.change("identity.create", mpi_id, payload)
-        record["clocks"] = json.dumps({f: stamp(hlc, self.store.node_id) for f in _DEMOGRAPHIC})
-        pk = (await tx.conn.execute(sa.insert(t.identity).values(record).returning(t.identity.c.pk))).scalar_one()
-        await self._index(tx, pk, person)
-        if body.external_ids:
-            await tx.conn.execute(
-                sa.insert(t.external_id),
-                [
-                    {"system": system, "value": value, "identity_pk": pk, "linked_at": tx.now}
-                    for system, value in body.external_ids.items()
-                ],
-            )
-        tx.audit("register", mpi_id, force_create=body.force_create)
+        (mpi_id,) = await self.insert_new(tx, [(body, person)])
         if blocking and best is not None:
             # A clerk overrode a blocking match: a supervisor must see it.
             await self.open_review(tx, "force_create", [best[0].mpi_id, mpi_id], best[1].score, best[1].matched_fields)
             tx.audit("force_create_override", mpi_id, existing_mpi_id=best[0].mpi_id, score=best[1].score)
-        tx.after_commit.append(lambda: self.frequencies.add(person))
         return mpi_id, best
 
     async def index_identity(self, tx: Tx, pk: int, person: Person) -> None:
@@ -287,6 +259,61 @@ class Registry:
             await tx.conn.execute(sa.insert(t.name_token), tokens)
         if keys:
             await tx.conn.execute(sa.insert(t.blocking_key), keys)
+
+    async def insert_new(self, tx: Tx, items: list[tuple[RegisterIn, Person]]) -> list[str]:
+        """Write new identities with their index rows, changes and audit records; no matching here.
+
+        ``register_in`` calls it after the duplicate check; loading a list that is known to
+        hold no duplicates (a benchmark population, a migrated legacy registry) calls it
+        with many items at once, which costs one statement per table, not per person.
+        """
+        records: list[dict[str, Any]] = []
+        for body, _ in items:
+            mpi_id = tx.mint_id(self.store.meta.get("country", body.country_code), body.region_code)
+            record: dict[str, Any] = {
+                "mpi_id": mpi_id,
+                "first_name": body.first_name,
+                "last_name": body.last_name,
+                "date_of_birth": body.date_of_birth,
+                "gender": body.gender,
+                "region_code": body.region_code,
+                "country_code": body.country_code,
+                "phone_number": body.phone_number,
+                "status": "active",
+                "created_at": tx.now,
+                "updated_at": tx.now,
+            }
+            payload = {**record, "date_of_birth": _iso(body.date_of_birth), "external_ids": body.external_ids or {}}
+            hlc = tx.change("identity.create", mpi_id, payload)
+            record["clocks"] = json.dumps({f: stamp(hlc, self.store.node_id) for f in _DEMOGRAPHIC})
+            records.append(record)
+            tx.audit("register", mpi_id, force_create=body.force_create)
+        result = await tx.conn.execute(
+            sa.insert(t.identity).returning(t.identity.c.pk, sort_by_parameter_order=True), records
+        )
+        pks = list(result.scalars().all())
+        tokens: list[dict[str, Any]] = []
+        keys: list[dict[str, Any]] = []
+        external: list[dict[str, Any]] = []
+        for pk, (body, person) in zip(pks, items, strict=True):
+            for tok in set(name_tokens(person.first_name)) | set(name_tokens(person.last_name)):
+                tokens.append({"token": tok[:60], "identity_pk": pk})
+            keys.extend({"key": k, "identity_pk": pk} for k in index_keys(person))
+            external.extend(
+                {"system": system, "value": value, "identity_pk": pk, "linked_at": tx.now}
+                for system, value in (body.external_ids or {}).items()
+            )
+        for table, rows in ((t.name_token, tokens), (t.blocking_key, keys), (t.external_id, external)):
+            if rows:
+                await tx.conn.execute(sa.insert(table), rows)
+        people = [person for _, person in items]
+
+        def _count_names() -> None:
+            for person in people:
+                self.frequencies.add(person)
+
+        tx.after_commit.append(_count_names)
+        return [r["mpi_id"] for r in records]
 
     async def _index(self, tx: Tx, pk: int, person: Person) -> None:
         """(Re)write the search tokens and blocking keys of one identity."""

@@ -128,6 +128,7 @@ async def api(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest, a
     app = build_app(settings, fresh, role="node")
     client = await aiohttp_client(app)
     yield Api(client, tokens, fresh)
+    await client.close()  # shut the app down (flushing its audit) before its database is dropped
 
 
 AMINATA = {
