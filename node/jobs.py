@@ -57,7 +57,9 @@ async def sync_scheduler(app: web.Application) -> AsyncIterator[None]:
 
     job = scheduler.add_job(
         _round, "interval", seconds=settings.sync_interval_seconds, max_instances=1, coalesce=True,
-        next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1), id="sync",
+        # The first round comes soon after start, not a whole interval later.
+        next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=settings.sync_interval_seconds / 10),
+        id="sync",
     )
     scheduler.start()
     yield

@@ -174,3 +174,38 @@ def identities(server: Hub | Node, regions: tuple[str, ...] | None = None) -> di
 def programmes(server: Hub | Node) -> set[tuple[str, str]]:
     return {(r[0], r[1]) for r in server.sql(
         "SELECT i.mpi_id, p.programme_type FROM programme p JOIN identity i ON i.pk = p.identity_pk")}
+
+
+def post_raw(url: str, path: str, data: bytes, timeout: float = 60) -> tuple[int, bytes]:
+    request = urllib.request.Request(url + path, data=data, method="POST",
+                                     headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def exported_envelopes(node: Node, tmp: Path) -> list[bytes]:
+    """The change sets a node would push now, as signed envelopes (through mpi-node sync export)."""
+    from shared.sync.changeset import split_parts
+
+    out = tmp / f"export-{time.monotonic_ns()}.mpib"
+    cli("node", "sync", "export", "--data-dir", str(node.data), str(out), env={**node.env, "MPI_SYNC_BATCH_MAX": "10"})
+    return [data for kind, data in split_parts(out.read_bytes()) if kind == "E"]
+
+
+def sync_now(node: Node) -> dict[str, Any]:
+    status, answer = node.call("POST", "/sync/now")
+    assert status == 200, answer
+    return dict(answer)
+
+
+def people(node: Node, n: int, prefix: str, region: str = "DKR") -> list[str]:
+    first = ["Awa", "Fatou", "Aminata", "Mariama", "Khady", "Moussa", "Ibrahima", "Ousmane", "Cheikh", "Abdou"]
+    last = ["Ndiaye", "Diop", "Fall", "Sow", "Ba", "Gueye", "Faye", "Sarr", "Diouf", "Cisse"]
+    return [
+        node.register(first_name=f"{first[i % 10]}{prefix}{i}", last_name=last[(i * 7) % 10], region_code=region,
+                      date_of_birth=f"19{50 + i % 50}-0{1 + i % 9}-1{i % 10}", gender="F" if i % 2 else "M")
+        for i in range(n)
+    ]

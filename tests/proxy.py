@@ -77,6 +77,8 @@ class Proxy:
                 task.cancel()
         self.loop.call_soon_threadsafe(_stop)
         self._thread.join(5)
+        assert not self._thread.is_alive(), "the proxy did not stop"
+        self.loop.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.faults.down:

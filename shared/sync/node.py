@@ -130,6 +130,16 @@ class NodeSync:
     def pull_pos(self) -> int:
         return int(self.meta.get(_PULL, "0"))
 
+    async def refresh(self) -> None:
+        """Re-read the sync state: another process (``mpi-node sync``) may have moved it."""
+        async with self.store.read() as conn:
+            rows = await conn.execute(
+                sa.select(t.node_meta.c.key, t.node_meta.c.value).where(
+                    sa.or_(t.node_meta.c.key.like("sync_%"), t.node_meta.c.key.like("hub_%"))
+                )
+            )
+            self.meta.update({k: v for k, v in rows})
+
     def regions(self) -> set[str]:
         return set(json.loads(self.meta.get("sync_regions", "[]")) or [self.meta.get("region", "")])
 
@@ -303,6 +313,7 @@ class NodeSync:
                 await _put_meta(tx, {"sync_last_error": f"{tx.now} {error}"})
 
     async def status(self) -> dict[str, Any]:
+        await self.refresh()
         async with self.store.read() as conn:
             refusals = (
                 await conn.execute(sa.select(t.sync_refusal).order_by(t.sync_refusal.c.pk.desc()).limit(100))
@@ -332,6 +343,7 @@ class NodeSync:
     async def round(self, link: Link) -> Moved:
         """Push every pending change, then pull until the hub has nothing more: one round."""
         async with self._round:
+            await self.refresh()
             try:
                 moved = await self._round_inner(link)
             except SyncError as exc:
