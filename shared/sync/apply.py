@@ -171,13 +171,23 @@ class Applier:
         return row
 
     async def _target(self, tx: Tx, c: Remote, *, always_follow: bool) -> Any:
-        """The row a change lands on: merged IDs redirect when the change is newer than the merge."""
+        """The row a change lands on: merged IDs redirect (sets always, fields when newer than the merge)."""
         row = await self._row(tx, c.mpi_id)
         if row is None or row.merged_into is None:
             return row
         if always_follow or c.clock > clock_of(json.loads(row.clocks or "{}"), "_merged"):
             return await self._root(tx, row)
         return row
+
+    async def _field_targets(self, tx: Tx, c: Remote) -> list[Any]:
+        """A field write lands on the ID it names and, when newer than that ID's merge, on the canonical one."""
+        row = await self._row(tx, c.mpi_id)
+        if row is None:
+            return []
+        if row.merged_into is None or c.clock <= clock_of(json.loads(row.clocks or "{}"), "_merged"):
+            return [row]
+        root = await self._root(tx, row)
+        return [row] if root is None or root.pk == row.pk else [row, root]
 
     def _route(self, row: Any) -> Route:
         return Route(region_a=row.region_code if row is not None else None)
@@ -261,12 +271,16 @@ class Applier:
         return routes
 
     async def _set(self, tx: Tx, c: Remote) -> Route:
-        row = await self._target(tx, c, always_follow=False)
-        if row is None:
+        targets = await self._field_targets(tx, c)
+        if not targets:
             return Route()  # not in this replica's scope
         values = {k: v for k, v in c.payload.items() if k in DEMOGRAPHIC}
         base = c.payload.get("_base") or {}
-        return await self._write_fields(tx, row, values, c.clock, base, c)
+        route = Route()
+        for i, row in enumerate(targets):
+            # Review concurrent edits once, on the identity that stays.
+            route = await self._write_fields(tx, row, values, c.clock, base, c if i == len(targets) - 1 else None)
+        return route
 
     async def _write_fields(
         self, tx: Tx, row: Any, values: dict[str, Any], clock: Clock, base: dict[str, Any], c: Remote | None
@@ -450,7 +464,7 @@ class Applier:
         )
 
     async def _external_id(self, tx: Tx, c: Remote) -> Route:
-        row = await self._target(tx, c, always_follow=False)
+        row = await self._target(tx, c, always_follow=True)
         if row is None:
             return Route()
         p = c.payload
