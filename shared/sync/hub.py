@@ -495,9 +495,9 @@ class HubSync:
             node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
         if node is None:
             raise ValueError(f"no node named {name}")
-        if node.node_id is None:
-            raise ValueError(f"node {name} has not registered its key yet")
-        parts = [("A", seal_ack(Ack(node.node_id, node.acked_seq, node.acked_hash), self.key))]
+        # A node that never pushed (its key is not registered yet) gets no acknowledgement, only the feed,
+        # addressed to its name.
+        parts = [("A", seal_ack(Ack(node.node_id, node.acked_seq, node.acked_hash), self.key))] if node.node_id else []
         after, more = int(node.pull_pos), True
         while more:
             sealed, after, more = await self._feed(name, after, limit)

@@ -260,7 +260,7 @@ class NodeSync:
         if env.node_id != self.meta.get("hub_node_id"):
             raise BadEnvelope("this envelope is not from this node's hub")
         env.verify(self._hub_key())
-        if env.header.get("to") != self.store.node_id:
+        if env.header.get("to") not in (self.store.node_id, self.meta.get("sync_name")):
             raise BadEnvelope("this envelope is for another node")
         items = decode_feed(env)
         more = bool(env.header.get("more"))
