@@ -58,7 +58,7 @@ def _require_initialised(settings: Settings) -> None:
 def _read_enrolment(path: str) -> Enrolment:
     try:
         return Enrolment.from_json(json.loads(Path(path).read_text()))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise CliError(f"{path} is not an enrolment file (not JSON)") from None
 
 
