@@ -98,7 +98,7 @@ def test_kill_9_of_the_hub_mid_apply_and_of_a_node_mid_pull(hub: Hub, tmp_path: 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         pos = b.sql("SELECT value FROM node_meta WHERE key = 'sync_pull_pos'")
-        if pos and 0 < int(pos[0][0]):
+        if pos and int(pos[0][0]) > 0:
             break
         time.sleep(0.01)
     pull.send_signal(signal.SIGKILL)
