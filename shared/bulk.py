@@ -29,8 +29,9 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from .errors import ApiError, Duplicate
+from .errors import ApiError
 from .matching import Matcher, NameFrequencies, Thresholds
+from .registration import register_batch
 from .registry import Registry
 from .schemas import RegisterIn, parse_body
 from .settings import Settings
@@ -39,7 +40,7 @@ from .storage.store import Store, utc_now
 
 __all__ = ["ImportStats", "import_file", "import_rows"]
 
-BATCH = 250
+BATCH = 500
 _FIELDS = set(RegisterIn.model_fields)
 _REPORT_COLUMNS = ["line", "action", "mpi_id", "existing_mpi_id", "similarity_score", "matched_fields", "error"]
 
@@ -133,43 +134,46 @@ async def import_rows(
             return
         report: list[dict[str, Any]] = []
         counts = {"created": 0, "queued": 0, "blocked": 0, "errors": 0}
+        valid: list[tuple[int, RegisterIn]] = []
+        for number, row in batch:
+            try:
+                if isinstance(row, str):
+                    raise ValueError(row)
+                if "__extra__" in row:
+                    raise ValueError("more values than columns")
+                valid.append((number, parse_body(RegisterIn, row)))
+            except (ApiError, ValueError) as exc:
+                message = exc.message if isinstance(exc, ApiError) else str(exc)
+                report.append({"line": number, "action": "error", "error": message})
+                counts["errors"] += 1
         async with store.write(actor) as tx:
-            for number, row in batch:
-                entry: dict[str, Any] = {"line": number}
-                try:
-                    if isinstance(row, str):
-                        raise ValueError(row)
-                    if "__extra__" in row:
-                        raise ValueError("more values than columns")
-                    body = parse_body(RegisterIn, row)
-                    mpi_id, best = await registry.register_in(tx, body)
-                    entry["mpi_id"] = mpi_id
-                    if best is not None and best[1].score >= thresholds.probable:
-                        await registry.open_review(
-                            tx, "import_probable", [best[0].mpi_id, mpi_id], best[1].score, best[1].matched_fields
-                        )
-                        entry.update(
-                            action="queued",
-                            existing_mpi_id=best[0].mpi_id,
-                            similarity_score=best[1].score,
-                            matched_fields=" ".join(best[1].matched_fields),
-                        )
-                        counts["queued"] += 1
-                    else:
-                        counts["created"] += 1
-                        continue
-                except Duplicate as exc:
+            outcomes = await register_batch(registry, tx, [body for _, body in valid])
+            for (number, _body), outcome in zip(valid, outcomes, strict=True):
+                entry: dict[str, Any] = {"line": number, "mpi_id": outcome.mpi_id}
+                if outcome.match is not None:
                     entry.update(
-                        action="blocked",
-                        existing_mpi_id=exc.extra["existing_mpi_id"],
-                        similarity_score=exc.extra["similarity_score"],
-                        matched_fields=" ".join(exc.extra["matched_fields"]),
+                        existing_mpi_id=outcome.match_mpi_id,
+                        similarity_score=outcome.match.score,
+                        matched_fields=" ".join(outcome.match.matched_fields),
                     )
-                    counts["blocked"] += 1
-                except (ApiError, ValueError) as exc:
-                    message = exc.message if isinstance(exc, ApiError) else str(exc)
-                    entry.update(action="error", error=message)
+                if outcome.action == "conflict":
+                    entry.update(action="error", error=outcome.message)
                     counts["errors"] += 1
+                elif outcome.action == "blocked":
+                    entry["action"] = "blocked"
+                    counts["blocked"] += 1
+                elif outcome.match is not None and outcome.match.score >= thresholds.probable:
+                    assert outcome.mpi_id is not None and outcome.match_mpi_id is not None
+                    reason = "force_create" if registry.blocks(outcome.match) else "import_probable"
+                    await registry.open_review(
+                        tx, reason, [outcome.match_mpi_id, outcome.mpi_id], outcome.match.score,
+                        outcome.match.matched_fields,
+                    )
+                    entry["action"] = "queued"
+                    counts["queued"] += 1
+                else:
+                    counts["created"] += 1
+                    continue
                 report.append(entry)
             last = batch[-1][0]
             await tx.conn.execute(sa.delete(t.import_progress).where(t.import_progress.c.file_sha256 == sha))
@@ -180,7 +184,7 @@ async def import_rows(
         stats.queued += counts["queued"]
         stats.blocked += counts["blocked"]
         stats.errors += counts["errors"]
-        stats.report.extend(report)
+        stats.report.extend(sorted(report, key=lambda e: int(e["line"])))
         bar.update(len(batch))
         batch.clear()
 

@@ -19,12 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import ids
 from .errors import BadRequest, Conflict, Duplicate, NotFound
 from .matching import Matcher, MatchResult, NameFrequencies, Person, index_keys, name_tokens, query_keys
+from .review import open_pair_review
 from .schemas import LinkDhis2In, MatchIn, MergeIn, PatchIn, ProgrammeIn, RegisterIn, SearchQuery
 from .storage import schema as t
 from .storage.store import Store, Tx, utc_now
 from .sync.apply import stamp
 
-__all__ = ["Registry", "check_id"]
+__all__ = ["Registry", "check_id", "person_of"]
 
 _DEMOGRAPHIC = ("first_name", "last_name", "date_of_birth", "gender", "region_code", "country_code", "phone_number")
 _MERGE_CHAIN_LIMIT = 64  # merges form a forest; a longer chain means a corrupt database
@@ -38,7 +39,22 @@ def check_id(text: str) -> str:
         raise BadRequest(exc.message, code=exc.code) from None
 
 
-def _person(row: Any, external: dict[str, str] | None = None) -> Person:
+_PAIR = "~"  # sorts after every letter: pair tokens never fall in the range of a name prefix
+
+
+def search_tokens(first_name: str, last_name: str) -> set[str]:
+    """What the search index holds for a name: each word, and each ordered pair of words.
+
+    A pair token ``~FATOU DIALLO`` lets the usual query, whole words then the beginning
+    of the last one, be one range scan however common each word is on its own.
+    """
+    words = list(dict.fromkeys([*name_tokens(first_name), *name_tokens(last_name)]))
+    pairs = {f"{_PAIR}{a} {b}" for a in words for b in words if a != b}
+    return {w[:60] for w in words} | {p[:60] for p in pairs}
+
+
+def person_of(row: Any, external: dict[str, str] | None = None) -> Person:
+    """The matcher's view of a stored identity."""
     return Person(
         first_name=row.first_name,
         last_name=row.last_name,
@@ -170,14 +186,38 @@ class Registry:
             )
         ).all()
         rows = [r for r in rows if r.pk != exclude]
+        if not person.external_ids:
+            # A missing external id is neutral evidence: no need to read the candidates' ids.
+            return [(r, person_of(r)) for r in rows]
         external = await self._external_ids(conn, [r.pk for r in rows])
-        return [(r, _person(r, external[r.pk])) for r in rows]
+        return [(r, person_of(r, external[r.pk])) for r in rows]
 
-    async def rank(self, conn: AsyncConnection, person: Person, limit: int) -> list[tuple[Any, MatchResult]]:
-        return self.matcher.rank(person, await self.candidates(conn, person), limit=limit)
+    async def rank(
+        self, conn: AsyncConnection, person: Person, limit: int, min_score: float | None = None
+    ) -> list[tuple[Any, MatchResult]]:
+        return self.matcher.rank(person, await self.candidates(conn, person), limit=limit, min_score=min_score)
 
     async def match(self, body: MatchIn, actor: str) -> dict[str, Any]:
-        person = Person(
+        person = self.person(body)
+        async with self.store.read() as conn:
+            ranked = await self.rank(conn, person, body.limit, body.min_score)
+        matches = [
+            {
+                "mpi_id": row.mpi_id,
+                "similarity_score": result.score,
+                "matched_fields": result.matched_fields,
+                "confidence": result.band or "unlikely",
+            }
+            for row, result in ranked
+        ]
+        self.store.audit_read(actor, "match", None, returned=[m["mpi_id"] for m in matches])
+        return {"matches": matches}
+
+    # -- register ---------------------------------------------------------------------
+
+    @staticmethod
+    def person(body: RegisterIn | MatchIn) -> Person:
+        return Person(
             first_name=body.first_name,
             last_name=body.last_name,
             date_of_birth=body.date_of_birth,
@@ -186,21 +226,10 @@ class Registry:
             phone_number=body.phone_number,
             external_ids=body.external_ids or {},
         )
-        async with self.store.read() as conn:
-            ranked = await self.rank(conn, person, body.limit)
-        matches = [
-            {
-                "mpi_id": row.mpi_id,
-                "similarity_score": result.score,
-                "matched_fields": result.matched_fields,
-                "confidence": result.band,
-            }
-            for row, result in ranked
-        ]
-        self.store.audit_read(actor, "match", None, returned=[m["mpi_id"] for m in matches])
-        return {"matches": matches}
 
-    # -- register ---------------------------------------------------------------------
+    def blocks(self, result: MatchResult) -> bool:
+        """Whether a match stops a registration with 409: certain, and no hard conflict (twins...)."""
+        return result.score >= self.matcher.thresholds.certain and result.hard_conflict is None
 
     async def register(self, body: RegisterIn, actor: str) -> dict[str, Any]:
         async with self.store.write(actor) as tx:
@@ -211,18 +240,10 @@ class Registry:
 
     async def register_in(self, tx: Tx, body: RegisterIn) -> tuple[str, tuple[Any, MatchResult] | None]:
         """Register inside ``tx``: (new ID, best match). Raises Duplicate or Conflict before writing anything."""
-        person = Person(
-            first_name=body.first_name,
-            last_name=body.last_name,
-            date_of_birth=body.date_of_birth,
-            gender=body.gender,
-            region_code=body.region_code,
-            phone_number=body.phone_number,
-            external_ids=body.external_ids or {},
-        )
+        person = self.person(body)
         ranked = await self.rank(tx.conn, person, limit=1)
         best = ranked[0] if ranked else None
-        blocking = best is not None and best[1].score >= self.matcher.thresholds.certain and best[1].hard_conflict is None
+        blocking = best is not None and self.blocks(best[1])
         if blocking and not body.force_create:
             assert best is not None
             raise Duplicate(
@@ -296,8 +317,7 @@ class Registry:
         keys: list[dict[str, Any]] = []
         external: list[dict[str, Any]] = []
         for pk, (body, person) in zip(pks, items, strict=True):
-            for tok in set(name_tokens(person.first_name)) | set(name_tokens(person.last_name)):
-                tokens.append({"token": tok[:60], "identity_pk": pk})
+            tokens.extend({"token": tok, "identity_pk": pk} for tok in search_tokens(person.first_name, person.last_name))
             keys.extend({"key": k, "identity_pk": pk} for k in index_keys(person))
             external.extend(
                 {"system": system, "value": value, "identity_pk": pk, "linked_at": tx.now}
@@ -319,9 +339,9 @@ class Registry:
         """(Re)write the search tokens and blocking keys of one identity."""
         await tx.conn.execute(sa.delete(t.name_token).where(t.name_token.c.identity_pk == pk))
         await tx.conn.execute(sa.delete(t.blocking_key).where(t.blocking_key.c.identity_pk == pk))
-        tokens = set(name_tokens(person.first_name)) | set(name_tokens(person.last_name))
+        tokens = search_tokens(person.first_name, person.last_name)
         if tokens:
-            await tx.conn.execute(sa.insert(t.name_token), [{"token": tok[:60], "identity_pk": pk} for tok in tokens])
+            await tx.conn.execute(sa.insert(t.name_token), [{"token": tok, "identity_pk": pk} for tok in tokens])
         keys = index_keys(person)
         if keys:
             await tx.conn.execute(sa.insert(t.blocking_key), [{"key": k, "identity_pk": pk} for k in keys])
@@ -332,19 +352,10 @@ class Registry:
 
     async def open_review(
         self, tx: Tx, reason: str, mpi_ids: list[str], score: float | None, matched_fields: list[str]
-    ) -> None:
-        item = {
-            "reason": reason,
-            "mpi_ids": json.dumps(mpi_ids),
-            "similarity_score": score,
-            "matched_fields": json.dumps(matched_fields),
-            "status": "open",
-            "actor": tx.actor,
-            "created_at": tx.now,
-            "detail": "{}",
-        }
-        await tx.conn.execute(sa.insert(t.review_item).values(item))
-        tx.change("review.open", mpi_ids[0], {"reason": reason, "mpi_ids": mpi_ids, "similarity_score": score})
+    ) -> bool:
+        """Queue a pair for a supervisor (not when it was decided ``not_same`` or is queued already)."""
+        first, second = mpi_ids
+        return await open_pair_review(tx, reason, first, second, score, matched_fields)
 
     async def _check_external_ids_free(self, conn: AsyncConnection, external: dict[str, str], owner_pk: int | None) -> None:
         for system, value in external.items():
@@ -374,6 +385,35 @@ class Registry:
 
     # -- search -----------------------------------------------------------------------
 
+    def _token_share(self, token: str) -> float:
+        """How common a name token is in the registry (0 for unknown: assumed rare)."""
+        return max(self.frequencies.first_name_share(token), self.frequencies.last_name_share(token))
+
+    def _name_conditions(self, q: str) -> list[Any]:
+        """Search semantics: every word of ``q`` is a whole word of the name, but the last,
+        which may be the beginning of one (what a clerk types: ``fatou dia``).
+
+        One word is a prefix range of words. Two or more: the pair (rarest whole word, last
+        word) is one prefix range of pair tokens, and each other word one index probe.
+        """
+        words = list(dict.fromkeys(name_tokens(q)))
+        if not words:
+            return []
+        i, nt = t.identity, t.name_token
+
+        def prefix(value: str) -> tuple[Any, Any]:
+            return nt.c.token >= value, nt.c.token < value[:-1] + chr(ord(value[-1]) + 1)
+
+        if len(words) == 1:
+            return [i.c.pk.in_(sa.select(nt.c.identity_pk).where(*prefix(words[0][:60])))]
+        *whole, last = words
+        anchor = min(whole, key=lambda w: (self._token_share(w), -len(w)))
+        conditions: list[Any] = [i.c.pk.in_(sa.select(nt.c.identity_pk).where(*prefix(f"{_PAIR}{anchor} {last}"[:60])))]
+        for n, word in enumerate(w for w in whole if w != anchor):
+            probe = t.name_token.alias(f"nt{n}")
+            conditions.append(sa.exists().where(probe.c.identity_pk == i.c.pk, probe.c.token == word[:60]))
+        return conditions
+
     async def search(self, query: SearchQuery, actor: str) -> dict[str, Any]:
         i = t.identity
         conditions: list[Any] = [i.c.status == "active"]
@@ -384,13 +424,7 @@ class Registry:
                 except NotFound:
                     return {"total": 0, "items": []}
                 conditions.append(i.c.pk == found.row.pk)
-            for token in name_tokens(query.q or ""):
-                upper = token[:-1] + chr(ord(token[-1]) + 1)
-                conditions.append(
-                    i.c.pk.in_(
-                        sa.select(t.name_token.c.identity_pk).where(t.name_token.c.token >= token, t.name_token.c.token < upper)
-                    )
-                )
+            conditions.extend(self._name_conditions(query.q or ""))
             if query.region_code:
                 conditions.append(i.c.region_code == query.region_code)
             if query.date_of_birth:
@@ -399,21 +433,29 @@ class Registry:
                 conditions.append(
                     i.c.pk.in_(sa.select(t.programme.c.identity_pk).where(t.programme.c.programme_type == query.program))
                 )
-            total = (await conn.execute(sa.select(sa.func.count()).select_from(i).where(*conditions))).scalar_one()
-            programme_count = (
-                sa.select(sa.func.count())
-                .where(t.programme.c.identity_pk == i.c.pk)
-                .correlate(i)
-                .scalar_subquery()
-                .label("programme_count")
-            )
-            rows = await conn.execute(
-                sa.select(i, programme_count)
-                .where(*conditions)
-                .order_by(i.c.last_name, i.c.first_name, i.c.pk)
-                .limit(query.limit)
-                .offset(query.offset)
-            )
+            columns = [i.c.pk, i.c.mpi_id, i.c.first_name, i.c.last_name, i.c.date_of_birth, i.c.gender,
+                       i.c.region_code, i.c.created_at]
+            rows = (
+                await conn.execute(
+                    sa.select(*columns, sa.func.count().over().label("total"))
+                    .where(*conditions)
+                    .order_by(i.c.last_name, i.c.first_name, i.c.pk)
+                    .limit(query.limit)
+                    .offset(query.offset)
+                )
+            ).all()
+            if rows:
+                total = rows[0].total
+            else:  # past the last page: the window had no row to count on
+                total = (await conn.execute(sa.select(sa.func.count()).select_from(i).where(*conditions))).scalar_one()
+            counts: dict[int, int] = {}
+            if rows:
+                enrolled = await conn.execute(
+                    sa.select(t.programme.c.identity_pk, sa.func.count())
+                    .where(t.programme.c.identity_pk.in_([r.pk for r in rows]))
+                    .group_by(t.programme.c.identity_pk)
+                )
+                counts = {pk: n for pk, n in enrolled}
             items = [
                 {
                     "mpi_id": r.mpi_id,
@@ -422,7 +464,7 @@ class Registry:
                     "date_of_birth": _iso(r.date_of_birth),
                     "gender": r.gender,
                     "region_code": r.region_code,
-                    "programme_count": r.programme_count,
+                    "programme_count": counts.get(r.pk, 0),
                     "created_at": api_time(r.created_at),
                 }
                 for r in rows
@@ -459,9 +501,9 @@ class Registry:
                     await self._set_external_id(tx, row.pk, row.mpi_id, system, value)
             if changes or external:
                 await tx.conn.execute(sa.update(t.identity).where(t.identity.c.pk == row.pk).values(updated_at=tx.now))
-            old_person = _person(row)
+            old_person = person_of(row)
             updated = (await tx.conn.execute(sa.select(t.identity).where(t.identity.c.pk == row.pk))).one()
-            new_person = _person(updated, {**old_external, **external})
+            new_person = person_of(updated, {**old_external, **external})
             if changes:
                 await self._index(tx, row.pk, new_person)
             tx.audit("patch", row.mpi_id, fields=sorted([*changes, *external]), requested=found.requested)
@@ -636,9 +678,9 @@ class Registry:
             await self._unindex(tx, s.pk)
             updated = (await tx.conn.execute(sa.select(t.identity).where(t.identity.c.pk == g.pk))).one()
             if not body.keep_target:
-                await self._index(tx, g.pk, _person(updated))
+                await self._index(tx, g.pk, person_of(updated))
             tx.audit("merge", s.mpi_id, target=g.mpi_id, reason=body.reason, programmes_migrated=migrated)
-            old_source, old_target, new_target = _person(s), _person(g), _person(updated)
+            old_source, old_target, new_target = person_of(s), person_of(g), person_of(updated)
 
             def _refresh_frequencies() -> None:
                 self.frequencies.remove(old_source)

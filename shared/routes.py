@@ -13,9 +13,9 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from . import schemas
-from .api import cards, dhis2, identities, match, merge
+from .api import cards, dhis2, identities, match, merge, review
 
-__all__ = ["ROUTES", "Route"]
+__all__ = ["REVIEW_ROUTES", "ROUTES", "Route"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,4 +61,12 @@ ROUTES: list[Route] = [
           statuses=(200, 400, 404)),
     Route("POST", "/mpi/{mpi_id}/card/revoke", cards.revoke_card, "supervisor", "Revoke the valid card",
           schemas.CardRevokeIn, statuses=(200, 400, 403, 404)),
+]
+
+# The review queue is the hub's: the role appends these (the node keeps its items for sync).
+REVIEW_ROUTES: list[Route] = [
+    Route("GET", "/review", review.list_review_items, "supervisor", "The review queue",
+          query=schemas.ReviewQuery, statuses=(200, 400)),
+    Route("POST", "/review/{id}/decision", review.decide_review_item, "supervisor", "Decide a review item",
+          schemas.ReviewDecisionIn, statuses=(200, 400, 404, 409)),
 ]

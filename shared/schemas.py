@@ -34,7 +34,10 @@ __all__ = [
     "PatchIn",
     "ProgrammeIn",
     "RegisterIn",
+    "ReviewDecisionIn",
+    "ReviewQuery",
     "SearchQuery",
+    "UnmergeIn",
     "parse_body",
     "parse_query",
 ]
@@ -160,6 +163,9 @@ class MatchIn(_StrictDate):
     phone_number: Phone = None
     external_ids: ExternalIds = None
     limit: Annotated[int, Field(ge=1, le=50)] = 10
+    # Below the "possible" threshold a candidate is still worth showing to a clerk looking
+    # for someone: it comes with confidence "unlikely".
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
 
     @model_validator(mode="after")
     def _something_to_match(self) -> MatchIn:
@@ -209,6 +215,26 @@ class SearchQuery(_StrictDate):
     program: Programme | None = None
     limit: Annotated[int, Field(ge=1, le=200)] = 20
     offset: Annotated[int, Field(ge=0, le=100_000)] = 0
+
+
+class ReviewQuery(_Body):
+    status: Literal["open", "decided"] = "open"
+    region_code: Region | None = None
+    band: Literal["certain", "probable", "possible"] | None = None
+    reason: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,40}$")] | None = None
+    min_age_days: Annotated[int, Field(ge=0, le=3650)] | None = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+
+
+class ReviewDecisionIn(_Body):
+    decision: Literal["merge", "not_same"]
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = ""
+
+
+class UnmergeIn(_Body):
+    mpi_id: str
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from shared.app import build_app
 from shared.auth import Auth
+from shared.routes import REVIEW_ROUTES
 from shared.settings import Settings
 from shared.storage.dialects import PostgresDialect, SqliteDialect
 from shared.storage.store import Store
@@ -125,7 +126,7 @@ async def api(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest, a
     tokens = {role: await auth.create_token(role, f"test-{role}") for role in ("registrar", "supervisor", "admin")}
     await store.close()
     fresh, _ = make_store(store_kind, tmp_path, request)
-    app = build_app(settings, fresh, role="node")
+    app = build_app(settings, fresh, role="node", extra_routes=REVIEW_ROUTES)
     client = await aiohttp_client(app)
     yield Api(client, tokens, fresh)
     await client.close()  # shut the app down (flushing its audit) before its database is dropped

@@ -146,3 +146,18 @@ async def test_programme_enrolment_feeds_get_and_is_idempotent(api: Api) -> None
     status, body = await api.get(f"/mpi/{mpi_id}")
     assert [p["programme_type"] for p in body["programmes"]] == ["vaccination", "nutrition"]
     assert body["programmes"][0]["linked_at"] == "2026-01-10T00:00:00Z"
+
+
+async def test_search_words_are_whole_but_the_last_may_be_a_beginning(api: Api) -> None:
+    fatou = await api.register(first_name="Fatou", last_name="Diallo", date_of_birth="1990-05-01", gender="F")
+    fatoumata = await api.register(first_name="Fatoumata", last_name="Diallo", date_of_birth="1970-05-01", gender="F")
+    for q, expected in [
+        ("fatou dia", {fatou}),
+        ("diallo fatou", {fatou, fatoumata}),
+        ("diallo fatoumata", {fatoumata}),
+        ("fatou", {fatou, fatoumata}),
+        ("fat diallo", set()),
+    ]:
+        status, body = await api.get("/mpi/search", params={"q": q})
+        assert status == 200 and {i["mpi_id"] for i in body["items"]} == expected, q
+        assert body["total"] == len(expected)

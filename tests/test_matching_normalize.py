@@ -1,6 +1,8 @@
 """Normalisation of West African names as clerks write them."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.matching.normalize import compact, name_tokens, normalize_name, squeeze_doubles
 
@@ -43,3 +45,12 @@ def test_compact_ignores_where_the_spaces_go() -> None:
 def test_doubled_letters_squeeze() -> None:
     assert squeeze_doubles("DIALLO") == squeeze_doubles("DIALO") == "DIALO"
     assert squeeze_doubles("OUATTARA") == "OUATARA"
+
+
+@given(st.text(max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_normalisation_is_idempotent_and_ascii(raw: str) -> None:
+    once = normalize_name(raw)
+    assert normalize_name(once) == once
+    assert all(ch == " " or "A" <= ch <= "Z" for ch in once)
+    assert "  " not in once and once == once.strip()

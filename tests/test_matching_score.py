@@ -4,6 +4,8 @@ import datetime as dt
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.matching.model import Person, default_params
 from shared.matching.score import Matcher, MatchResult, NameFrequencies, Thresholds
@@ -262,3 +264,87 @@ def test_rare_region_and_sparse_birth_year_weigh_more() -> None:
 
     assert score("SED", 2024) > score("DKR", 2024)
     assert score("DKR", 1950) > score("DKR", 2024)
+
+
+def test_em_recovers_parameters_without_labels() -> None:
+    """Pairs drawn from known m/u: EM finds who is who without being told."""
+    import random
+
+    from shared.matching.em import estimate
+    from shared.matching.model import COMPARISONS, LEVELS, MatchParams
+
+    rng = random.Random(4)
+    true_m = {
+        "first_name": (0.85, 0.1, 0.05),
+        "last_name": (0.9, 0.07, 0.03),
+        "date_of_birth": (0.8, 0.15, 0.05),
+    }
+    true_u = {
+        "first_name": (0.03, 0.07, 0.9),
+        "last_name": (0.05, 0.05, 0.9),
+        "date_of_birth": (0.01, 0.09, 0.9),
+    }
+    # only three levels used per comparison: exact, phonetic-or-close, else
+    level_ids = {"first_name": (0, 1, 5), "last_name": (0, 1, 5), "date_of_birth": (0, 4, 7)}
+    vectors = []
+    for _ in range(20_000):
+        is_match = rng.random() < 0.2
+        probs = true_m if is_match else true_u
+        vec: list[int | None] = [None] * len(COMPARISONS)
+        for i, c in enumerate(COMPARISONS):
+            if c in probs:
+                vec[i] = level_ids[c][rng.choices(range(3), probs[c])[0]]
+        vectors.append(tuple(vec))
+    start = MatchParams(
+        prior=0.5,
+        m={
+            c: tuple(1 / len(LEVELS[c]) + (0.3 if k == 0 else 0) for k in range(len(LEVELS[c])))
+            for c in COMPARISONS
+        },
+        u={
+            c: tuple(
+                1 / len(LEVELS[c]) + (0.3 if k == len(LEVELS[c]) - 1 else 0) for k in range(len(LEVELS[c]))
+            )
+            for c in COMPARISONS
+        },
+    )
+    fitted = estimate(vectors, init=start)
+    assert fitted.prior == pytest.approx(0.2, abs=0.03)
+    assert fitted.m["first_name"][0] == pytest.approx(0.85, abs=0.05)
+    assert fitted.u["date_of_birth"][7] == pytest.approx(0.9, abs=0.03)
+    assert fitted.weight("last_name", 0) > 3 > fitted.weight("last_name", 5)
+
+
+NAMES = ["Awa", "Adama", "Fatou", "Fatoumata", "Mamadou", "Mamadu", "Diallo", "Jallow", "N'Diaye", "Sène", ""]
+
+
+@given(
+    st.tuples(
+        st.sampled_from(NAMES),
+        st.sampled_from(NAMES),
+        st.one_of(st.none(), st.dates(D(1930, 1, 1), D(2025, 12, 31))),
+    ),
+    st.tuples(
+        st.sampled_from(NAMES),
+        st.sampled_from(NAMES),
+        st.one_of(st.none(), st.dates(D(1930, 1, 1), D(2025, 12, 31))),
+    ),
+    st.sampled_from([None, "M", "F", "U"]),
+    st.sampled_from([None, "DKR", "ZIG"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_score_is_a_symmetric_probability(
+    a: tuple[str, str, dt.date | None],
+    b: tuple[str, str, dt.date | None],
+    gender: str | None,
+    region: str | None,
+) -> None:
+    m = Matcher()
+    p = Person(a[0], a[1], a[2], gender, region)
+    q = Person(b[0], b[1], b[2], "F", "DKR")
+    r1, r2 = m.compare(p, q), m.compare(q, p)
+    assert 0.0 <= r1.score <= 1.0
+    assert r1.score == r2.score
+    assert r1.hard_conflict == r2.hard_conflict
+    if r1.hard_conflict is not None:
+        assert r1.score < 0.95

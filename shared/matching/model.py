@@ -2,7 +2,8 @@
 
 Owns: the comparison vocabulary (which comparisons exist and their ordered levels), the
 Fellegi-Sunter parameters (m and u probability of each level, prior match probability),
-their JSON form, and loading the shipped default fitted on synthetic data (``params.json``).
+their JSON form, and loading the shipped default fitted on synthetic data (``params.json``,
+refitted with ``python scripts/bench_matcher_core.py --fit --skip-febrl``).
 """
 
 from __future__ import annotations

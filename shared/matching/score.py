@@ -81,6 +81,7 @@ _FIELD_OF_DOB_LEVEL = {
     D_SAME_YEAR: "birth_year",
 }
 _I_FIRST, _I_LAST, _I_DOB, _I_GENDER, _I_REGION, _I_PHONE, _I_EXT = range(7)
+# The hot path indexes comparisons by position; fail at import if the vocabulary moves.
 assert COMPARISONS == (
     "first_name",
     "last_name",
@@ -374,6 +375,7 @@ class Matcher:
         self._c_last = self.params.coefficient("last_name")
         self._w_first = w["first_name"]
         self._w_last = w["last_name"]
+        self._w_cross = tuple((x + y) / 2 for x, y in zip(self._w_first, self._w_last, strict=True))
         self._w_dob = w["date_of_birth"]
         self._w_gender = w["gender"]
         self._w_region = w["region_code"]
@@ -389,20 +391,32 @@ class Matcher:
         return 0.0 if freq is None else freq.tf_bits(0 if first else 1, value, self._tf_cap)
 
     def _names(
-        self, qf: _Name, ql: _Name, cf: _Name, cl: _Name, cand_first_field: tuple[bool, bool]
+        self, qf: _Name, ql: _Name, cf: _Name, cl: _Name, crossed: bool
     ) -> tuple[float, float, int | None, int | None]:
         lf = _name_level(qf, cf)
         ll = _name_level(ql, cl)
         first_bits = last_bits = 0.0
+        if crossed:
+            # A crossed pair is one side's first name against the other's last name: weigh it
+            # with both tables alike, so that compare(a, b) == compare(b, a).
+            w = self._w_cross
+            if lf is not None:
+                first_bits = w[lf] + (self._cross_tf(cf.norm) if lf == N_EXACT else 0.0)
+            if ll is not None:
+                last_bits = w[ll] + (self._cross_tf(cl.norm) if ll == N_EXACT else 0.0)
+            return first_bits, last_bits, lf, ll
         if lf is not None:
             first_bits = self._w_first[lf]
             if lf == N_EXACT:
-                first_bits += self._c_first * self._tf_bits(cf.norm, cand_first_field[0])
+                first_bits += self._c_first * self._tf_bits(cf.norm, True)
         if ll is not None:
             last_bits = self._w_last[ll]
             if ll == N_EXACT:
-                last_bits += self._c_last * self._tf_bits(cl.norm, cand_first_field[1])
+                last_bits += self._c_last * self._tf_bits(cl.norm, False)
         return first_bits, last_bits, lf, ll
+
+    def _cross_tf(self, value: str) -> float:
+        return (self._c_first * self._tf_bits(value, True) + self._c_last * self._tf_bits(value, False)) / 2
 
     def prior_bits(self) -> float:
         """log2 prior odds for one candidate pair, given the registry's current size."""
@@ -446,10 +460,10 @@ class Matcher:
     def _evidence(
         self, a: _Features, b: _Features, parts: list[float] | None = None
     ) -> tuple[float, list[str], str | None]:
-        first_bits, last_bits, lf, ll = self._names(a.first, a.last, b.first, b.last, (True, False))
+        first_bits, last_bits, lf, ll = self._names(a.first, a.last, b.first, b.last, False)
         swapped = False
         if not (lf is not None and lf <= N_FUZZY_HIGH and ll is not None and ll <= N_FUZZY_HIGH):
-            s_first, s_last, s_lf, s_ll = self._names(a.first, a.last, b.last, b.first, (False, True))
+            s_first, s_last, s_lf, s_ll = self._names(a.first, a.last, b.last, b.first, True)
             if s_first + s_last + self._swap_bits > first_bits + last_bits:
                 first_bits, last_bits, lf, ll, swapped = s_first + self._swap_bits, s_last, s_lf, s_ll, True
 
@@ -480,7 +494,12 @@ class Matcher:
         lg = _eq_level(a.gender, b.gender)
         # Same first name, same sex: the name already said it (Fatou is a woman), so the
         # agreement is not counted twice; a disagreement still counts.
-        if lg == 0 and lf is not None and lf <= N_FUZZY_HIGH:
+        if swapped:
+            crossed = [level for level in (lf, ll) if level is not None]
+            named = min(crossed) if crossed else None
+        else:
+            named = lf
+        if lg == 0 and named is not None and named <= N_FUZZY_HIGH:
             lg = None
             fields.append("gender")
         if lg is not None:

@@ -25,7 +25,7 @@ _migrations_table = sa.Table(
     sa.Column("name", sa.String(100), nullable=False),
 )
 
-_V1_TABLES = [
+_V1_TABLES = [  # as they were in version 1: later columns come from later migrations
     schema.identity,
     schema.name_token,
     schema.blocking_key,
@@ -41,8 +41,37 @@ _V1_TABLES = [
 ]
 
 
+# review_item as version 1 made it; migration 10 adds its decision columns.
+_review_item_v1 = sa.Table(
+    "review_item",
+    sa.MetaData(),
+    sa.Column("pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("reason", sa.String(40), nullable=False),
+    sa.Column("mpi_ids", sa.Text, nullable=False),
+    sa.Column("similarity_score", sa.Float, nullable=True),
+    sa.Column("matched_fields", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("status", sa.String(12), nullable=False, server_default="open"),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.String(24), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+)
+
+
+_name_token_v1 = sa.Table(
+    "name_token",
+    sa.MetaData(),
+    sa.Column("token", sa.String(60), primary_key=True),
+    sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey(schema.identity.c.pk, ondelete="CASCADE"), primary_key=True),
+    sa.Index("ix_name_token_identity", "identity_pk"),
+    sqlite_with_rowid=False,
+)
+
+
 def _v1_initial(conn: Connection) -> None:
-    schema.metadata.create_all(conn, tables=_V1_TABLES)
+    frozen = {schema.review_item.name: _review_item_v1, schema.name_token.name: _name_token_v1}
+    schema.metadata.create_all(conn, tables=[t for t in _V1_TABLES if t.name not in frozen])
+    for table in frozen.values():
+        table.create(conn)
 
 
 _V2_TABLES = [
@@ -61,9 +90,27 @@ def _v2_sync(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=_V2_TABLES)
 
 
+def _v10_dedup(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.not_same, schema.dedup_progress, schema.dedup_pending])
+    for column, kind in (
+        ("pair_key", "VARCHAR(40)"),
+        ("regions", "VARCHAR(40)"),
+        ("decision", "VARCHAR(12)"),
+        ("decided_by", "VARCHAR(100)"),
+        ("decided_at", "VARCHAR(24)"),
+    ):
+        conn.exec_driver_sql(f"ALTER TABLE review_item ADD COLUMN {column} {kind}")
+    conn.exec_driver_sql("CREATE INDEX ix_review_item_pair_key ON review_item (pair_key)")
+    # Search probes tokens per identity: (identity_pk, token) replaces (identity_pk).
+    conn.exec_driver_sql("CREATE INDEX ix_name_token_identity_token ON name_token (identity_pk, token)")
+    conn.exec_driver_sql("DROP INDEX ix_name_token_identity")
+
+
+# Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
     (2, "sync", _v2_sync),
+    (10, "dedup", _v10_dedup),
 ]
 
 

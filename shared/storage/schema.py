@@ -19,9 +19,12 @@ __all__ = [
     "external_id",
     "identity",
     "import_progress",
+    "dedup_pending",
+    "dedup_progress",
     "merge_link",
     "metadata",
     "name_token",
+    "not_same",
     "node_meta",
     "programme",
     "review_item",
@@ -67,7 +70,7 @@ name_token = sa.Table(
     metadata,
     sa.Column("token", sa.String(60), primary_key=True),
     sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey("identity.pk", ondelete="CASCADE"), primary_key=True),
-    sa.Index("ix_name_token_identity", "identity_pk"),
+    sa.Index("ix_name_token_identity_token", "identity_pk", "token"),
     sqlite_with_rowid=False,
 )
 
@@ -171,6 +174,12 @@ review_item = sa.Table(
     sa.Column("actor", sa.String(100), nullable=False),
     sa.Column("created_at", sa.String(24), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    # Added by migration 10: the sorted pair, the regions it touches, and the decision.
+    sa.Column("pair_key", sa.String(40), nullable=True, index=True),
+    sa.Column("regions", sa.String(40), nullable=True),
+    sa.Column("decision", sa.String(12), nullable=True),
+    sa.Column("decided_by", sa.String(100), nullable=True),
+    sa.Column("decided_at", sa.String(24), nullable=True),
 )
 
 import_progress = sa.Table(
@@ -291,4 +300,40 @@ sync_refusal = sa.Table(
     sa.Column("last_seq", sa.BigInteger, nullable=False),
     sa.Column("code", sa.String(40), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+)
+
+
+# -- dedup (migration 10) ------------------------------------------------------------------
+
+# Pairs a supervisor decided are two different people: no sweep and no node raises them again.
+not_same = sa.Table(
+    "not_same",
+    metadata,
+    sa.Column("mpi_a", sa.String(18), primary_key=True),  # the smaller ID of the pair
+    sa.Column("mpi_b", sa.String(18), primary_key=True),
+    sa.Column("decided_at", sa.String(24), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+)
+
+# How far a full dedup sweep got, so that a crash resumes it instead of starting again.
+dedup_progress = sa.Table(
+    "dedup_progress",
+    metadata,
+    sa.Column("job", sa.String(40), primary_key=True),
+    sa.Column("last_pk", sa.BigInteger, nullable=False),
+    sa.Column("checked", sa.BigInteger, nullable=False),
+    sa.Column("merged", sa.BigInteger, nullable=False),
+    sa.Column("queued", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.String(24), nullable=False),
+    sa.Column("updated_at", sa.String(24), nullable=False),
+    sa.Column("finished_at", sa.String(24), nullable=True),
+)
+
+# Identities the hub must check against the country: written in the transaction that applied
+# them, drained by the dedup worker, so a crash between the two loses nothing.
+dedup_pending = sa.Table(
+    "dedup_pending",
+    metadata,
+    sa.Column("identity_pk", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("queued_at", sa.String(24), nullable=False),
 )

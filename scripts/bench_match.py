@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Matching accuracy and speed on a real node store, and bulk import speed.
+
+For each size: a synthetic population (scripts/synth.py) with known truth is made; its
+originals are loaded into a fresh node (SQLite file); then every duplicate and look-alike
+(up to --queries of each) is put to the registry exactly as register and /mpi/match put
+it (blocking index -> candidates -> matcher), and we count:
+
+- duplicates caught: the 409 register would answer names the true original;
+- 409 precision: share of 409s that name the true original;
+- look-alikes wrongly blocked: twins, namesakes, parent/child answered 409;
+- duplicates whose original is anywhere in the /mpi/match answer;
+- the calibration table: score bucket -> observed share of true matches;
+- p50/p95 of one query (candidates + scoring), and bulk import speed (mpi-node import's
+  code path) of --import-rows new people into the loaded node.
+
+FEBRL and Splink: ``--febrl`` runs scripts/bench_matcher_core.py --febrl in its own
+environment and appends its table.
+
+    .venv/bin/python scripts/bench_match.py --sizes 10000,100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+import synth  # noqa: E402
+from bench_api import _body, _pct  # noqa: E402
+
+from node.cli import main as node_cli  # noqa: E402
+from node.storage import node_store  # noqa: E402
+from shared.bulk import import_rows  # noqa: E402
+from shared.matching import Matcher, NameFrequencies  # noqa: E402
+from shared.registry import Registry  # noqa: E402
+from shared.schemas import RegisterIn  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+
+LOOKALIKES = ("twin", "namesake", "parent_child")
+
+
+async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path) -> dict[str, Any]:
+    store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
+    await store.open()
+    frequencies = NameFrequencies()
+    matcher = Matcher(frequencies=frequencies)
+    registry = Registry(store, matcher, frequencies)
+    originals: list[dict[str, Any]] = []
+    probes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in synth.generate(size, seed=seed):
+        if rec["kind"] == "original":
+            originals.append(rec)
+        elif len(probes[rec["kind"]]) < queries:
+            probes[rec["kind"]].append(rec)
+    # Load the originals (all distinct people) in batches.
+    started = time.perf_counter()
+    mpi_of: dict[str, str] = {}
+    seen_uids: set[str] = set()
+    for i in range(0, len(originals), 2000):
+        chunk = originals[i : i + 2000]
+        items = []
+        for rec in chunk:
+            if rec.get("dhis2_uid") in seen_uids:
+                rec["dhis2_uid"] = None
+            seen_uids.add(rec.get("dhis2_uid") or "")
+            items.append((RegisterIn.model_validate(_body(rec)), synth.to_person(rec)))
+        async with store.write("bench") as tx:
+            ids = await registry.insert_new(tx, items)
+        mpi_of.update({rec["record_id"]: mpi_id for rec, mpi_id in zip(chunk, ids, strict=True)})
+    load_s = time.perf_counter() - started
+    async with store.writer.begin() as conn:
+        await conn.exec_driver_sql("ANALYZE")
+
+    certain = matcher.thresholds.certain
+    counts: dict[str, int] = defaultdict(int)
+    calibration: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    latencies: list[float] = []
+    candidates_read: list[int] = []
+    async with store.read() as conn:
+        for kind, recs in probes.items():
+            for rec in recs:
+                person = synth.to_person(rec)
+                t0 = time.perf_counter()
+                cands = await registry.candidates(conn, person)
+                ranked = matcher.rank(person, cands, limit=10, min_score=0.05)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                candidates_read.append(len(cands))
+                truth = mpi_of.get(rec["related_record_id"]) if kind == "duplicate" else None
+                for row, result in ranked:
+                    bucket = min(int(result.score * 20), 19)
+                    calibration[bucket][0] += 1
+                    calibration[bucket][1] += int(row.mpi_id == truth)
+                top = ranked[0] if ranked else None
+                blocked = top is not None and top[1].score >= certain and top[1].hard_conflict is None
+                counts[f"{kind}_n"] += 1
+                if blocked:
+                    counts[f"{kind}_blocked"] += 1
+                    counts["blocks"] += 1
+                    counts["blocks_right"] += int(top is not None and top[0].mpi_id == truth)
+                if kind == "duplicate":
+                    counts["dup_caught"] += int(blocked and top is not None and top[0].mpi_id == truth)
+                    listed = [r.mpi_id for r, res in ranked if res.score >= matcher.thresholds.possible]
+                    counts["dup_listed"] += int(truth in listed)
+                    # /mpi/match with its defaults: top 10 at score >= 0.05
+                    counts["dup_in_match"] += int(any(r.mpi_id == truth and res.score >= 0.05 for r, res in ranked))
+                    counts["dup_in_candidates"] += int(any(r.mpi_id == truth for r, _ in cands))
+
+    # Bulk import of new people into the loaded node, through the mpi-node import code path.
+    csv_path = data / "import.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(
+            f, fieldnames=["first_name", "last_name", "date_of_birth", "gender", "region_code", "country_code", "phone_number"]
+        )
+        writer.writeheader()
+        for rec in synth.generate(import_rows_n, seed=seed + 99, dup_rate=0.0, lookalike_rate=0.0):
+            body = _body(rec)
+            body.pop("external_ids", None)
+            writer.writerow(body)
+    stats = await import_rows(registry, csv_path, progress=False)
+    await store.close()
+
+    dups = counts["duplicate_n"] or 1
+    looks = sum(counts[f"{k}_n"] for k in LOOKALIKES) or 1
+    return {
+        "size": size,
+        "load_s": round(load_s, 1),
+        "duplicates": counts["duplicate_n"],
+        "lookalikes": {k: counts[f"{k}_n"] for k in LOOKALIKES},
+        "caught_409": round(counts["dup_caught"] / dups, 4),
+        "precision_409": round(counts["blocks_right"] / counts["blocks"], 4) if counts["blocks"] else None,
+        "lookalikes_blocked": round(sum(counts[f"{k}_blocked"] for k in LOOKALIKES) / looks, 4),
+        "lookalikes_blocked_by_kind": {k: counts[f"{k}_blocked"] for k in LOOKALIKES},
+        "in_match_results": round(counts["dup_in_match"] / dups, 4),
+        "listed_possible": round(counts["dup_listed"] / dups, 4),
+        "blocking_recall": round(counts["dup_in_candidates"] / dups, 4),
+        "query_ms": {"p50": round(_pct(latencies, 0.5), 2), "p95": round(_pct(latencies, 0.95), 2)},
+        "candidates_mean": round(sum(candidates_read) / len(candidates_read), 1),
+        "candidates_max": max(candidates_read),
+        "import_per_s": round(stats.rows / stats.seconds, 1) if stats.seconds else None,
+        "import": {"created": stats.created, "queued": stats.queued, "blocked": stats.blocked, "errors": stats.errors},
+        "calibration": {
+            f"{b / 20:.2f}-{(b + 1) / 20:.2f}": {"pairs": n, "true_share": round(k / n, 3)}
+            for b, (n, k) in sorted(calibration.items())
+            if n
+        },
+    }
+
+
+def report(results: list[dict[str, Any]]) -> str:
+    lines = [
+        f"Matching benchmark, {dt.date.today()}, {os.cpu_count()} cores, real node store (SQLite)",
+        "",
+        "| identities | caught 409 (>= 0.92) | 409 precision (>= 0.995) | look-alikes blocked (<= 0.005) "
+        "| in /mpi/match (>= 0.99) | of which >= 0.70 | blocking recall | query p50/p95 ms | candidates mean/max | import/s (>= 1000) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['size']:,} | {r['caught_409']} | {r['precision_409']} | {r['lookalikes_blocked']} "
+            f"| {r['in_match_results']} | {r['listed_possible']} | {r['blocking_recall']} | {r['query_ms']['p50']}/{r['query_ms']['p95']} "
+            f"| {r['candidates_mean']}/{r['candidates_max']} | {r['import_per_s']} |"
+        )
+    for r in results:
+        lines += ["", f"Calibration at {r['size']:,} (score bucket: pairs, observed share of true matches)", ""]
+        lines += [f"- {bucket}: {v['pairs']} pairs, {v['true_share']}" for bucket, v in r["calibration"].items()]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=3000, help="duplicates and look-alikes of each kind to query")
+    parser.add_argument("--import-rows", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--febrl", action="store_true", help="also run FEBRL 3/4 against Splink")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "match.json")
+    args = parser.parse_args()
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        data = Path(tempfile.mkdtemp(prefix=f"mpi-match-{size}-"))
+        try:
+            if node_cli(["init", "--data-dir", str(data), "--country", "SN", "--region", "DKR"]) != 0:
+                raise SystemExit("init failed")
+            print(f"size {size:,}", file=sys.stderr, flush=True)
+            results.append(asyncio.run(run(size, args.queries, args.import_rows, args.seed, data)))
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(report(results))
+    if args.febrl:
+        print()
+        sys.stdout.flush()
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_matcher_core.py"), "--febrl"], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""Duplicate detection across the whole registry: the hub's incremental check and full sweep.
+
+``Dedup.check(pks)`` matches identities against everyone else with the shared matcher
+(blocking in the database, scoring in batches). A pair at or above the auto-merge threshold
+with no hard conflict is merged, the older registration being the target; a pair between
+the probable threshold and auto-merge, or with a hard conflict, goes to the review queue.
+Pairs a supervisor declared ``not_same`` are never raised again, and a pair with an open
+review item is not queued twice.
+
+``enqueue(tx, pks)`` records identities to check in the transaction that wrote them (the
+hub applying a node's registrations); ``Dedup.drain()`` checks and forgets them.
+
+``Dedup.sweep()`` walks the registry in primary-key order in batches, recording after each
+batch how far it got (``dedup_progress``): memory stays bounded by the batch and a crash
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from .errors import ApiError
+from .matching import MatchResult
+from .registration import candidates_many
+from .registry import Registry, person_of
+from .review import is_not_same, open_pair_review, pair_key
+from .schemas import MergeIn
+from .storage import schema as t
+from .storage.store import Tx, utc_now
+
+__all__ = ["Dedup", "DedupStats", "enqueue"]
+
+log = logging.getLogger("mpi.dedup")
+
+
+@dataclass
+class DedupStats:
+    checked: int = 0
+    merged: int = 0
+    queued: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: DedupStats) -> None:
+        self.checked += other.checked
+        self.merged += other.merged
+        self.queued += other.queued
+
+
+def _older_first(a: Any, b: Any) -> tuple[Any, Any]:
+    """(target, source): the older registration survives, then the smaller ID."""
+    return (a, b) if (a.created_at, a.mpi_id) <= (b.created_at, b.mpi_id) else (b, a)
+
+
+async def enqueue(tx: Tx, pks: Sequence[int]) -> None:
+    """Ask for these identities to be checked, in the caller's transaction."""
+    if pks:
+        await tx.conn.execute(
+            tx.insert_ignore(t.dedup_pending), [{"identity_pk": pk, "queued_at": tx.now} for pk in sorted(set(pks))]
+        )
+
+
+class Dedup:
+    def __init__(self, registry: Registry, *, auto_merge: float, actor: str = "dedup") -> None:
+        self.registry = registry
+        self.store = registry.store
+        self.auto_merge = auto_merge
+        self.actor = actor
+
+    def _auto(self, result: MatchResult) -> bool:
+        return result.score >= self.auto_merge and result.hard_conflict is None
+
+    async def check(self, pks: Sequence[int]) -> DedupStats:
+        """Match these identities against the registry; merge or queue what is found."""
+        stats = DedupStats()
+        probable = self.registry.matcher.thresholds.probable
+        async with self.store.read() as conn:
+            rows = (
+                await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(list(pks)), t.identity.c.status == "active"))
+            ).all()
+            if not rows:
+                return stats
+            people = [person_of(r) for r in rows]
+            found = await candidates_many(self.registry, conn, people)
+        pairs: dict[str, tuple[Any, Any, MatchResult]] = {}
+        for row, person, candidates in zip(rows, people, found, strict=True):
+            stats.checked += 1
+            others = [(c, p) for c, p in candidates if c.pk != row.pk]
+            for other, result in self.registry.matcher.rank(person, others, limit=5, min_score=probable):
+                key = pair_key(row.mpi_id, other.mpi_id)
+                if key not in pairs or pairs[key][2].score < result.score:
+                    pairs[key] = (row, other, result)
+        for a, b, result in sorted(pairs.values(), key=lambda pair: -pair[2].score):
+            target, source = _older_first(a, b)
+            if self._auto(result) and await self._merge(source, target, result):
+                stats.merged += 1
+            elif await self._queue(source, target, result):
+                stats.queued += 1
+        return stats
+
+    async def _merge(self, source: Any, target: Any, result: MatchResult) -> bool:
+        body = MergeIn(
+            source_mpi_id=source.mpi_id,
+            target_mpi_id=target.mpi_id,
+            reason=f"automatic merge by the hub's dedup (score {result.score}: {', '.join(result.matched_fields)})",
+            keep_target=True,
+        )
+        async with self.store.read() as conn:
+            if await is_not_same(conn, source.mpi_id, target.mpi_id):
+                return False
+        try:
+            await self.registry.merge(body, self.actor)
+        except ApiError as exc:
+            # Merged meanwhile, or a conflict the matcher could not see (external ids): a person decides.
+            log.info("auto-merge of %s into %s not done: %s", source.mpi_id, target.mpi_id, exc.message)
+            return False
+        return True
+
+    async def _queue(self, source: Any, target: Any, result: MatchResult) -> bool:
+        reason = "hard_conflict" if result.hard_conflict else "probable"
+        async with self.store.write(self.actor) as tx:
+            return await open_pair_review(
+                tx,
+                reason,
+                target.mpi_id,
+                source.mpi_id,
+                result.score,
+                result.matched_fields,
+                detail={"hard_conflict": result.hard_conflict} if result.hard_conflict else {},
+            )
+
+    async def drain(self, batch: int = 500) -> DedupStats:
+        """Check what ``enqueue`` recorded, a batch at a time, until nothing is left."""
+        total = DedupStats()
+        while True:
+            async with self.store.read() as conn:
+                pks = list(
+                    (
+                        await conn.execute(
+                            sa.select(t.dedup_pending.c.identity_pk).order_by(t.dedup_pending.c.identity_pk).limit(batch)
+                        )
+                    ).scalars()
+                )
+            if not pks:
+                return total
+            total.add(await self.check(pks))
+            async with self.store.write(self.actor) as tx:
+                await tx.conn.execute(sa.delete(t.dedup_pending).where(t.dedup_pending.c.identity_pk.in_(pks)))
+
+    async def sweep(
+        self,
+        *,
+        job: str = "sweep",
+        batch: int = 1000,
+        restart: bool = False,
+        progress: Callable[[DedupStats, int], None] | None = None,
+    ) -> DedupStats:
+        """Re-check the whole registry, resumably; ``progress(stats, last_pk)`` after each batch."""
+        started = time.perf_counter()
+        now = utc_now()
+        async with self.store.write(self.actor) as tx:
+            row = (await tx.conn.execute(sa.select(t.dedup_progress).where(t.dedup_progress.c.job == job))).first()
+            if row is None or restart or row.finished_at is not None:
+                await tx.conn.execute(sa.delete(t.dedup_progress).where(t.dedup_progress.c.job == job))
+                await tx.conn.execute(
+                    sa.insert(t.dedup_progress).values(
+                        job=job, last_pk=0, checked=0, merged=0, queued=0, started_at=now, updated_at=now
+                    )
+                )
+                total = DedupStats()
+                last_pk = 0
+            else:
+                total = DedupStats(row.checked, row.merged, row.queued)
+                last_pk = int(row.last_pk)
+        while True:
+            async with self.store.read() as conn:
+                pks = list(
+                    (
+                        await conn.execute(
+                            sa.select(t.identity.c.pk)
+                            .where(t.identity.c.pk > last_pk, t.identity.c.status == "active")
+                            .order_by(t.identity.c.pk)
+                            .limit(batch)
+                        )
+                    ).scalars()
+                )
+            if not pks:
+                break
+            total.add(await self.check(pks))
+            last_pk = pks[-1]
+            async with self.store.write(self.actor) as tx:
+                await tx.conn.execute(
+                    sa.update(t.dedup_progress)
+                    .where(t.dedup_progress.c.job == job)
+                    .values(
+                        last_pk=last_pk, checked=total.checked, merged=total.merged, queued=total.queued,
+                        updated_at=utc_now(),
+                    )
+                )
+            if progress is not None:
+                progress(total, last_pk)
+        async with self.store.write(self.actor) as tx:
+            await tx.conn.execute(
+                sa.update(t.dedup_progress).where(t.dedup_progress.c.job == job).values(finished_at=utc_now())
+            )
+            tx.audit("dedup_sweep", None, checked=total.checked, merged=total.merged, queued=total.queued)
+        total.seconds = time.perf_counter() - started
+        return total
