@@ -9,7 +9,7 @@ from nacl.signing import SigningKey
 
 from shared.app import build_app
 from shared.keys import hub_sync_key, registry_key, store_key
-from shared.routes import Route
+from shared.routes import REVIEW_ROUTES, Route
 from shared.settings import Settings
 from shared.sync.hub import HubSync
 
@@ -40,6 +40,6 @@ async def _hub_key(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     store = hub_store(settings)
-    app = build_app(settings, store, role="hub", extra_routes=HUB_ROUTES, lifetimes=[_hub_key])
+    app = build_app(settings, store, role="hub", extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[_hub_key])
     app[hub_sync_key] = HubSync(store, app[registry_key], max_skew_seconds=settings.max_clock_skew_seconds)
     return app

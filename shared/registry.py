@@ -276,10 +276,8 @@ class Registry:
             for tok in {*name_tokens(person.first_name), *name_tokens(person.last_name)}
         ]
         keys = [{"key": k, "identity_pk": pk} for pk, person in people for k in set(index_keys(person))]
-        if tokens:
-            await tx.conn.execute(sa.insert(t.name_token), tokens)
-        if keys:
-            await tx.conn.execute(sa.insert(t.blocking_key), keys)
+        await tx.bulk_insert(t.name_token, tokens)
+        await tx.bulk_insert(t.blocking_key, keys)
 
     async def insert_new(self, tx: Tx, items: list[tuple[RegisterIn, Person]]) -> list[str]:
         """Write new identities with their index rows, changes and audit records; no matching here.

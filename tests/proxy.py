@@ -93,19 +93,38 @@ class Proxy:
         sent_up = 0
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upward: bool) -> None:
+            # A reader stamps each chunk with its arrival; the writer sends it ``delay`` later and no
+            # faster than ``rate``: latency and bandwidth as on a real link, pipelined.
             nonlocal sent_up
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+            async def read() -> None:
+                try:
+                    while True:
+                        chunk = await src.read(16384)
+                        queue.put_nowait((loop.time(), chunk))
+                        if not chunk:
+                            return
+                except (ConnectionError, OSError):
+                    queue.put_nowait((loop.time(), b""))
+
+            reading = asyncio.ensure_future(read())
+            next_free = 0.0
             try:
                 while True:
-                    chunk = await src.read(4096 if self.faults.rate else 65536)
+                    arrived, chunk = await queue.get()
                     if not chunk:
                         break
-                    if self.faults.down:
-                        raise ConnectionResetError
                     f = self.faults
-                    if f.delay:
-                        await asyncio.sleep(f.delay)
+                    if f.down:
+                        raise ConnectionResetError
+                    wait = arrived + f.delay - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                     if f.rate:
-                        await asyncio.sleep(len(chunk) / f.rate)
+                        next_free = max(loop.time(), next_free) + len(chunk) / f.rate
+                        await asyncio.sleep(next_free - loop.time())
                     if upward:
                         self.up += len(chunk)
                         sent_up += len(chunk)
@@ -128,6 +147,7 @@ class Proxy:
             except (ConnectionError, OSError, asyncio.CancelledError):
                 pass
             finally:
+                reading.cancel()
                 for w in (writer, up_writer):
                     w.transport.abort()
 

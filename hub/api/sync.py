@@ -29,7 +29,8 @@ async def _binary(request: web.Request, action: Callable[[bytes], Awaitable[byte
         reply = await action(raw)
     except SyncError as exc:
         raise refusal(exc) from None
-    return web.Response(body=reply, content_type="application/octet-stream")
+    # A short Server header: an idle node's round is counted in bytes.
+    return web.Response(body=reply, content_type="application/octet-stream", headers={"Server": "mpi"})
 
 
 async def push(request: web.Request) -> web.Response:

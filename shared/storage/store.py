@@ -63,6 +63,10 @@ class Tx:
     def insert_ignore(self, table: sa.Table) -> Any:
         return self._store.dialect.insert_ignore(table)
 
+    async def bulk_insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Many rows at once, in this transaction (COPY on PostgreSQL)."""
+        await self._store.dialect.bulk_insert(self.conn, table, rows)
+
     def change(self, kind: str, mpi_id: str | None, payload: dict[str, Any]) -> int:
         """Append one change to this node's hash-chained log; returns its HLC."""
         hlc = self._store.hlc.tick()

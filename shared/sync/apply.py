@@ -144,6 +144,7 @@ class Applier:
             "card.revoke": self._card_revoke,
             "card.status": self._card_status,
             "review.open": self._review,
+            "review.not_same": self._not_same,
             "identity.snapshot": self._snapshot,
             "evict": self._evict,
             "key.rotate": self._nothing,
@@ -213,6 +214,20 @@ class Applier:
             )
         return Route()  # review items stay at the hub
 
+    async def _not_same(self, tx: Tx, c: Remote) -> Route:
+        """A supervisor's "not the same person": remembered everywhere, so nobody raises the pair again."""
+        pair = sorted(str(m) for m in c.payload.get("mpi_ids") or [])
+        if len(pair) != 2:
+            return Route()
+        await tx.conn.execute(
+            tx.insert_ignore(t.not_same).values(mpi_a=pair[0], mpi_b=pair[1], decided_at=tx.now, actor=f"sync:{c.origin}")
+        )
+        regions = [
+            r for r in (await tx.conn.execute(sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id.in_(pair))))
+            .scalars()
+        ]
+        return Route(region_a=regions[0] if regions else None, region_b=regions[-1] if regions else None)
+
     async def _nothing(self, tx: Tx, c: Remote) -> Route:
         return Route()
 
@@ -243,11 +258,16 @@ class Applier:
                         "clocks": json.dumps({f: stamp(c.hlc, c.origin) for f in DEMOGRAPHIC}),
                     }
                 )
+            await tx.bulk_insert(t.identity, rows)
             inserted = await tx.conn.execute(
-                sa.insert(t.identity).returning(t.identity.c.pk, t.identity.c.mpi_id, sort_by_parameter_order=True),
-                rows,
+                sa.select(t.identity.c.pk, t.identity.c.mpi_id).where(t.identity.c.mpi_id.in_(list(fresh)))
             )
             pks = {mpi_id: pk for pk, mpi_id in inserted}
+            if self.hub:
+                from ..dedup import enqueue  # dedup needs the registry, which needs this module
+
+                # The hub matches what nodes registered against the whole country.
+                await enqueue(tx, list(pks.values()))
             people = [(pks[mpi_id], _person_from_payload(c.payload)) for mpi_id, c in fresh.items()]
             await self.registry.index_new(tx, people)
             for mpi_id, c in fresh.items():

@@ -30,6 +30,7 @@ KINDS = (
     "card.issue",
     "card.revoke",
     "review.open",
+    "review.not_same",
     "key.rotate",
     "identity.snapshot",
     "evict",

@@ -55,20 +55,18 @@ _PARTS_MAGIC = b"MPP1"
 _SIG = 64
 MAX_BODY = 64 * 1024 * 1024  # decompressed: a bomb stops here
 _HEADER_KEYS = {"node_id", "key_id", "first_seq", "last_seq", "prev_hash", "last_hash"}
-# What nearly every change set repeats: priming zlib with it makes small sets small.
-_ZDICT = canonical_json(
-    [
-        list(KINDS),
-        "card.status",
-        {
-            "first_name": "", "last_name": "", "date_of_birth": "19", "gender": "F", "region_code": "DKR",
-            "country_code": "SN", "phone_number": "+2217", "created_at": "2026-", "external_ids": {"dhis2_uid": ""},
-            "programme_type": "vaccination", "linked_at": "T", "token_hash": "", "status": "valid",
-            "programme_count": 1, "campaign_id": "", "card_code": "", "reason": "", "system": "",
-            "value": "", "instance_url": None, "source": "", "target": "", "keep_target": True,
-        },
-    ]
-).encode()
+# What nearly every change set repeats: priming zlib with it makes small sets small. Both ends
+# must hold the very same bytes, so this is a literal of format MPE1, never derived from code
+# that may change (a new dictionary needs a new magic).
+_ZDICT = (
+    b'[["identity.create","identity.set","external_id.add","programme.add","identity.merge",'
+    b'"card.issue","card.revoke","review.open","key.rotate","identity.snapshot","evict"],"card.status",'
+    b'{"campaign_id":"","card_code":"","country_code":"SN","created_at":"2026-","date_of_birth":"19",'
+    b'"external_ids":{"dhis2_uid":""},"first_name":"","gender":"F","instance_url":null,"keep_target":true,'
+    b'"last_name":"","linked_at":"T","phone_number":"+2217","programme_count":1,"programme_type":"vaccination",'
+    b'"reason":"","region_code":"DKR","source":"","status":"valid","system":"","target":"","token_hash":"",'
+    b'"value":""}]'
+)
 
 
 def _compress(value: Any) -> bytes:

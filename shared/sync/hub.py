@@ -254,7 +254,9 @@ class HubSync:
         parts: list[tuple[str, bytes]] = [("A", ack)] if ack else []
         pull = env.header.get("pull")
         if reply_feed and isinstance(pull, dict) and int(pull.get("limit", 0)) > 0 and self._fresh(env):
-            parts.append(("E", await self.feed_for(node.name, int(pull.get("after", 0)), int(pull.get("limit", 500)))))
+            sealed, _, _ = await self._feed(node.name, int(pull.get("after", 0)), int(pull.get("limit", 500)))
+            if sealed is not None:
+                parts.append(("E", sealed))
         return join_parts(parts)
 
     @staticmethod
@@ -327,8 +329,8 @@ class HubSync:
         return ack
 
     async def _store_changes(self, tx: Tx, changes: list[Change]) -> None:
-        await tx.conn.execute(
-            sa.insert(t.change_log),
+        await tx.bulk_insert(
+            t.change_log,
             [
                 {"node_id": c.node_id, "seq": c.seq, "hlc": c.hlc, "key_id": c.key_id, "kind": c.kind,
                  "mpi_id": c.mpi_id, "payload": c.payload, "prev_hash": c.prev_hash, "hash": c.hash}
@@ -389,8 +391,7 @@ class HubSync:
                 {"pos": pos, "node_id": node_id, "seq": seq, "kind": kind, "mpi_id": mpi_id, "region_a": route.region_a,
                  "region_b": route.region_b, "exclude_region": route.exclude, "hash": prev}
             )
-        if out:
-            await tx.conn.execute(sa.insert(t.sync_feed), out)
+        await tx.bulk_insert(t.sync_feed, out)
 
     async def _feed_remote(self, tx: Tx, changes: list[Change], routes: list[Route]) -> None:
         await self._append_feed(tx, [(c.node_id, c.seq, c.kind, c.mpi_id, c.hash, r) for c, r in zip(changes, routes, strict=True)])
@@ -415,6 +416,11 @@ class HubSync:
                         await tx.conn.execute(sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id == c["mpi_id"]))
                     ).scalar()
                 route = Route(region_a=region, country_wide=c["kind"] in CARD_KINDS)
+                if c["kind"] == "review.not_same":
+                    other = [m for m in payload.get("mpi_ids", []) if m != c["mpi_id"]]
+                    route.region_b = (
+                        await tx.conn.execute(sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id.in_(other)))
+                    ).scalar()
                 if c["kind"] == "identity.merge":
                     route.region_b = (
                         await tx.conn.execute(
@@ -424,17 +430,19 @@ class HubSync:
             rows.append((c["node_id"], c["seq"], c["kind"], c["mpi_id"], c["hash"], route))
         await self._append_feed(tx, rows)
 
-    async def feed_for(self, name: str, after: int, limit: int = 500) -> bytes:
-        """A signed envelope of what node ``name`` must apply after feed position ``after``."""
-        return (await self._feed(name, after, limit))[0]
+    async def _feed(self, name: str, after: int, limit: int, *, always: bool = False) -> tuple[bytes | None, int, bool]:
+        """A signed envelope of what node ``name`` must apply after feed position ``after``.
 
-    async def _feed(self, name: str, after: int, limit: int) -> tuple[bytes, int, bool]:
+        None when the node is at the end of the feed already (an idle round costs no envelope).
+        """
         limit = max(1, min(limit, _PULL_MAX))
         async with self.store.read() as conn:
             node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).one()
             regions = set(json.loads(node.regions))
             top = (await conn.execute(sa.select(sa.func.max(t.sync_feed.c.pos)))).scalar() or 0
             after = max(0, min(after, top))
+            if after == top and not always:
+                return None, after, False
             f, c = t.sync_feed, t.change_log
             rows = (
                 await conn.execute(
@@ -500,7 +508,8 @@ class HubSync:
         parts = [("A", seal_ack(Ack(node.node_id, node.acked_seq, node.acked_hash), self.key))] if node.node_id else []
         after, more = int(node.pull_pos), True
         while more:
-            sealed, after, more = await self._feed(name, after, limit)
+            sealed, after, more = await self._feed(name, after, limit, always=True)
+            assert sealed is not None
             parts.append(("E", sealed))
         return join_parts(parts)
 
