@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aiohttp import web
 
 from shared.app import build_app
-from shared.crypto import load_key_file
 from shared.keys import node_sync_key, registry_key
 from shared.routes import Route
 from shared.settings import Settings
@@ -15,7 +12,7 @@ from shared.sync.node import NodeSync
 
 from .api import sync
 from .jobs import sync_scheduler
-from .storage import KEY_NAME, node_store
+from .storage import load_keys, node_store
 
 __all__ = ["NODE_ROUTES", "create_app"]
 
@@ -29,9 +26,8 @@ NODE_ROUTES = [
 def create_app(settings: Settings) -> web.Application:
     store = node_store(settings)
     app = build_app(settings, store, role="node", extra_routes=NODE_ROUTES, lifetimes=[sync_scheduler])
-    key = load_key_file(Path(settings.data_dir) / KEY_NAME)
     app[node_sync_key] = NodeSync(
-        store, app[registry_key], key,
+        store, app[registry_key], load_keys(settings.data_dir),
         batch_max=settings.sync_batch_max, request_seconds=settings.sync_request_seconds,
     )
     return app

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pycountry
 from aiohttp import web
+from nacl.signing import SigningKey
 
 from shared.app import configure_logging
 from shared.cli import (
@@ -27,7 +28,7 @@ from shared.cli import (
     settings_table,
     token_command,
 )
-from shared.crypto import generate_key_file, key_id, load_key_file
+from shared.crypto import generate_key_file, key_id
 from shared.ids import MAX_NODE_NUMBER
 from shared.settings import Settings
 from shared.storage.store import utc_now
@@ -36,7 +37,7 @@ from shared.sync.hub import Enrolment
 from shared.sync.node import LinkDown, NodeSync
 
 from .app import create_app
-from .storage import DB_NAME, KEY_NAME, node_store
+from .storage import DB_NAME, KEY_NAME, load_keys, node_store
 from .sync_client import HttpLink
 
 __all__ = ["main"]
@@ -68,8 +69,8 @@ async def _node_sync(settings: Settings) -> AsyncIterator[NodeSync]:
     store = node_store(settings)
     await store.open()
     try:
-        key = load_key_file(Path(settings.data_dir) / KEY_NAME)
-        yield NodeSync(store, registry_for(store, settings), key, batch_max=settings.sync_batch_max,
+        yield NodeSync(store, registry_for(store, settings), load_keys(settings.data_dir),
+                       batch_max=settings.sync_batch_max,
                        request_seconds=settings.sync_request_seconds)
     finally:
         await store.close()
@@ -145,6 +146,27 @@ async def _init(args: argparse.Namespace) -> int:
     said = await _enroll_into(settings, enrolment)
     print(f"initialised node {country}-{region} in {folder}, enrolled as {enrolment.name} "
           f"(number {enrolment.node_number}); {said}")
+    return 0
+
+
+async def _key_rotate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    folder = Path(settings.data_dir)
+    async with _node_sync(settings) as sync:
+        old = sync.store.key_id
+        new = SigningKey.generate()
+        kid = key_id(new.verify_key)
+        pending = folder / f"{KEY_NAME}.{kid}"
+        generate_key_file(pending, new)
+        try:
+            await sync.rotate_key(new)
+        except SyncError as exc:
+            pending.unlink()
+            raise CliError(exc.message) from None
+    # The old key stays: it signs the changes written before the rotation until the hub has them.
+    (folder / KEY_NAME).rename(folder / f"{KEY_NAME}.{old}")
+    pending.rename(folder / KEY_NAME)
+    print(f"rotated the node key: {old} -> {kid} (the hub learns it at the next sync)")
     return 0
 
 
@@ -236,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(enroll)
     enroll.add_argument("file", help="enrolment file from mpi-hub node enroll")
     enroll.set_defaults(func=_enroll)
+
+    key = sub.add_parser("key", help="the node's signing key")
+    key_sub = key.add_subparsers(dest="key_command", required=True, parser_class=OneLineParser)
+    rotate = key_sub.add_parser("rotate", help="make a new key, named to the hub in a change signed by the old one")
+    _data_dir(rotate)
+    rotate.set_defaults(func=_key_rotate)
 
     sync = sub.add_parser("sync", help="one sync round now (push then pull); or export/import a bundle file")
     _data_dir(sync)

@@ -226,3 +226,39 @@ def test_a_fork_quarantines_the_node_and_keeps_the_proof(hub: Hub, tmp_path: Pat
         assert status == 502 and answer["reason"] == "quarantined"
     finally:
         a.stop()
+
+
+def test_key_rotation_signed_by_the_old_key_and_the_old_key_stops_there(hub: Hub, tmp_path: Path) -> None:
+    from shared.crypto import load_key_file
+    from shared.sync.changeset import open_envelope
+
+    a = _node(hub, tmp_path, "a", hub.url)
+    try:
+        people(a, 2, "o")
+        sync_now(a)
+        old_key = load_key_file(a.data / "node.key")
+        people(a, 2, "p")  # written under the old key, pushed after the rotation
+        a.stop()
+        done = cli("node", "key", "rotate", "--data-dir", str(a.data))
+        assert "rotated the node key" in done.stdout
+        assert len(list(a.data.glob("node.key*"))) == 2 and (a.data / "node.key").stat().st_mode & 0o077 == 0
+        a.start()
+        people(a, 2, "q")
+        sync_now(a)
+        _assert_all_once(hub, a)
+        keys = hub.sql("SELECT status, first_seq, last_seq FROM sync_key ORDER BY first_seq")
+        rotation = a.sql("SELECT seq FROM change_log WHERE kind = 'key.rotate'")[0][0]
+        assert keys == [("rotated", 1, rotation), ("active", rotation + 1, None)]
+        # The old key signs nothing after the rotation point.
+        people(a, 1, "r")
+        raw = exported_envelopes(a, tmp_path)[0]
+        env = open_envelope(raw)
+        forged = raw[:-64]
+        forged_env = forged.replace(env.key_id.encode(), hub.sql(
+            "SELECT key_id FROM sync_key WHERE status = 'rotated'")[0][0].encode())
+        status, body = post_raw(hub.url, "/sync/push", forged_env + old_key.sign(forged_env).signature)
+        assert status == 403 and json.loads(body)["status"] == "revoked_key"
+        sync_now(a)
+        _assert_all_once(hub, a)
+    finally:
+        a.stop()

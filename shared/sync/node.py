@@ -15,12 +15,14 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from nacl.signing import SigningKey, VerifyKey
 
+from ..crypto import key_id
 from ..storage import schema as t
 from ..storage.store import Store, Tx
 from .apply import Applier, Remote
@@ -94,14 +96,17 @@ class NodeSync:
         self,
         store: Store,
         registry: Any,
-        signing_key: SigningKey,
+        keys: SigningKey | Mapping[str, SigningKey],
         *,
         batch_max: int = 1000,
         request_seconds: float = 5.0,
     ) -> None:
         self.store = store
         self.registry = registry
-        self.key = signing_key
+        # Every key this node has signed with, by key id: changes made before a rotation are
+        # still signed (pushed) with the key they were written under.
+        ring = {key_id(keys.verify_key): keys} if isinstance(keys, SigningKey) else dict(keys)
+        self.keys: dict[str, SigningKey] = ring
         self.batch_max = batch_max
         self.request_seconds = request_seconds
         # A change set of registrations is ~30 B a change: even 1,000 of them cross a 2 kB/s link well
@@ -145,6 +150,34 @@ class NodeSync:
 
     def regions(self) -> set[str]:
         return set(json.loads(self.meta.get("sync_regions", "[]")) or [self.meta.get("region", "")])
+
+    @property
+    def key(self) -> SigningKey:
+        """The node's current signing key."""
+        try:
+            return self.keys[self.store.key_id]
+        except KeyError:
+            raise SyncError(f"the node's key {self.store.key_id} is missing from its data folder") from None
+
+    def _key_of(self, changes: list[Change]) -> tuple[SigningKey, str]:
+        kid = changes[0].key_id if changes else self.store.key_id
+        if kid not in self.keys:
+            raise SyncError(f"the key {kid} that signed changes from {changes[0].seq if changes else '-'} is missing")
+        return self.keys[kid], kid
+
+    async def rotate_key(self, new: SigningKey) -> str:
+        """Name a new signing key in a change signed by the current one; returns the new key id."""
+        if not self.registered:
+            raise SyncError("register this node with its hub (sync once) before rotating its key")
+        kid = key_id(new.verify_key)
+        public = bytes(new.verify_key).hex()
+        async with self.store.write("cli:key-rotate") as tx:
+            tx.change("key.rotate", None, {"key_id": kid, "public_key": public})
+            await _put_meta(tx, {"key_id": kid, "public_key": public})
+            tx.audit("key_rotate", None, key_id=kid, previous=self.store.key_id)
+        self.keys[kid] = new
+        self.store.key_id = kid
+        return kid
 
     def _hub_key(self) -> VerifyKey:
         return VerifyKey(bytes.fromhex(self.meta["hub_public_key"]))
@@ -212,8 +245,9 @@ class NodeSync:
         extra: dict[str, Any] = {"sent_at": int(time.time() * 1000)}
         if pull:
             extra["pull"] = {"after": self.pull_pos, "limit": self.pull_limit}
+        key, kid = self._key_of(changes)
         sealed = seal_changes(
-            changes, self.key, node_id=self.store.node_id, key_id=self.store.key_id,
+            changes, key, node_id=self.store.node_id, key_id=kid,
             next_seq=self.acked + 1 if changes else self.store.seq + 1,
             prev_hash=self.meta.get(_ACKED_HASH, GENESIS_HASH) if changes else self.store.last_hash, **extra,
         )
@@ -444,8 +478,9 @@ class NodeSync:
             changes = [c for c in changes if c.key_id == (changes[0].key_id if changes else "")]
             if not changes:
                 break
+            key, kid = self._key_of(changes)
             parts.append(("E", seal_changes(
-                changes, self.key, node_id=self.store.node_id, key_id=self.store.key_id, next_seq=acked + 1,
+                changes, key, node_id=self.store.node_id, key_id=kid, next_seq=acked + 1,
                 prev_hash=acked_hash, sent_at=int(time.time() * 1000), pull={"after": self.pull_pos, "limit": 0},
             )))
             total += len(changes)
