@@ -54,7 +54,7 @@ def search_tokens(first_name: str, last_name: str) -> set[str]:
 
 
 def person_of(row: Any, external: dict[str, str] | None = None) -> Person:
-    """The matcher's view of a stored identity."""
+    """The matcher's view of a stored identity (or of a request body with the same fields)."""
     return Person(
         first_name=row.first_name,
         last_name=row.last_name,
@@ -217,15 +217,7 @@ class Registry:
 
     @staticmethod
     def person(body: RegisterIn | MatchIn) -> Person:
-        return Person(
-            first_name=body.first_name,
-            last_name=body.last_name,
-            date_of_birth=body.date_of_birth,
-            gender=body.gender,
-            region_code=body.region_code,
-            phone_number=body.phone_number,
-            external_ids=body.external_ids or {},
-        )
+        return person_of(body, body.external_ids)
 
     def blocks(self, result: MatchResult) -> bool:
         """Whether a match stops a registration with 409: certain, and no hard conflict (twins...)."""
