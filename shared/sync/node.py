@@ -381,6 +381,7 @@ class NodeSync:
         """Push every pending change, then pull until the hub has nothing more: one round."""
         async with self._round:
             await self.refresh()
+            self._load_sizes()
             try:
                 moved = await self._round_inner(link)
             except SyncError as exc:
@@ -389,6 +390,8 @@ class NodeSync:
             except LinkDown as exc:
                 await self.note(success=False, error=f"link down: {exc}")
                 raise
+            finally:
+                await self._keep_sizes()
             await self.note(success=True)
             self.last_moved = moved
             return moved
@@ -417,6 +420,11 @@ class NodeSync:
                 if count:
                     await self.refuse(self.acked + 1, self.acked + count, exc)
                 raise
+            except LinkDown:
+                # A cut costs the request in flight: make the next ones smaller.
+                self.batch = max(10, self.batch // 2)
+                self.pull_limit = max(50, self.pull_limit // 2)
+                raise
             took = time.monotonic() - started
             moved.slowest = max(moved.slowest, took)
             self._measure(len(envelope) + len(reply), took, count, len(envelope))
@@ -431,6 +439,18 @@ class NodeSync:
                 return moved
             if (self.acked, self.pull_pos) == before:
                 raise SyncError("the hub acknowledged nothing and sent nothing new: giving up this round")
+
+    async def _keep_sizes(self) -> None:
+        """Batch sizes outlive the process: the next ``mpi-node sync`` starts from what this link allows."""
+        sizes = f"{self.batch},{self.pull_limit}"
+        if self.meta.get("sync_sizes") != sizes:
+            async with self.store.write("sync") as tx:
+                await _put_meta(tx, {"sync_sizes": sizes})
+
+    def _load_sizes(self) -> None:
+        batch, _, pull = self.meta.get("sync_sizes", "").partition(",")
+        if batch.isdigit() and pull.isdigit():
+            self.batch, self.pull_limit = min(int(batch), self.batch_max), int(pull)
 
     async def _rewind(self, seq: int) -> None:
         async with self.store.read() as conn:
