@@ -1,16 +1,33 @@
-"""The node application: the shared API on the node's SQLite store."""
+"""The node application: the shared API on the node's SQLite store, plus its sync."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from shared.app import build_app
+from shared.keys import node_sync_key, registry_key
+from shared.routes import Route
 from shared.settings import Settings
+from shared.sync.node import NodeSync
 
-from .storage import node_store
+from .api import sync
+from .jobs import sync_scheduler
+from .storage import load_keys, node_store
 
-__all__ = ["create_app"]
+__all__ = ["NODE_ROUTES", "create_app"]
+
+NODE_ROUTES = [
+    Route("GET", "/sync/status", sync.sync_status, "supervisor", "Cursors, pending changes, last success and error, refusals"),
+    Route("POST", "/sync/now", sync.sync_now, "supervisor", "Run one sync round (push then pull) now",
+          statuses=(200, 409, 502, 503)),
+]
 
 
 def create_app(settings: Settings) -> web.Application:
-    return build_app(settings, node_store(settings), role="node")
+    store = node_store(settings)
+    app = build_app(settings, store, role="node", extra_routes=NODE_ROUTES, lifetimes=[sync_scheduler])
+    app[node_sync_key] = NodeSync(
+        store, app[registry_key], load_keys(settings.data_dir),
+        batch_max=settings.sync_batch_max, request_seconds=settings.sync_request_seconds,
+    )
+    return app

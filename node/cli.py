@@ -6,23 +6,39 @@ Each subcommand is a short function over the library; failures become one stderr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import re
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pycountry
 from aiohttp import web
+from nacl.signing import SigningKey
 
 from shared.app import configure_logging
-from shared.cli import CliError, OneLineParser, add_token_commands, run, settings_table, token_command
+from shared.cli import (
+    CliError,
+    OneLineParser,
+    add_token_commands,
+    registry_for,
+    run,
+    settings_table,
+    token_command,
+)
 from shared.crypto import generate_key_file, key_id
 from shared.ids import MAX_NODE_NUMBER
 from shared.settings import Settings
 from shared.storage.store import utc_now
+from shared.sync.errors import SyncError, status_of
+from shared.sync.hub import Enrolment
+from shared.sync.node import LinkDown, NodeSync
 
 from .app import create_app
-from .storage import DB_NAME, KEY_NAME, node_store
+from .storage import DB_NAME, KEY_NAME, load_keys, node_store
+from .sync_client import HttpLink
 
 __all__ = ["main"]
 
@@ -40,8 +56,60 @@ def _require_initialised(settings: Settings) -> None:
         raise CliError(f"{settings.data_dir} is not an initialised node: run mpi-node init --data-dir {settings.data_dir}")
 
 
+def _read_enrolment(path: str) -> Enrolment:
+    try:
+        return Enrolment.from_json(json.loads(Path(path).read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CliError(f"{path} is not an enrolment file (not JSON)") from None
+
+
+@contextlib.asynccontextmanager
+async def _node_sync(settings: Settings) -> AsyncIterator[NodeSync]:
+    _require_initialised(settings)
+    store = node_store(settings)
+    await store.open()
+    try:
+        yield NodeSync(store, registry_for(store, settings), load_keys(settings.data_dir),
+                       batch_max=settings.sync_batch_max,
+                       request_seconds=settings.sync_request_seconds)
+    finally:
+        await store.close()
+
+
+async def _register(sync: NodeSync, settings: Settings) -> str:
+    """Register the node's key with the hub now, or say it will be done at the first sync."""
+    try:
+        await HttpLink(sync.meta["hub_url"], settings.sync_timeout_seconds).register(sync.registration_request())
+    except LinkDown as exc:
+        return f"the hub is out of reach ({exc}): the key will be registered at the first sync"
+    except SyncError as exc:
+        raise CliError(f"the hub refused the enrolment ({status_of(exc)[1]}): {exc.message}") from None
+    await sync.registered_by_hub()
+    return "key registered with the hub"
+
+
+async def _enroll_into(settings: Settings, enrolment: Enrolment) -> str:
+    async with _node_sync(settings) as sync:
+        await sync.enrol(enrolment)
+        return await _register(sync, settings)
+
+
+async def _enroll(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    enrolment = _read_enrolment(args.file)
+    said = await _enroll_into(settings, enrolment)
+    print(f"enrolled as node {enrolment.name} (number {enrolment.node_number}); {said}")
+    return 0
+
+
 async def _init(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    enrolment = _read_enrolment(args.enroll) if args.enroll else None
+    if enrolment is not None:
+        args.country = args.country or enrolment.country
+        args.region = args.region or enrolment.region
+    if not args.country or not args.region:
+        raise CliError("init needs --country and --region (or --enroll FILE)", 2)
     country, region = args.country.upper(), args.region.upper()
     if pycountry.countries.get(alpha_2=country) is None:
         raise CliError(f"--country {args.country!r} is not an ISO 3166-1 alpha-2 code", 2)
@@ -72,7 +140,59 @@ async def _init(args: argparse.Namespace) -> int:
         )
     finally:
         await store.close()
-    print(f"initialised node {country}-{region} (node number {args.node_number}) in {folder}")
+    if enrolment is None:
+        print(f"initialised node {country}-{region} (node number {args.node_number}) in {folder}")
+        return 0
+    said = await _enroll_into(settings, enrolment)
+    print(f"initialised node {country}-{region} in {folder}, enrolled as {enrolment.name} "
+          f"(number {enrolment.node_number}); {said}")
+    return 0
+
+
+async def _key_rotate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    folder = Path(settings.data_dir)
+    async with _node_sync(settings) as sync:
+        old = sync.store.key_id
+        new = SigningKey.generate()
+        kid = key_id(new.verify_key)
+        pending = folder / f"{KEY_NAME}.{kid}"
+        generate_key_file(pending, new)
+        try:
+            await sync.rotate_key(new)
+        except SyncError as exc:
+            pending.unlink()
+            raise CliError(exc.message) from None
+    # The old key stays: it signs the changes written before the rotation until the hub has them.
+    (folder / KEY_NAME).rename(folder / f"{KEY_NAME}.{old}")
+    pending.rename(folder / KEY_NAME)
+    print(f"rotated the node key: {old} -> {kid} (the hub learns it at the next sync)")
+    return 0
+
+
+async def _sync(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    async with _node_sync(settings) as sync:
+        if args.sync_command == "export":
+            data, count = await sync.export_bundle()
+            tmp = Path(args.file + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(args.file)
+            print(f"wrote {count} change(s), {len(data)} bytes, to {args.file}")
+            return 0
+        try:
+            if args.sync_command == "import":
+                moved = await sync.import_bundle(Path(args.file).read_bytes())
+                print(f"imported: pulled {moved.pulled} change(s); acknowledged up to {moved.acked_seq}")
+                return 0
+            if not sync.enrolled:
+                raise CliError("this node is not enrolled with a hub: run mpi-node enroll")
+            moved = await sync.round(HttpLink(sync.meta["hub_url"], settings.sync_timeout_seconds))
+        except LinkDown as exc:
+            raise CliError(f"sync failed: the hub cannot be reached: {exc}") from None
+        except SyncError as exc:
+            raise CliError(f"sync refused ({status_of(exc)[1]}): {exc.message}") from None
+    print(moved.line())
     return 0
 
 
@@ -128,10 +248,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser("init", help="create the database and the node's key pair")
     _data_dir(init)
-    init.add_argument("--country", required=True, help="ISO alpha-2 country code, e.g. SN")
-    init.add_argument("--region", required=True, help="three-letter region code, e.g. DKR")
-    init.add_argument("--node-number", type=int, default=0, help="from the hub's enrolment; 0 for a standalone node")
+    init.add_argument("--country", default=None, help="ISO alpha-2 country code, e.g. SN")
+    init.add_argument("--region", default=None, help="three-letter region code, e.g. DKR")
+    init.add_argument("--node-number", type=int, default=0, help="0 for a standalone node (--enroll sets it)")
+    init.add_argument("--enroll", default=None, metavar="FILE", help="enrolment file from mpi-hub node enroll")
     init.set_defaults(func=_init)
+
+    enroll = sub.add_parser("enroll", help="enrol an existing node with a hub (an empty node, or one enrolled before)")
+    _data_dir(enroll)
+    enroll.add_argument("file", help="enrolment file from mpi-hub node enroll")
+    enroll.set_defaults(func=_enroll)
+
+    key = sub.add_parser("key", help="the node's signing key")
+    key_sub = key.add_subparsers(dest="key_command", required=True, parser_class=OneLineParser)
+    rotate = key_sub.add_parser("rotate", help="make a new key, named to the hub in a change signed by the old one")
+    _data_dir(rotate)
+    rotate.set_defaults(func=_key_rotate)
+
+    sync = sub.add_parser("sync", help="one sync round now (push then pull); or export/import a bundle file")
+    _data_dir(sync)
+    sync.set_defaults(func=_sync, sync_command=None)
+    sync_sub = sync.add_subparsers(dest="sync_command", required=False, parser_class=OneLineParser)
+    exp = sync_sub.add_parser("export", help="write the changes the hub lacks to a bundle file")
+    _data_dir(exp)
+    exp.add_argument("file")
+    imp = sync_sub.add_parser("import", help="apply a bundle from the hub (mpi-hub sync export)")
+    _data_dir(imp)
+    imp.add_argument("file")
 
     serve = sub.add_parser("serve", help="serve the API")
     _data_dir(serve)

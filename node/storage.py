@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nacl.signing import SigningKey
+
+from shared.crypto import key_id, load_key_file
 from shared.settings import Settings
 from shared.storage.dialects import SqliteDialect
 from shared.storage.store import Store
 
-__all__ = ["DB_NAME", "KEY_NAME", "node_store"]
+__all__ = ["DB_NAME", "KEY_NAME", "load_keys", "node_store"]
 
 DB_NAME = "mpi.sqlite3"
 KEY_NAME = "node.key"
@@ -17,3 +20,14 @@ KEY_NAME = "node.key"
 def node_store(settings: Settings) -> Store:
     path = Path(settings.data_dir) / DB_NAME
     return Store(SqliteDialect(str(path), settings.sqlite_synchronous), audit_flush_seconds=settings.audit_flush_seconds)
+
+
+def load_keys(data_dir: str) -> dict[str, SigningKey]:
+    """Every signing key of the node (``node.key`` and those it rotated away from), by key id."""
+    keys = {}
+    for path in sorted(Path(data_dir).glob(KEY_NAME + "*")):
+        if path.suffix == ".tmp":
+            continue
+        key = load_key_file(path)
+        keys[key_id(key.verify_key)] = key
+    return keys

@@ -123,6 +123,7 @@ class Cards:
                     "programme_type": body.programme_type,
                     "token_hash": digest,
                     "programme_count": count,
+                    "issued_at": tx.now,
                 },
             )
             tx.audit("card_issue", row.mpi_id, card_code=code, revoked_previous=len(previous))
@@ -195,7 +196,20 @@ class Cards:
                 )
             ).first()
             if card is None:
-                raise NotFound("This token does not match any known card.")
+                # A card issued at another post, for a person this replica does not hold.
+                remote = (
+                    await conn.execute(
+                        sa.select(t.card_status.c.status, t.card_status.c.programme_count).where(
+                            t.card_status.c.token_hash == token_hash(token)
+                        )
+                    )
+                ).first()
+                if remote is None:
+                    raise NotFound("This token does not match any known card.")
+                now = api_time(utc_now())
+                if remote.status == "valid":
+                    return {"status": "valid", "programme_count": remote.programme_count, "verified_at": now}
+                return {"status": "revoked", "verified_at": now}
             count = await self.registry.programme_count(conn, card.identity_pk)
         now = api_time(utc_now())
         if card.status == "valid":

@@ -13,10 +13,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from .auth import ROLES, Auth
+from .matching import Matcher, NameFrequencies, Thresholds
+from .registry import Registry
 from .settings import Settings, SettingsError
 from .storage.store import NotInitialised, Store
 
-__all__ = ["CliError", "OneLineParser", "add_token_commands", "run", "settings_table"]
+__all__ = ["CliError", "OneLineParser", "add_token_commands", "registry_for", "run", "settings_table"]
 
 
 class CliError(Exception):
@@ -84,6 +86,16 @@ async def token_command(store: Store, args: argparse.Namespace) -> int:
     finally:
         await store.close()
     return 0
+
+
+def registry_for(store: Store, settings: Settings) -> Registry:
+    """A registry over an open store, for commands that write without serving (sync, enrolment)."""
+    frequencies = NameFrequencies()
+    matcher = Matcher(
+        frequencies=frequencies,
+        thresholds=Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
+    )
+    return Registry(store, matcher, frequencies, settings.candidate_limit)
 
 
 def settings_table() -> str:

@@ -16,9 +16,9 @@ def key_id(verify_key: VerifyKey) -> str:
     return hashlib.sha256(bytes(verify_key)).hexdigest()[:16]
 
 
-def generate_key_file(path: Path) -> SigningKey:
-    """Make a new key pair and write its private half to ``path``, readable by the owner only."""
-    key = SigningKey.generate()
+def generate_key_file(path: Path, key: SigningKey | None = None) -> SigningKey:
+    """Write a (new) key pair's private half to ``path``, readable by the owner only."""
+    key = key or SigningKey.generate()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(bytes(key).hex().encode())

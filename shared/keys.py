@@ -9,11 +9,17 @@ from .cards import Cards
 from .registry import Registry
 from .settings import Settings
 from .storage.store import Store
+from .sync.hub import HubSync
+from .sync.node import NodeSync
 
-__all__ = ["auth_key", "cards_key", "registry_key", "settings_key", "store_key"]
+__all__ = [
+    "auth_key", "cards_key", "hub_sync_key", "node_sync_key", "registry_key", "settings_key", "store_key",
+]
 
 settings_key = web.AppKey("settings", Settings)
 store_key = web.AppKey("store", Store)
 registry_key = web.AppKey("registry", Registry)
 cards_key = web.AppKey("cards", Cards)
 auth_key = web.AppKey("auth", Auth)
+hub_sync_key = web.AppKey("hub_sync", HubSync)
+node_sync_key = web.AppKey("node_sync", NodeSync)

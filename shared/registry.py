@@ -23,6 +23,7 @@ from .review import open_pair_review
 from .schemas import LinkDhis2In, MatchIn, MergeIn, PatchIn, ProgrammeIn, RegisterIn, SearchQuery
 from .storage import schema as t
 from .storage.store import Store, Tx, utc_now
+from .sync.apply import stamp
 
 __all__ = ["Registry", "check_id", "person_of"]
 
@@ -252,6 +253,24 @@ class Registry:
             tx.audit("force_create_override", mpi_id, existing_mpi_id=best[0].mpi_id, score=best[1].score)
         return mpi_id, best
 
+    async def index_identity(self, tx: Tx, pk: int, person: Person) -> None:
+        """(Re)write the search tokens and blocking keys of one identity (sync uses it too)."""
+        await self._index(tx, pk, person)
+
+    async def unindex_identity(self, tx: Tx, pk: int) -> None:
+        await self._unindex(tx, pk)
+
+    async def index_new(self, tx: Tx, people: list[tuple[int, Person]]) -> None:
+        """Index identities that have no tokens nor keys yet, in two bulk inserts."""
+        tokens = [
+            {"token": tok[:60], "identity_pk": pk}
+            for pk, person in people
+            for tok in {*name_tokens(person.first_name), *name_tokens(person.last_name)}
+        ]
+        keys = [{"key": k, "identity_pk": pk} for pk, person in people for k in set(index_keys(person))]
+        await tx.bulk_insert(t.name_token, tokens)
+        await tx.bulk_insert(t.blocking_key, keys)
+
     async def insert_new(self, tx: Tx, items: list[tuple[RegisterIn, Person]]) -> list[str]:
         """Write new identities with their index rows, changes and audit records; no matching here.
 
@@ -277,7 +296,7 @@ class Registry:
             }
             payload = {**record, "date_of_birth": _iso(body.date_of_birth), "external_ids": body.external_ids or {}}
             hlc = tx.change("identity.create", mpi_id, payload)
-            record["clocks"] = json.dumps({f: hlc for f in _DEMOGRAPHIC})
+            record["clocks"] = json.dumps({f: stamp(hlc, self.store.node_id) for f in _DEMOGRAPHIC})
             records.append(record)
             tx.audit("register", mpi_id, force_create=body.force_create)
         result = await tx.conn.execute(
@@ -455,10 +474,13 @@ class Registry:
             old_external = (await self._external_ids(tx.conn, [row.pk]))[row.pk]
             await self._check_external_ids_free(tx.conn, external, row.pk)
             if changes:
-                payload = {f: (_iso(v) if isinstance(v, dt.date) else v) for f, v in changes.items()}
-                hlc = tx.change("identity.set", row.mpi_id, payload)
+                payload: dict[str, Any] = {f: (_iso(v) if isinstance(v, dt.date) else v) for f, v in changes.items()}
                 clocks = json.loads(row.clocks or "{}")
-                clocks.update({f: hlc for f in changes})
+                # The clocks of the values this write replaces: a replica holding another clock
+                # knows the two writes were concurrent.
+                payload["_base"] = {f: clocks.get(f) for f in changes}
+                hlc = tx.change("identity.set", row.mpi_id, payload)
+                clocks.update({f: stamp(hlc, self.store.node_id) for f in changes})
                 await tx.conn.execute(
                     sa.update(t.identity)
                     .where(t.identity.c.pk == row.pk)
@@ -612,25 +634,41 @@ class Registry:
             await tx.conn.execute(sa.delete(t.programme).where(t.programme.c.identity_pk == s.pk))
             await tx.conn.execute(sa.update(t.external_id).where(t.external_id.c.identity_pk == s.pk).values(identity_pk=g.pk))
             await tx.conn.execute(sa.update(t.card).where(t.card.c.identity_pk == s.pk).values(identity_pk=g.pk))
+            payload: dict[str, Any] = {
+                "source": s.mpi_id, "target": g.mpi_id, "reason": body.reason, "keep_target": body.keep_target,
+            }
+            copied = {f: getattr(s, f) for f in _DEMOGRAPHIC if getattr(s, f) is not None}
+            if not body.keep_target:
+                payload["fields"] = {f: (_iso(v) if isinstance(v, dt.date) else v) for f, v in copied.items()}
+            hlc = tx.change("identity.merge", s.mpi_id, payload)
+            mark = stamp(hlc, self.store.node_id)
             target_values: dict[str, Any] = {"updated_at": tx.now}
             if not body.keep_target:
                 # The survivor keeps the target's ID but takes the source's demographics.
-                target_values.update({f: getattr(s, f) for f in _DEMOGRAPHIC if getattr(s, f) is not None})
+                target_values.update(copied)
+                target_clocks = json.loads(g.clocks or "{}")
+                target_clocks.update({f: mark for f in copied})
+                target_values["clocks"] = json.dumps(target_clocks)
             await tx.conn.execute(sa.update(t.identity).where(t.identity.c.pk == g.pk).values(**target_values))
+            source_clocks = {**json.loads(s.clocks or "{}"), "_merged": mark}
             await tx.conn.execute(
                 sa.update(t.identity)
                 .where(t.identity.c.pk == s.pk)
-                .values(status="merged", merged_into=g.mpi_id, merged_at=tx.now, updated_at=tx.now)
+                .values(
+                    status="merged", merged_into=g.mpi_id, merged_at=tx.now, updated_at=tx.now,
+                    clocks=json.dumps(source_clocks),
+                )
+            )
+            # The merge is a link of the union-find that sync recomputes groups from.
+            await tx.conn.execute(
+                sa.insert(t.merge_link).values(
+                    source=s.mpi_id, target=g.mpi_id, hlc=hlc, node_id=self.store.node_id, keep_target=body.keep_target
+                )
             )
             await self._unindex(tx, s.pk)
             updated = (await tx.conn.execute(sa.select(t.identity).where(t.identity.c.pk == g.pk))).one()
             if not body.keep_target:
                 await self._index(tx, g.pk, person_of(updated))
-            tx.change(
-                "identity.merge",
-                s.mpi_id,
-                {"source": s.mpi_id, "target": g.mpi_id, "reason": body.reason, "keep_target": body.keep_target},
-            )
             tx.audit("merge", s.mpi_id, target=g.mpi_id, reason=body.reason, programmes_migrated=migrated)
             old_source, old_target, new_target = person_of(s), person_of(g), person_of(updated)
 

@@ -42,6 +42,12 @@ class Settings:
     qr_position: str = _setting("bottom-right", "where the QR sits on the printed card")
     qr_size: str = _setting("standard", "QR size on the printed card: small, standard or large")
     audit_flush_seconds: float = _setting(0.25, "how long audit records of reads may wait before they are written")
+    sync_interval_seconds: float = _setting(60.0, "node: how often the node syncs with the hub when it is reachable")
+    sync_max_backoff_seconds: float = _setting(900.0, "node: longest wait between two failed sync attempts")
+    sync_timeout_seconds: float = _setting(30.0, "node: longest one sync request may take before it counts as cut")
+    sync_request_seconds: float = _setting(5.0, "node: aimed duration of one sync request; batches follow the link speed")
+    sync_batch_max: int = _setting(1000, "node: most changes in one change set")
+    max_clock_skew_seconds: float = _setting(300.0, "hub: how far ahead of the hub's clock a change may be stamped")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object a line) or text")
 
@@ -60,6 +66,14 @@ class Settings:
             raise SettingsError(f"qr_position must be one of {', '.join(QR_POSITIONS)}")
         if self.qr_size not in QR_SIZES:
             raise SettingsError(f"qr_size must be one of {', '.join(QR_SIZES)}")
+        if self.sync_interval_seconds <= 0 or self.sync_timeout_seconds <= 0 or self.sync_request_seconds <= 0:
+            raise SettingsError("sync intervals and timeouts must be positive")
+        if self.sync_max_backoff_seconds <= 0:
+            raise SettingsError("sync_max_backoff_seconds must be positive")
+        if not 1 <= self.sync_batch_max <= 10_000:
+            raise SettingsError("sync_batch_max must be 1..10000")
+        if self.max_clock_skew_seconds < 1:
+            raise SettingsError("max_clock_skew_seconds must be at least 1")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError("log_level must be DEBUG, INFO, WARNING or ERROR")
         if self.log_format not in ("json", "text"):

@@ -6,12 +6,13 @@ Nothing else in the code base asks which database it talks to; node/storage.py p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 __all__ = ["Dialect", "PostgresDialect", "SqliteDialect"]
 
@@ -25,6 +26,10 @@ class Dialect(Protocol):
 
     def insert_ignore(self, table: sa.Table) -> Any:
         """An INSERT that skips rows whose primary or unique key exists already."""
+        ...
+
+    async def bulk_insert(self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert many rows (dicts with the same keys) the fastest way this database has."""
         ...
 
 
@@ -73,6 +78,10 @@ class SqliteDialect:
     def insert_ignore(self, table: sa.Table) -> Any:
         return sqlite.insert(table).on_conflict_do_nothing()
 
+    async def bulk_insert(self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:  # sqlite3's executemany loops in C
+            await conn.execute(sa.insert(table), list(rows))
+
 
 class PostgresDialect:
     """PostgreSQL through psycopg 3; writers and readers share one pool."""
@@ -88,6 +97,18 @@ class PostgresDialect:
 
     def insert_ignore(self, table: sa.Table) -> Any:
         return postgresql.insert(table).on_conflict_do_nothing()
+
+    async def bulk_insert(self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """COPY, in the transaction of ``conn``: several times faster than INSERTs for a backlog."""
+        if not rows:
+            return
+        columns = list(rows[0])
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        names = ", ".join(f'"{c}"' for c in columns)
+        async with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                await copy.write_row([row[c] for c in columns])
 
 
 def _async_url(url: str) -> str:

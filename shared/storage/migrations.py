@@ -74,6 +74,22 @@ def _v1_initial(conn: Connection) -> None:
         table.create(conn)
 
 
+_V2_TABLES = [
+    schema.card_status,
+    schema.merge_link,
+    schema.sync_node,
+    schema.sync_key,
+    schema.sync_batch,
+    schema.sync_fork,
+    schema.sync_feed,
+    schema.sync_refusal,
+]
+
+
+def _v2_sync(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=_V2_TABLES)
+
+
 def _v10_dedup(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.not_same, schema.dedup_progress, schema.dedup_pending])
     for column, kind in (
@@ -93,6 +109,7 @@ def _v10_dedup(conn: Connection) -> None:
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
+    (2, "sync", _v2_sync),
     (10, "dedup", _v10_dedup),
 ]
 

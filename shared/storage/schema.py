@@ -14,18 +14,26 @@ __all__ = [
     "audit_log",
     "blocking_key",
     "card",
+    "card_status",
     "change_log",
     "external_id",
     "identity",
     "import_progress",
     "dedup_pending",
     "dedup_progress",
+    "merge_link",
     "metadata",
     "name_token",
     "not_same",
     "node_meta",
     "programme",
     "review_item",
+    "sync_batch",
+    "sync_feed",
+    "sync_fork",
+    "sync_key",
+    "sync_node",
+    "sync_refusal",
 ]
 
 metadata = sa.MetaData()
@@ -181,6 +189,117 @@ import_progress = sa.Table(
     sa.Column("path", sa.Text, nullable=False),
     sa.Column("last_line", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.String(24), nullable=False),
+)
+
+
+# -- sync (migration 2) ----------------------------------------------------------------
+
+# Cards issued anywhere in the country, without the person: what verify answers for a card
+# whose identity this replica does not hold.
+card_status = sa.Table(
+    "card_status",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("programme_count", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.String(24), nullable=False),
+)
+
+# Every merge ever applied, as a link of a union-find: the canonical ID of a group of merged
+# identities is recomputed from all its links, so merges commute.
+merge_link = sa.Table(
+    "merge_link",
+    metadata,
+    sa.Column("source", sa.String(18), primary_key=True),
+    sa.Column("target", sa.String(18), primary_key=True),
+    sa.Column("hlc", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("node_id", sa.String(64), primary_key=True),
+    sa.Column("keep_target", sa.Boolean, nullable=False),
+    sa.Index("ix_merge_link_target", "target"),
+)
+
+# Hub: the nodes it enrolled, their cursors and state.
+sync_node = sa.Table(
+    "sync_node",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("node_id", sa.String(64), nullable=True, unique=True),
+    sa.Column("node_number", sa.Integer, nullable=False, unique=True),
+    sa.Column("region", sa.String(3), nullable=False),
+    sa.Column("regions", sa.Text, nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=True),
+    sa.Column("acked_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("acked_hash", sa.String(64), nullable=False, server_default="0" * 64),
+    sa.Column("pull_pos", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.String(24), nullable=False),
+    sa.Column("seen_at", sa.String(24), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+)
+
+# Hub: every node key, with the part of the node's chain it may sign.
+sync_key = sa.Table(
+    "sync_key",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("node_name", sa.String(100), nullable=False),
+    sa.Column("public_key", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.String(24), nullable=False),
+)
+
+# Hub: every accepted change set, as signed, with the acknowledgement it got (replays get it again).
+sync_batch = sa.Table(
+    "sync_batch",
+    metadata,
+    sa.Column("node_id", sa.String(64), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+    sa.Column("envelope", sa.LargeBinary, nullable=False),
+    sa.Column("ack", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", sa.String(24), nullable=False),
+)
+
+# Hub: proof of a fork: the signed set that contradicted what the hub holds.
+sync_fork = sa.Table(
+    "sync_fork",
+    metadata,
+    sa.Column("pk", _Pk, primary_key=True, autoincrement=True),
+    sa.Column("node_id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("held_hash", sa.String(64), nullable=False),
+    sa.Column("envelope", sa.LargeBinary, nullable=False),
+    sa.Column("at", sa.String(24), nullable=False),
+)
+
+# Hub: the one ordered log of what nodes must receive, hash-chained; rows point into change_log.
+sync_feed = sa.Table(
+    "sync_feed",
+    metadata,
+    sa.Column("pos", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("node_id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("mpi_id", sa.String(18), nullable=True),
+    sa.Column("region_a", sa.String(3), nullable=True),
+    sa.Column("region_b", sa.String(3), nullable=True),
+    sa.Column("exclude_region", sa.String(3), nullable=True),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# Node: change sets the hub refused, with its reason; shown by GET /sync/status.
+sync_refusal = sa.Table(
+    "sync_refusal",
+    metadata,
+    sa.Column("pk", _Pk, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(24), nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("code", sa.String(40), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
 )
 
 

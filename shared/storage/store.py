@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +63,10 @@ class Tx:
     def insert_ignore(self, table: sa.Table) -> Any:
         return self._store.dialect.insert_ignore(table)
 
+    async def bulk_insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Many rows at once, in this transaction (COPY on PostgreSQL)."""
+        await self._store.dialect.bulk_insert(self.conn, table, rows)
+
     def change(self, kind: str, mpi_id: str | None, payload: dict[str, Any]) -> int:
         """Append one change to this node's hash-chained log; returns its HLC."""
         hlc = self._store.hlc.tick()
@@ -99,6 +103,8 @@ class Tx:
     async def _flush(self) -> None:
         if self._changes:
             await self.conn.execute(sa.insert(schema.change_log), self._changes)
+            for hook in self._store.change_hooks:
+                await hook(self, self._changes)
         if self._audit:
             await self.conn.execute(sa.insert(schema.audit_log), self._audit)
         if self.counter != self._store.counter:
@@ -126,6 +132,9 @@ class Store:
         self.last_hash = GENESIS_HASH
         self.counter = 0
         self.hlc = Hlc()
+        # Called inside every write that appends changes, after they are inserted: the hub
+        # adds them to the feed the nodes pull from.
+        self.change_hooks: list[Callable[[Tx, list[dict[str, Any]]], Awaitable[None]]] = []
 
     # -- life cycle -------------------------------------------------------------------
 

@@ -5,7 +5,10 @@ node's previous change; its own hash covers all of that, so a node's log is a ch
 which any edit, gap or fork shows (as in Secure Scuttlebutt feeds).
 
 Kinds: ``identity.create``, ``identity.set`` (fields), ``external_id.add``,
-``programme.add``, ``identity.merge``, ``card.issue``, ``card.revoke``, ``review.open``.
+``programme.add``, ``identity.merge``, ``card.issue``, ``card.revoke``, ``review.open``;
+``key.rotate`` (a node names its next signing key); and two the hub writes for the nodes:
+``identity.snapshot`` (a whole identity, for a node it enters the scope of) and ``evict``
+(it leaves a node's scope).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ KINDS = (
     "card.issue",
     "card.revoke",
     "review.open",
+    "review.not_same",
+    "key.rotate",
+    "identity.snapshot",
+    "evict",
 )
 
 

@@ -1,0 +1,1 @@
+"""The hub's own routes: sync and node enrolment."""

@@ -1,0 +1,36 @@
+"""Node enrolment: POST /sync/enroll (a node registers its key) and GET /sync/nodes (admin)."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from shared.api.http import answer
+from shared.errors import BadRequest
+from shared.keys import hub_sync_key
+from shared.sync.errors import SyncError
+
+from .sync import refusal
+
+__all__ = ["list_nodes", "register_node"]
+
+
+async def register_node(request: web.Request) -> web.Response:
+    """POST /sync/enroll"""
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_json")
+    try:
+        return answer(await request.app[hub_sync_key].register(body))
+    except SyncError as exc:
+        raise refusal(exc) from None
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    """GET /sync/nodes"""
+    return answer({"nodes": await request.app[hub_sync_key].nodes()})

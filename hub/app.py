@@ -1,0 +1,45 @@
+"""The hub application: the shared API on PostgreSQL, plus sync and node enrolment."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from nacl.signing import SigningKey
+
+from shared.app import build_app
+from shared.keys import hub_sync_key, registry_key, store_key
+from shared.routes import REVIEW_ROUTES, Route
+from shared.settings import Settings
+from shared.sync.hub import HubSync
+
+from .api import nodes, sync
+from .storage import hub_store
+
+__all__ = ["HUB_ROUTES", "create_app"]
+
+# No bearer token on the sync routes: each request is signed by an enrolled node key.
+HUB_ROUTES = [
+    Route("POST", "/sync/push", sync.push, None, "Push a signed change set; the reply acknowledges it and carries the pull",
+          statuses=(200, 400, 401, 403, 409, 413, 422)),
+    Route("POST", "/sync/pull", sync.pull, None, "Pull what concerns the node (a signed request with no changes)",
+          statuses=(200, 400, 401, 403)),
+    Route("POST", "/sync/enroll", nodes.register_node, None, "A node registers its key with its enrolment secret",
+          statuses=(200, 400, 403)),
+    Route("GET", "/sync/nodes", nodes.list_nodes, "admin", "Enrolled nodes, their cursors and state"),
+]
+
+
+async def _hub_key(app: web.Application) -> AsyncIterator[None]:
+    store = app[store_key]
+    if "signing_key" not in store.meta:
+        raise RuntimeError("this database is not a hub's: run mpi-hub init")
+    app[hub_sync_key].start(SigningKey(bytes.fromhex(store.meta["signing_key"])))
+    yield
+
+
+def create_app(settings: Settings) -> web.Application:
+    store = hub_store(settings)
+    app = build_app(settings, store, role="hub", extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[_hub_key])
+    app[hub_sync_key] = HubSync(store, app[registry_key], max_skew_seconds=settings.max_clock_skew_seconds)
+    return app

@@ -1,0 +1,271 @@
+"""mpi-hub: initialise, serve, tokens, node enrolment and file sync of the ministry hub.
+
+Every command takes ``--database-url`` (or ``MPI_DATABASE_URL``); each is a short function
+over the library, and every failure is one stderr line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pycountry
+from aiohttp import web
+from nacl.signing import SigningKey
+
+from shared.app import configure_logging
+from shared.cli import (
+    CliError,
+    OneLineParser,
+    add_token_commands,
+    registry_for,
+    run,
+    settings_table,
+    token_command,
+)
+from shared.crypto import key_id
+from shared.ids import MAX_NODE_NUMBER
+from shared.settings import Settings
+from shared.storage.store import NotInitialised, utc_now
+from shared.sync.errors import SyncError, status_of
+from shared.sync.hub import HubSync, import_bundle
+
+from .app import create_app
+from .storage import hub_store
+
+__all__ = ["main"]
+
+
+def _db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (MPI_DATABASE_URL)")
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    return Settings.from_env(None, database_url=args.database_url, **overrides)
+
+
+def _create_database(url: str) -> bool:
+    """Create the database the URL names if the server does not have it; True when created."""
+    plain = re.sub(r"^postgresql\+psycopg://|^postgres://", "postgresql://", url)
+    try:
+        psycopg.connect(plain, connect_timeout=5).close()
+        return False
+    except psycopg.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise CliError(f"cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}") from None
+    base, _, name = plain.rpartition("/")
+    name = name.split("?")[0]
+    with psycopg.connect(base + "/postgres", autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return True
+
+
+async def _init(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    country = args.country.upper()
+    if pycountry.countries.get(alpha_2=country) is None:
+        raise CliError(f"--country {args.country!r} is not an ISO 3166-1 alpha-2 code", 2)
+    store = hub_store(settings)
+    created = _create_database(settings.database_url)
+    key = SigningKey.generate()
+    await store.connect()
+    try:
+        await store.migrate()
+        await store.initialise(
+            {
+                "role": "hub",
+                "node_id": f"hub-{uuid.uuid4().hex[:16]}",
+                "node_number": str(MAX_NODE_NUMBER),
+                "country": country,
+                "region": "HUB",
+                "key_id": key_id(key.verify_key),
+                "public_key": bytes(key.verify_key).hex(),
+                "signing_key": bytes(key).hex(),
+                "created_at": utc_now(),
+            }
+        )
+    finally:
+        await store.close()
+    print(f"initialised hub for {country}{' (database created)' if created else ''}; hub key {key_id(key.verify_key)}")
+    return 0
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    store = hub_store(_settings(args))
+    await store.connect()
+    try:
+        done = await store.migrate()
+    finally:
+        await store.close()
+    print("applied: " + ", ".join(done) if done else "schema is up to date")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, host=args.host, port=args.port)
+    configure_logging(settings)
+    hub_store(settings)  # a missing URL is one line, before the server starts
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=lambda _: print(f"hub listening on http://{settings.host}:{settings.port}", flush=True),
+        access_log=None,
+    )
+    return 0
+
+
+async def _token(args: argparse.Namespace) -> int:
+    return await token_command(hub_store(_settings(args)), args)
+
+
+@contextlib.asynccontextmanager
+async def _hub(args: argparse.Namespace) -> AsyncIterator[HubSync]:
+    settings = _settings(args)
+    store = hub_store(settings)
+    await store.connect()
+    try:
+        await store.load_state()
+        if "signing_key" not in store.meta:
+            raise CliError("this database is not a hub's: run mpi-hub init")
+        hub = HubSync(store, registry_for(store, settings), max_skew_seconds=settings.max_clock_skew_seconds)
+        hub.start(SigningKey(bytes.fromhex(store.meta["signing_key"])))
+        yield hub
+    finally:
+        await store.close()
+
+
+def _region(text: str) -> str:
+    if not re.fullmatch(r"[A-Z]{3}", text.upper()):
+        raise CliError(f"region {text!r} must be three letters, e.g. DKR", 2)
+    return text.upper()
+
+
+async def _node_enroll(args: argparse.Namespace) -> int:
+    region = _region(args.region)
+    subscribe = [_region(r) for r in args.subscribe.split(",") if r.strip()] if args.subscribe else []
+    if not re.match(r"^https?://", args.hub_url):
+        raise CliError("--hub-url must be an http:// or https:// URL", 2)
+    out = Path(args.out)
+    if out.exists():
+        raise CliError(f"{out} exists already: choose another --out")
+    async with _hub(args) as hub:
+        enrolment = await hub.enrol(args.name, region, args.hub_url, subscribe)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(enrolment.to_json(), f, indent=2)
+    print(f"enrolled node {args.name} as number {enrolment.node_number} ({', '.join(enrolment.regions)}): {out}")
+    return 0
+
+
+async def _node_revoke(args: argparse.Namespace) -> int:
+    async with _hub(args) as hub:
+        count = await hub.revoke(args.name)
+    print(f"revoked node {args.name} ({count} key(s))")
+    return 0
+
+
+async def _node_list(args: argparse.Namespace) -> int:
+    async with _hub(args) as hub:
+        for node in await hub.nodes():
+            print(json.dumps(node))
+    return 0
+
+
+async def _sync_import(args: argparse.Namespace) -> int:
+    data = Path(args.file).read_bytes()
+    async with _hub(args) as hub:
+        try:
+            sets, changes = await import_bundle(hub, data)
+        except SyncError as exc:
+            raise CliError(f"refused ({status_of(exc)[1]}): {exc.message}") from None
+    print(f"imported {sets} change set(s), {changes} change(s) (already held ones are skipped)")
+    return 0
+
+
+async def _sync_export(args: argparse.Namespace) -> int:
+    async with _hub(args) as hub:
+        data = await hub.export_for(args.node)
+    tmp = Path(args.file + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(args.file)
+    print(f"wrote {len(data)} bytes for node {args.node} to {args.file}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="mpi-hub",
+        description="The ministry hub of the Master Patient Index (PostgreSQL).",
+        epilog="settings (environment variables):\n" + settings_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    init = sub.add_parser("init", help="create the schema (and the database) and the hub's signing key")
+    _db(init)
+    init.add_argument("--country", required=True, help="ISO alpha-2 country code, e.g. SN")
+    init.set_defaults(func=_init)
+
+    serve = sub.add_parser("serve", help="serve the API, sync and enrolment")
+    _db(serve)
+    serve.add_argument("--host", default=None, help="MPI_HOST; default 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="MPI_PORT; default 8080")
+    serve.set_defaults(func=_serve)
+
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    _db(migrate)
+    migrate.set_defaults(func=_migrate)
+
+    add_token_commands(sub, _db)
+    sub.choices["token"].set_defaults(func=_token)
+
+    node = sub.add_parser("node", help="enrol, revoke and list nodes")
+    node_sub = node.add_subparsers(dest="node_command", required=True, parser_class=OneLineParser)
+    enroll = node_sub.add_parser("enroll", help="reserve a node number and write the node's enrolment file")
+    _db(enroll)
+    enroll.add_argument("--name", required=True)
+    enroll.add_argument("--region", required=True, help="the node's region, e.g. DKR")
+    enroll.add_argument("--hub-url", required=True, help="the URL nodes reach this hub at")
+    enroll.add_argument("--out", required=True, help="enrolment file to write (holds a one-time secret)")
+    enroll.add_argument("--subscribe", default=None, help="more regions the node receives, e.g. THI,ZIG")
+    enroll.set_defaults(func=_node_enroll)
+    revoke = node_sub.add_parser("revoke", help="revoke a node's keys")
+    _db(revoke)
+    revoke.add_argument("name")
+    revoke.set_defaults(func=_node_revoke)
+    listing = node_sub.add_parser("list", help="nodes, cursors and state, one JSON object a line")
+    _db(listing)
+    listing.set_defaults(func=_node_list)
+
+    sync = sub.add_parser("sync", help="sync with no network: bundle files")
+    sync_sub = sync.add_subparsers(dest="sync_command", required=True, parser_class=OneLineParser)
+    imp = sync_sub.add_parser("import", help="apply a node's bundle (mpi-node sync export)")
+    _db(imp)
+    imp.add_argument("file")
+    imp.set_defaults(func=_sync_import)
+    exp = sync_sub.add_parser("export", help="write a node's bundle: acknowledgement and what it must pull")
+    _db(exp)
+    exp.add_argument("--node", required=True, help="the node's name")
+    exp.add_argument("file")
+    exp.set_defaults(func=_sync_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = run(args.func, args)
+    except NotInitialised as exc:  # pragma: no cover - run() reports it already
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,1 @@
+"""The node's own routes: sync status and sync-now."""

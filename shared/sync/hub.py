@@ -1,0 +1,536 @@
+"""The hub's side of sync: enrolment, accepting pushed change sets, and the feed nodes pull.
+
+Whatever carried the bytes (HTTP, a file from a USB stick), ``HubSync.receive`` does the
+same checks: a known, unrevoked key of the node that signed; a chain that continues what
+the hub holds (a gap is refused with the expected sequence, a fork quarantines the node and
+keeps the proof); clocks no further ahead than ``max_clock_skew_seconds``. Then, in one
+transaction: the changes, their effects, their feed rows, the node's new cursor and the
+signed acknowledgement, which a replay gets again.
+
+The feed is one ordered, hash-chained list of positions in ``change_log``; each row says
+which regions it concerns. A node pulls the rows of its regions, the merges touching them,
+and the status of every card in the country (without the person when the card's identity
+is not in its regions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from nacl.signing import SigningKey, VerifyKey
+
+from ..crypto import key_id
+from ..ids import MAX_NODE_NUMBER
+from ..storage import schema as t
+from ..storage.store import Store, Tx
+from .apply import Applier, Remote, Route
+from .changelog import GENESIS_HASH, Change, canonical_json
+from .changeset import Ack, Envelope, FeedItem, decode_changes, join_parts, open_envelope, seal_ack, seal_feed
+from .errors import (
+    BadEnvelope,
+    ChainFork,
+    ChainGap,
+    ClockSkew,
+    EnrolmentRefused,
+    Quarantined,
+    RevokedKey,
+    UnknownKey,
+)
+from .hlc import hlc_to_ms
+
+__all__ = ["CARD_KINDS", "Enrolment", "HubSync", "enrolment_proof", "import_bundle"]
+
+log = logging.getLogger("mpi.sync.hub")
+
+CARD_KINDS = ("card.issue", "card.revoke")
+_PULL_MAX = 5000
+_PULL_FRESH_MS = 600_000  # a pull rides on a signed request at most this old
+
+
+def _feed_hash(prev: str, node_id: str, seq: int, change: str) -> str:
+    return hashlib.sha256(canonical_json([prev, node_id, seq, change]).encode()).hexdigest()
+
+
+def enrolment_proof(name: str, node_id: str, public_key: str, secret: str) -> bytes:
+    """What a node signs to register its key: it knows the secret and holds the private key."""
+    return canonical_json(["mpi-enrol", name, node_id, public_key, hashlib.sha256(secret.encode()).hexdigest()]).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """The content of an enrolment file."""
+
+    name: str
+    node_number: int
+    country: str
+    region: str
+    regions: list[str]
+    hub_url: str
+    hub_node_id: str
+    hub_public_key: str
+    secret: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mpi_enrolment": 1,
+            "name": self.name,
+            "node_number": self.node_number,
+            "country": self.country,
+            "region": self.region,
+            "regions": self.regions,
+            "hub_url": self.hub_url,
+            "hub_node_id": self.hub_node_id,
+            "hub_public_key": self.hub_public_key,
+            "secret": self.secret,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Enrolment:
+        try:
+            if data.get("mpi_enrolment") != 1:
+                raise ValueError("not an enrolment file")
+            return cls(
+                str(data["name"]), int(data["node_number"]), str(data["country"]), str(data["region"]),
+                [str(r) for r in data["regions"]], str(data["hub_url"]), str(data["hub_node_id"]),
+                str(data["hub_public_key"]), str(data["secret"]),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a valid enrolment file: {exc}") from None
+
+
+class HubSync:
+    def __init__(self, store: Store, registry: Any, *, max_skew_seconds: float = 300) -> None:
+        self.store = store
+        self.applier = Applier(registry, hub=True)
+        self.max_skew_ms = int(max_skew_seconds * 1000)
+        store.change_hooks.append(self._feed_local)
+
+    def start(self, signing_key: SigningKey) -> None:
+        """Take the hub's signing key (kept in the database, read once the store is open)."""
+        self.key = signing_key
+        self.key_id = key_id(signing_key.verify_key)
+
+    # -- enrolment -------------------------------------------------------------------------
+
+    async def enrol(self, name: str, region: str, hub_url: str, subscribe: list[str]) -> Enrolment:
+        """Reserve a node number and a one-time secret for a node to come."""
+        secret = secrets.token_urlsafe(24)
+        regions = [region, *[r for r in subscribe if r != region]]
+        async with self.store.write("cli:enrol") as tx:
+            taken = set((await tx.conn.execute(sa.select(t.sync_node.c.node_number))).scalars())
+            if (await tx.conn.execute(sa.select(t.sync_node.c.name).where(t.sync_node.c.name == name))).first():
+                raise ValueError(f"a node named {name} is enrolled already")
+            number = next((n for n in range(1, MAX_NODE_NUMBER) if n not in taken), None)
+            if number is None:
+                raise ValueError("every node number is taken")
+            await tx.conn.execute(
+                sa.insert(t.sync_node).values(
+                    name=name, node_number=number, region=region, regions=json.dumps(regions), status="pending",
+                    secret_hash=hashlib.sha256(secret.encode()).hexdigest(), created_at=tx.now,
+                )
+            )
+            tx.audit("node_enrol", None, name=name, node_number=number, regions=regions)
+        return Enrolment(
+            name, number, self.store.meta.get("country", ""), region, regions, hub_url, self.store.node_id,
+            bytes(self.key.verify_key).hex(), secret,
+        )
+
+    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A node presents its enrolment secret and its public key, signed with that key."""
+        try:
+            name, node_id, public_key = str(body["name"]), str(body["node_id"]), str(body["public_key"])
+            secret, signature = str(body["secret"]), bytes.fromhex(str(body["signature"]))
+            verify = VerifyKey(bytes.fromhex(public_key))
+            verify.verify(enrolment_proof(name, node_id, public_key, secret), signature)
+        except Exception:
+            raise EnrolmentRefused("the enrolment request is malformed or its signature does not hold") from None
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        kid = key_id(verify)
+        async with self.store.write(f"node:{name}") as tx:
+            node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
+            if node is None or node.status == "revoked":
+                raise EnrolmentRefused(f"no enrolment for a node named {name}")
+            if node.status != "pending":
+                known = (
+                    await tx.conn.execute(sa.select(t.sync_key.c.key_id).where(t.sync_key.c.key_id == kid))
+                ).first()
+                if node.node_id == node_id and known is not None:
+                    return self._registered(node)  # the answer was lost: say it again
+                raise EnrolmentRefused("this enrolment was used already")
+            if not secrets.compare_digest(digest, node.secret_hash or ""):
+                raise EnrolmentRefused("wrong enrolment secret")
+            await tx.conn.execute(
+                sa.update(t.sync_node)
+                .where(t.sync_node.c.name == name)
+                .values(node_id=node_id, status="active", secret_hash=None, seen_at=tx.now)
+            )
+            await tx.conn.execute(
+                sa.insert(t.sync_key).values(
+                    key_id=kid, node_name=name, public_key=public_key, status="active", first_seq=1, created_at=tx.now
+                )
+            )
+            tx.audit("node_register", None, name=name, node_id=node_id, key_id=kid)
+            node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).one()
+        return self._registered(node)
+
+    @staticmethod
+    def _registered(node: Any) -> dict[str, Any]:
+        return {"name": node.name, "node_number": node.node_number, "status": node.status,
+                "regions": json.loads(node.regions), "acked_seq": node.acked_seq}
+
+    async def revoke(self, name: str) -> int:
+        """Revoke a node: its keys sign nothing more; what it pushed so far stays."""
+        async with self.store.write("cli:revoke") as tx:
+            node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
+            if node is None:
+                raise ValueError(f"no node named {name}")
+            await tx.conn.execute(sa.update(t.sync_node).where(t.sync_node.c.name == name).values(status="revoked"))
+            result = await tx.conn.execute(
+                sa.update(t.sync_key)
+                .where(t.sync_key.c.node_name == name, t.sync_key.c.status != "revoked")
+                .values(status="revoked", last_seq=sa.func.coalesce(t.sync_key.c.last_seq, node.acked_seq))
+            )
+            tx.audit("node_revoke", None, name=name, acked_seq=node.acked_seq)
+        return int(result.rowcount)
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        async with self.store.read() as conn:
+            rows = (await conn.execute(sa.select(t.sync_node).order_by(t.sync_node.c.node_number))).all()
+        return [
+            {"name": r.name, "node_id": r.node_id, "node_number": r.node_number, "regions": json.loads(r.regions),
+             "status": r.status, "acked_seq": r.acked_seq, "pull_pos": r.pull_pos, "seen_at": r.seen_at,
+             "note": r.note}
+            for r in rows
+        ]
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def _authenticate(self, env: Envelope) -> Any:
+        async with self.store.read() as conn:
+            key = (await conn.execute(sa.select(t.sync_key).where(t.sync_key.c.key_id == env.key_id))).first()
+            node = None
+            if key is not None:
+                node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == key.node_name))).first()
+        if key is None or node is None:
+            raise UnknownKey(f"unknown key {env.key_id[:16]}")
+        if node.node_id != env.node_id:
+            raise UnknownKey("this key belongs to another node")
+        env.verify(VerifyKey(bytes.fromhex(key.public_key)))
+        if node.status == "quarantined":
+            raise Quarantined(f"node {node.name} is quarantined: {node.note or 'its chain forked'}")
+        if key.status != "active" and (key.last_seq is None or env.last_seq > key.last_seq):
+            if key.status == "revoked":
+                raise RevokedKey(f"the key of node {node.name} was revoked")
+            raise RevokedKey(f"this key of node {node.name} was replaced at sequence {key.last_seq}")
+        if env.first_seq < key.first_seq:
+            raise UnknownKey(f"this key signs sequences from {key.first_seq} on")
+        return node
+
+    async def receive(self, raw: bytes, *, reply_feed: bool = True) -> bytes:
+        """Accept a pushed envelope; the reply holds the acknowledgement and what the node must pull."""
+        env = open_envelope(raw)
+        node = await self._authenticate(env)
+        changes = decode_changes(env)
+        limit = int(time.time() * 1000) + self.max_skew_ms
+        for change in changes:
+            if hlc_to_ms(change.hlc) > limit:
+                raise ClockSkew(
+                    f"change {change.seq} is stamped {(hlc_to_ms(change.hlc) - limit + self.max_skew_ms) // 1000} s "
+                    "ahead of the hub's clock: fix the node's clock",
+                    seq=change.seq,
+                )
+        try:
+            ack = await self._accept(env, node, changes)
+        except ChainFork as fork:
+            await self._quarantine(env, node, fork)
+            raise
+        parts: list[tuple[str, bytes]] = [("A", ack)] if ack else []
+        pull = env.header.get("pull")
+        if reply_feed and isinstance(pull, dict) and int(pull.get("limit", 0)) > 0 and self._fresh(env):
+            sealed, _, _ = await self._feed(node.name, int(pull.get("after", 0)), int(pull.get("limit", 500)))
+            if sealed is not None:
+                parts.append(("E", sealed))
+        return join_parts(parts)
+
+    @staticmethod
+    def _fresh(env: Envelope) -> bool:
+        sent = env.header.get("sent_at")
+        return isinstance(sent, int) and abs(time.time() * 1000 - sent) < _PULL_FRESH_MS
+
+    async def _accept(self, env: Envelope, node: Any, changes: list[Change]) -> bytes | None:
+        async with self.store.write(f"node:{node.name}") as tx:
+            current = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == node.name))).one()
+            acked, acked_hash = int(current.acked_seq), str(current.acked_hash)
+            pull = env.header.get("pull")
+            if isinstance(pull, dict) and isinstance(pull.get("after"), int):
+                await tx.conn.execute(
+                    sa.update(t.sync_node).where(t.sync_node.c.name == node.name)
+                    .values(pull_pos=pull["after"], seen_at=tx.now)
+                )
+            if not changes:
+                # A signed request with nothing in it: tell the node where the hub stands if it differs.
+                if env.first_seq - 1 != acked:
+                    return seal_ack(Ack(env.node_id, acked, acked_hash), self.key)
+                return None
+            if env.first_seq > acked + 1:
+                raise ChainGap(acked + 1)
+            if env.first_seq <= acked:
+                held = dict(
+                    (
+                        await tx.conn.execute(
+                            sa.select(t.change_log.c.seq, t.change_log.c.hash).where(
+                                t.change_log.c.node_id == env.node_id,
+                                t.change_log.c.seq.between(env.first_seq - 1, min(acked, env.last_seq)),
+                            )
+                        )
+                    ).all()
+                )
+                for change in changes:
+                    if change.seq <= acked and held.get(change.seq) != change.hash:
+                        raise ChainFork(change.seq)
+            elif env.prev_hash != acked_hash:
+                raise ChainFork(env.first_seq)
+            if env.last_seq <= acked:
+                stored = (
+                    await tx.conn.execute(
+                        sa.select(t.sync_batch.c.ack).where(
+                            t.sync_batch.c.node_id == env.node_id, t.sync_batch.c.last_seq == env.last_seq
+                        )
+                    )
+                ).scalar()
+                return bytes(stored) if stored is not None else seal_ack(Ack(env.node_id, env.last_seq, env.last_hash), self.key)
+            tail = [c for c in changes if c.seq > acked]
+            await self._store_changes(tx, tail)
+            routes = await self.applier.apply(tx, [Remote(c.node_id, c.seq, c.hlc, c.kind, c.mpi_id, json.loads(c.payload)) for c in tail])
+            await self._feed_remote(tx, tail, routes)
+            for change in tail:
+                if change.kind == "key.rotate":
+                    await self._rotate(tx, node.name, change)
+            ack = seal_ack(Ack(env.node_id, env.last_seq, env.last_hash), self.key)
+            await tx.conn.execute(
+                sa.update(t.sync_node)
+                .where(t.sync_node.c.name == node.name)
+                .values(acked_seq=env.last_seq, acked_hash=env.last_hash, seen_at=tx.now)
+            )
+            await tx.conn.execute(
+                sa.insert(t.sync_batch).values(
+                    node_id=env.node_id, last_seq=env.last_seq, first_seq=env.first_seq, last_hash=env.last_hash,
+                    envelope=env.raw, ack=ack, received_at=tx.now,
+                )
+            )
+            tx.audit("sync_push", None, node=node.name, first_seq=acked + 1, last_seq=env.last_seq)
+        return ack
+
+    async def _store_changes(self, tx: Tx, changes: list[Change]) -> None:
+        await tx.bulk_insert(
+            t.change_log,
+            [
+                {"node_id": c.node_id, "seq": c.seq, "hlc": c.hlc, "key_id": c.key_id, "kind": c.kind,
+                 "mpi_id": c.mpi_id, "payload": c.payload, "prev_hash": c.prev_hash, "hash": c.hash}
+                for c in changes
+            ],
+        )
+
+    async def _rotate(self, tx: Tx, name: str, change: Change) -> None:
+        p = json.loads(change.payload)
+        await tx.conn.execute(
+            sa.update(t.sync_key)
+            .where(t.sync_key.c.key_id == change.key_id, t.sync_key.c.status == "active")
+            .values(status="rotated", last_seq=change.seq)
+        )
+        await tx.conn.execute(
+            tx.insert_ignore(t.sync_key).values(
+                key_id=str(p["key_id"]), node_name=name, public_key=str(p["public_key"]), status="active",
+                first_seq=change.seq + 1, created_at=tx.now,
+            )
+        )
+
+    async def _quarantine(self, env: Envelope, node: Any, fork: ChainFork) -> None:
+        async with self.store.write(f"node:{node.name}") as tx:
+            held = (
+                await tx.conn.execute(
+                    sa.select(t.change_log.c.hash).where(t.change_log.c.node_id == env.node_id, t.change_log.c.seq == fork.seq)
+                )
+            ).scalar()
+            await tx.conn.execute(
+                sa.insert(t.sync_fork).values(
+                    node_id=env.node_id, seq=fork.seq, held_hash=held or GENESIS_HASH, envelope=env.raw, at=tx.now
+                )
+            )
+            await tx.conn.execute(
+                sa.update(t.sync_node)
+                .where(t.sync_node.c.name == node.name)
+                .values(status="quarantined", note=f"chain forked at sequence {fork.seq} ({tx.now})")
+            )
+            tx.audit("node_quarantine", None, name=node.name, seq=fork.seq)
+        log.warning("node %s quarantined: its chain forked at %s", node.name, fork.seq)
+
+    # -- the feed -------------------------------------------------------------------------------
+
+    async def _append_feed(self, tx: Tx, rows: list[tuple[str, int, str, str | None, str, Route]]) -> None:
+        if not rows:
+            return
+        last = (
+            await tx.conn.execute(sa.select(t.sync_feed.c.pos, t.sync_feed.c.hash).order_by(t.sync_feed.c.pos.desc()).limit(1))
+        ).first()
+        pos, prev = (int(last.pos), str(last.hash)) if last else (0, GENESIS_HASH)
+        out = []
+        for node_id, seq, kind, mpi_id, change, route in rows:
+            if route.region_a is None and route.region_b is None and not route.country_wide:
+                continue
+            pos += 1
+            prev = _feed_hash(prev, node_id, seq, change)
+            out.append(
+                {"pos": pos, "node_id": node_id, "seq": seq, "kind": kind, "mpi_id": mpi_id, "region_a": route.region_a,
+                 "region_b": route.region_b, "exclude_region": route.exclude, "hash": prev}
+            )
+        await tx.bulk_insert(t.sync_feed, out)
+
+    async def _feed_remote(self, tx: Tx, changes: list[Change], routes: list[Route]) -> None:
+        await self._append_feed(tx, [(c.node_id, c.seq, c.kind, c.mpi_id, c.hash, r) for c, r in zip(changes, routes, strict=True)])
+        for route in routes:
+            for kind, mpi_id, payload, follow in route.follow_ups:
+                tx.change(kind, mpi_id, {**payload, "route": [follow.region_a, follow.region_b, follow.exclude]})
+
+    async def _feed_local(self, tx: Tx, changes: list[dict[str, Any]]) -> None:
+        """The hub's own changes (API writes, snapshots, evictions) go to the feed too."""
+        rows = []
+        for c in changes:
+            payload = json.loads(c["payload"])
+            route = Route()
+            if "route" in payload and c["kind"] in ("identity.snapshot", "evict"):
+                route = Route(*payload["route"])
+            elif c["kind"] == "review.open":
+                continue
+            else:
+                region = None
+                if c["mpi_id"]:
+                    region = (
+                        await tx.conn.execute(sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id == c["mpi_id"]))
+                    ).scalar()
+                route = Route(region_a=region, country_wide=c["kind"] in CARD_KINDS)
+                if c["kind"] == "review.not_same":
+                    other = [m for m in payload.get("mpi_ids", []) if m != c["mpi_id"]]
+                    route.region_b = (
+                        await tx.conn.execute(sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id.in_(other)))
+                    ).scalar()
+                if c["kind"] == "identity.merge":
+                    route.region_b = (
+                        await tx.conn.execute(
+                            sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id == payload["target"])
+                        )
+                    ).scalar()
+            rows.append((c["node_id"], c["seq"], c["kind"], c["mpi_id"], c["hash"], route))
+        await self._append_feed(tx, rows)
+
+    async def _feed(self, name: str, after: int, limit: int, *, always: bool = False) -> tuple[bytes | None, int, bool]:
+        """A signed envelope of what node ``name`` must apply after feed position ``after``.
+
+        None when the node is at the end of the feed already (an idle round costs no envelope).
+        """
+        limit = max(1, min(limit, _PULL_MAX))
+        async with self.store.read() as conn:
+            node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).one()
+            regions = set(json.loads(node.regions))
+            top = (await conn.execute(sa.select(sa.func.max(t.sync_feed.c.pos)))).scalar() or 0
+            after = max(0, min(after, top))
+            if after == top and not always:
+                return None, after, False
+            f, c = t.sync_feed, t.change_log
+            rows = (
+                await conn.execute(
+                    sa.select(f.c.pos, f.c.node_id, f.c.seq, f.c.kind, f.c.mpi_id, f.c.region_a, f.c.region_b,
+                              f.c.exclude_region, c.c.hlc, c.c.payload)
+                    .join(c, sa.and_(c.c.node_id == f.c.node_id, c.c.seq == f.c.seq))
+                    .where(
+                        f.c.pos > after,
+                        f.c.pos <= top,
+                        f.c.node_id != (node.node_id or ""),
+                        sa.or_(f.c.region_a.in_(regions), f.c.region_b.in_(regions), f.c.kind.in_(CARD_KINDS)),
+                    )
+                    .order_by(f.c.pos)
+                    .limit(limit)
+                )
+            ).all()
+            upto = rows[-1].pos if len(rows) == limit else top
+            hashes = dict(
+                (await conn.execute(sa.select(f.c.pos, f.c.hash).where(f.c.pos.in_([after, upto])))).all()
+            )
+            items: list[FeedItem] = []
+            for r in rows:
+                if r.exclude_region is not None and r.exclude_region in regions:
+                    continue
+                payload = json.loads(r.payload)
+                in_scope = r.region_a in regions or r.region_b in regions
+                if r.kind in CARD_KINDS and not in_scope:
+                    # Only what verify needs, without the person.
+                    count = payload.get("programme_count", 0)
+                    status = "valid" if r.kind == "card.issue" else "revoked"
+                    items.append(FeedItem(r.pos, None, None, r.hlc, "card.status", None,
+                                          {"token_hash": payload["token_hash"], "status": status, "programme_count": count}))
+                    continue
+                payload.pop("route", None)
+                items.append(FeedItem(r.pos, r.node_id, r.seq, r.hlc, r.kind, r.mpi_id, payload))
+        sealed = seal_feed(
+            items, self.key, hub_id=self.store.node_id, key_id=self.key_id, to=node.node_id or name,
+            after=after, after_hash=hashes.get(after, GENESIS_HASH), upto=upto,
+            upto_hash=hashes.get(upto, GENESIS_HASH), more=upto < top,
+        )
+        return sealed, upto, upto < top
+
+    async def pull(self, raw: bytes) -> bytes:
+        """A signed request with no changes: the reply is what the node must pull."""
+        env = open_envelope(raw)
+        if env.count != 0:
+            raise BadEnvelope("a pull request carries no changes: push them")
+        if not isinstance(env.header.get("pull"), dict):
+            raise BadEnvelope("a pull request needs pull.after")
+        await self._authenticate(env)
+        if not self._fresh(env):
+            raise BadEnvelope("the pull request is stale or has no sent_at: check the node's clock")
+        return await self.receive(raw)
+
+    async def export_for(self, name: str, limit: int = _PULL_MAX) -> bytes:
+        """A bundle for a node with no network: its latest acknowledgement and what it must pull."""
+        async with self.store.read() as conn:
+            node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
+        if node is None:
+            raise ValueError(f"no node named {name}")
+        # A node that never pushed (its key is not registered yet) gets no acknowledgement, only the feed,
+        # addressed to its name.
+        parts = [("A", seal_ack(Ack(node.node_id, node.acked_seq, node.acked_hash), self.key))] if node.node_id else []
+        after, more = int(node.pull_pos), True
+        while more:
+            sealed, after, more = await self._feed(name, after, limit, always=True)
+            assert sealed is not None
+            parts.append(("E", sealed))
+        return join_parts(parts)
+
+
+async def import_bundle(hub: HubSync, data: bytes) -> tuple[int, int]:
+    """Apply a node's bundle file: its registration, then its change sets; (sets, changes)."""
+    from .changeset import split_parts
+
+    sets = changes = 0
+    for kind, part in split_parts(data):
+        if kind == "R":
+            try:
+                request = json.loads(part)
+            except ValueError:
+                raise BadEnvelope("the registration in the bundle is not JSON") from None
+            await hub.register(request)
+        elif kind == "E":
+            env = open_envelope(part)
+            await hub.receive(part, reply_feed=False)
+            sets += 1
+            changes += env.count
+        else:
+            raise BadEnvelope(f"unknown part {kind!r} in the bundle")
+    return sets, changes

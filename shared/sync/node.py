@@ -1,0 +1,516 @@
+"""The node's side of sync: what it pushes, what it does with the hub's replies, and its state.
+
+A round is push then pull over any ``Link`` (HTTP in ``node/sync_client.py``; a file in
+``bundle.py``): change sets of unacknowledged changes, sized from the measured link speed so
+that each request stays well under the timeout, each carrying the node's pull cursor so that
+the reply holds the acknowledgement and what to pull (one round trip when there is nothing
+to do). Every hub envelope is checked against the hub key pinned at enrolment and applied
+together with the cursor in one SQLite transaction. A refusal is kept, with its reason, for
+``GET /sync/status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from nacl.signing import SigningKey, VerifyKey
+
+from ..crypto import key_id
+from ..storage import schema as t
+from ..storage.store import Store, Tx
+from .apply import Applier, Remote
+from .changelog import GENESIS_HASH, Change
+from .changeset import (
+    decode_feed,
+    join_parts,
+    open_ack,
+    open_envelope,
+    seal_changes,
+    split_parts,
+)
+from .errors import BadEnvelope, ChainFork, ChainGap, SyncError, status_of
+from .hub import Enrolment, enrolment_proof
+
+__all__ = ["Link", "LinkDown", "Moved", "NodeSync"]
+
+log = logging.getLogger("mpi.sync.node")
+
+_ACKED, _ACKED_HASH, _PULL, _PULL_HASH = "sync_acked_seq", "sync_acked_hash", "sync_pull_pos", "sync_pull_hash"
+
+
+class LinkDown(Exception):
+    """The hub could not be reached, or the connection was cut: try again later."""
+
+
+class Link(Protocol):
+    """How change sets reach the hub (HTTP) or leave the node (a file)."""
+
+    async def push(self, envelope: bytes) -> bytes:
+        """Send a change set (possibly empty); the reply is ``parts`` (acknowledgement, feed)."""
+        ...
+
+    async def register(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Present the enrolment secret and the node's public key."""
+        ...
+
+
+@dataclass
+class Moved:
+    """What one round moved."""
+
+    pushed: int = 0
+    pulled: int = 0
+    acked_seq: int = 0
+    pull_pos: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    requests: int = 0
+    slowest: float = 0.0  # seconds of the longest request
+    more: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"pushed {self.pushed} change(s), pulled {self.pulled}; acknowledged up to {self.acked_seq}, "
+            f"feed at {self.pull_pos}; {self.requests} request(s) (slowest {self.slowest:.1f} s), "
+            f"{self.bytes_sent} B sent, {self.bytes_received} B received"
+        )
+
+
+async def _put_meta(tx: Tx, values: dict[str, str]) -> None:
+    await tx.conn.execute(sa.delete(t.node_meta).where(t.node_meta.c.key.in_(list(values))))
+    await tx.conn.execute(sa.insert(t.node_meta), [{"key": k, "value": v} for k, v in values.items()])
+    meta = tx._store.meta
+    tx.after_commit.append(lambda: meta.update(values))
+
+
+class NodeSync:
+    def __init__(
+        self,
+        store: Store,
+        registry: Any,
+        keys: SigningKey | Mapping[str, SigningKey],
+        *,
+        batch_max: int = 1000,
+        request_seconds: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        # Every key this node has signed with, by key id: changes made before a rotation are
+        # still signed (pushed) with the key they were written under.
+        ring = {key_id(keys.verify_key): keys} if isinstance(keys, SigningKey) else dict(keys)
+        self.keys: dict[str, SigningKey] = ring
+        self.batch_max = batch_max
+        self.request_seconds = request_seconds
+        # A change set of registrations is ~30 B a change: even 1,000 of them cross a 2 kB/s link well
+        # within the timeout; _measure shrinks the batches on slower links.
+        self.batch = batch_max
+        self.pull_limit = 500
+        self._round = asyncio.Lock()
+        self.last_moved: Moved | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return self.store.meta
+
+    @property
+    def enrolled(self) -> bool:
+        return "hub_public_key" in self.meta
+
+    @property
+    def registered(self) -> bool:
+        return self.meta.get("sync_registered") == "1"
+
+    @property
+    def acked(self) -> int:
+        return int(self.meta.get(_ACKED, "0"))
+
+    @property
+    def pull_pos(self) -> int:
+        return int(self.meta.get(_PULL, "0"))
+
+    async def refresh(self) -> None:
+        """Re-read the sync state: another process (``mpi-node sync``) may have moved it."""
+        async with self.store.read() as conn:
+            rows = await conn.execute(
+                sa.select(t.node_meta.c.key, t.node_meta.c.value).where(
+                    sa.or_(t.node_meta.c.key.like("sync_%"), t.node_meta.c.key.like("hub_%"))
+                )
+            )
+            self.meta.update({k: v for k, v in rows})
+
+    def regions(self) -> set[str]:
+        return set(json.loads(self.meta.get("sync_regions", "[]")) or [self.meta.get("region", "")])
+
+    @property
+    def key(self) -> SigningKey:
+        """The node's current signing key."""
+        try:
+            return self.keys[self.store.key_id]
+        except KeyError:
+            raise SyncError(f"the node's key {self.store.key_id} is missing from its data folder") from None
+
+    def _key_of(self, changes: list[Change]) -> tuple[SigningKey, str]:
+        kid = changes[0].key_id if changes else self.store.key_id
+        if kid not in self.keys:
+            raise SyncError(f"the key {kid} that signed changes from {changes[0].seq if changes else '-'} is missing")
+        return self.keys[kid], kid
+
+    async def rotate_key(self, new: SigningKey) -> str:
+        """Name a new signing key in a change signed by the current one; returns the new key id."""
+        if not self.registered:
+            raise SyncError("register this node with its hub (sync once) before rotating its key")
+        kid = key_id(new.verify_key)
+        public = bytes(new.verify_key).hex()
+        async with self.store.write("cli:key-rotate") as tx:
+            tx.change("key.rotate", None, {"key_id": kid, "public_key": public})
+            await _put_meta(tx, {"key_id": kid, "public_key": public})
+            tx.audit("key_rotate", None, key_id=kid, previous=self.store.key_id)
+        self.keys[kid] = new
+        self.store.key_id = kid
+        return kid
+
+    def _hub_key(self) -> VerifyKey:
+        return VerifyKey(bytes.fromhex(self.meta["hub_public_key"]))
+
+    async def enrol(self, enrolment: Enrolment) -> None:
+        """Take the node number and the hub's key from an enrolment file."""
+        if self.enrolled:
+            raise ValueError("this node is enrolled already")
+        if enrolment.country != self.meta.get("country"):
+            raise ValueError(f"the enrolment is for country {enrolment.country}, this node is {self.meta.get('country')}")
+        if enrolment.region != self.meta.get("region"):
+            raise ValueError(f"the enrolment is for region {enrolment.region}, this node is {self.meta.get('region')}")
+        if self.store.counter > 0 and self.store.node_number == 0:
+            # Node number 0 is every standalone node's: two enrolled node-0 databases could hold the same IDs.
+            raise ValueError(
+                f"this standalone node (number 0) has minted {self.store.counter} ID(s): only an empty node can be enrolled"
+            )
+        async with self.store.write("cli:enrol") as tx:
+            await _put_meta(
+                tx,
+                {
+                    "node_number": str(enrolment.node_number),
+                    "hub_url": enrolment.hub_url,
+                    "hub_node_id": enrolment.hub_node_id,
+                    "hub_public_key": enrolment.hub_public_key,
+                    "sync_name": enrolment.name,
+                    "sync_regions": json.dumps(enrolment.regions),
+                    "sync_secret": enrolment.secret,
+                    "sync_registered": "0",
+                },
+            )
+            tx.audit("node_enrolled", None, name=enrolment.name, node_number=enrolment.node_number)
+        self.store.node_number = enrolment.node_number
+
+    def registration_request(self) -> dict[str, Any]:
+        name, secret = self.meta["sync_name"], self.meta.get("sync_secret", "")
+        public = bytes(self.key.verify_key).hex()
+        proof = enrolment_proof(name, self.store.node_id, public, secret)
+        return {"name": name, "node_id": self.store.node_id, "public_key": public, "secret": secret,
+                "signature": self.key.sign(proof).signature.hex()}
+
+    async def registered_by_hub(self) -> None:
+        async with self.store.write("sync") as tx:
+            await _put_meta(tx, {"sync_registered": "1", "sync_secret": ""})
+
+    # -- outgoing -----------------------------------------------------------------------------
+
+    async def pending(self, limit: int) -> list[Change]:
+        async with self.store.read() as conn:
+            rows = await conn.execute(
+                sa.select(t.change_log)
+                .where(t.change_log.c.node_id == self.store.node_id, t.change_log.c.seq > self.acked)
+                .order_by(t.change_log.c.seq)
+                .limit(limit)
+            )
+            return [
+                Change(r.node_id, r.seq, r.hlc, r.key_id, r.kind, r.mpi_id, r.payload, r.prev_hash, r.hash) for r in rows
+            ]
+
+    async def outgoing(self, limit: int, *, pull: bool = True) -> tuple[bytes, int]:
+        """A signed change set of up to ``limit`` unacknowledged changes, carrying the pull cursor."""
+        changes = await self.pending(limit)
+        # A set is signed by one key: stop where the key changed (a rotation).
+        changes = [c for c in changes if c.key_id == (changes[0].key_id if changes else "")]
+        extra: dict[str, Any] = {"sent_at": int(time.time() * 1000)}
+        if pull:
+            extra["pull"] = {"after": self.pull_pos, "limit": self.pull_limit}
+        key, kid = self._key_of(changes)
+        sealed = seal_changes(
+            changes, key, node_id=self.store.node_id, key_id=kid,
+            next_seq=self.acked + 1 if changes else self.store.seq + 1,
+            prev_hash=self.meta.get(_ACKED_HASH, GENESIS_HASH) if changes else self.store.last_hash, **extra,
+        )
+        return sealed, len(changes)
+
+    # -- incoming -----------------------------------------------------------------------------
+
+    async def incoming(self, reply: bytes) -> Moved:
+        """Apply a reply or a bundle from the hub: acknowledgements and feed envelopes."""
+        moved = Moved()
+        if not reply:
+            return moved
+        for kind, data in split_parts(reply):
+            if kind == "A":
+                await self._ack(data)
+            elif kind == "E":
+                applied, more = await self._feed(data)
+                moved.pulled += applied
+                moved.more = more
+        moved.acked_seq, moved.pull_pos = self.acked, self.pull_pos
+        return moved
+
+    async def _ack(self, data: bytes) -> None:
+        ack = open_ack(data, self._hub_key())
+        if ack.node_id != self.store.node_id:
+            raise BadEnvelope("the acknowledgement is for another node")
+        if ack.seq == self.acked:
+            return
+        async with self.store.read() as conn:
+            held = (
+                await conn.execute(
+                    sa.select(t.change_log.c.hash).where(
+                        t.change_log.c.node_id == self.store.node_id, t.change_log.c.seq == ack.seq
+                    )
+                )
+            ).scalar()
+        if ack.seq > self.store.seq:
+            raise ChainFork(ack.seq, f"the hub holds this node's changes up to {ack.seq}, beyond its own "
+                                     f"{self.store.seq}: was it restored from a backup?")
+        if (held or GENESIS_HASH) != ack.hash:
+            raise ChainFork(ack.seq, f"the hub holds another change {ack.seq} than this node")
+        async with self.store.write("sync") as tx:
+            await _put_meta(tx, {_ACKED: str(ack.seq), _ACKED_HASH: ack.hash})
+
+    async def _feed(self, data: bytes) -> tuple[int, bool]:
+        env = open_envelope(data)
+        if env.node_id != self.meta.get("hub_node_id"):
+            raise BadEnvelope("this envelope is not from this node's hub")
+        env.verify(self._hub_key())
+        if env.header.get("to") not in (self.store.node_id, self.meta.get("sync_name")):
+            raise BadEnvelope("this envelope is for another node")
+        items = decode_feed(env)
+        more = bool(env.header.get("more"))
+        async with self.store.write("sync") as tx:
+            # Read the cursor inside the transaction: two rounds at once must not both apply.
+            cursor = int(
+                (await tx.conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == _PULL))).scalar() or 0
+            )
+            cursor_hash = (
+                await tx.conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == _PULL_HASH))
+            ).scalar() or GENESIS_HASH
+            if env.last_seq <= cursor:
+                return 0, more  # had it already
+            if env.first_seq - 1 > cursor:
+                raise ChainGap(cursor + 1, f"the hub's feed continues at {env.first_seq}, this node is at {cursor + 1}")
+            if env.first_seq - 1 == cursor and env.prev_hash != cursor_hash:
+                raise ChainFork(cursor, "the hub's feed is not the one this node followed")
+            fresh = [i for i in items if i.pos > cursor]
+            remotes = [
+                Remote(i.origin or "", i.seq or 0, i.hlc, i.kind, i.mpi_id, i.payload) for i in fresh
+            ]
+            applier = Applier(self.registry, hub=False, regions=self.regions())
+            await applier.apply(tx, remotes)
+            logged = [
+                {"node_id": i.origin, "seq": i.seq, "hlc": i.hlc, "key_id": "", "kind": i.kind, "mpi_id": i.mpi_id,
+                 "payload": json.dumps(i.payload, sort_keys=True, separators=(",", ":")), "prev_hash": "",
+                 "hash": ""}
+                for i in fresh
+                if i.origin and i.seq
+            ]
+            if logged:
+                await tx.conn.execute(tx.insert_ignore(t.change_log), logged)
+            await _put_meta(tx, {_PULL: str(env.last_seq), _PULL_HASH: env.last_hash})
+        return len(fresh), more
+
+    # -- refusals and status --------------------------------------------------------------------
+
+    async def refuse(self, first: int, last: int, exc: SyncError) -> None:
+        _, code = status_of(exc)
+        async with self.store.write("sync") as tx:
+            await tx.conn.execute(
+                sa.insert(t.sync_refusal).values(at=tx.now, first_seq=first, last_seq=last, code=code, reason=exc.message)
+            )
+
+    async def note(self, *, success: bool, error: str | None = None) -> None:
+        async with self.store.write("sync") as tx:
+            if success:
+                await _put_meta(tx, {"sync_last_success": tx.now, "sync_last_error": ""})
+            else:
+                await _put_meta(tx, {"sync_last_error": f"{tx.now} {error}"})
+
+    async def status(self) -> dict[str, Any]:
+        await self.refresh()
+        async with self.store.read() as conn:
+            refusals = (
+                await conn.execute(sa.select(t.sync_refusal).order_by(t.sync_refusal.c.pk.desc()).limit(100))
+            ).all()
+        return {
+            "node_id": self.store.node_id,
+            "name": self.meta.get("sync_name"),
+            "node_number": self.store.node_number,
+            "hub_url": self.meta.get("hub_url"),
+            "enrolled": self.enrolled,
+            "registered": self.registered,
+            "regions": sorted(self.regions()),
+            "cursors": {"last_seq": self.store.seq, "acked_seq": self.acked, "pull_pos": self.pull_pos},
+            "pending_changes": self.store.seq - self.acked,
+            "last_success": self.meta.get("sync_last_success") or None,
+            "last_error": self.meta.get("sync_last_error") or None,
+            "last_round": asdict(self.last_moved) if self.last_moved else None,
+            "refused": [
+                {"at": r.at, "first_seq": r.first_seq, "last_seq": r.last_seq, "code": r.code, "reason": r.reason,
+                 "pending": r.last_seq > self.acked}
+                for r in refusals
+            ],
+        }
+
+    # -- one round --------------------------------------------------------------------------------
+
+    async def round(self, link: Link) -> Moved:
+        """Push every pending change, then pull until the hub has nothing more: one round."""
+        async with self._round:
+            await self.refresh()
+            self._load_sizes()
+            try:
+                moved = await self._round_inner(link)
+            except SyncError as exc:
+                await self.note(success=False, error=f"{status_of(exc)[1]}: {exc.message}")
+                raise
+            except LinkDown as exc:
+                await self.note(success=False, error=f"link down: {exc}")
+                raise
+            finally:
+                await self._keep_sizes()
+            await self.note(success=True)
+            self.last_moved = moved
+            return moved
+
+    async def _round_inner(self, link: Link) -> Moved:
+        moved = Moved()
+        if not self.enrolled:
+            raise SyncError("this node is not enrolled with a hub: run mpi-node enroll")
+        if not self.registered:
+            await link.register(self.registration_request())
+            await self.registered_by_hub()
+        gaps = 0
+        while True:
+            before = (self.acked, self.pull_pos)
+            envelope, count = await self.outgoing(self.batch)
+            started = time.monotonic()
+            try:
+                reply = await link.push(envelope)
+            except ChainGap as gap:
+                gaps += 1
+                if gaps > 2 or gap.expected_seq > self.store.seq + 1:
+                    raise
+                await self._rewind(gap.expected_seq - 1)
+                continue
+            except SyncError as exc:
+                if count:
+                    await self.refuse(self.acked + 1, self.acked + count, exc)
+                raise
+            except LinkDown:
+                # A cut costs the request in flight: make the next ones smaller.
+                self.batch = max(10, self.batch // 2)
+                self.pull_limit = max(50, self.pull_limit // 2)
+                raise
+            took = time.monotonic() - started
+            moved.slowest = max(moved.slowest, took)
+            self._measure(len(envelope) + len(reply), took, count, len(envelope))
+            got = await self.incoming(reply)
+            moved.requests += 1
+            moved.bytes_sent += len(envelope)
+            moved.bytes_received += len(reply)
+            moved.pulled += got.pulled
+            moved.pushed += max(0, self.acked - before[0]) if count else 0
+            moved.acked_seq, moved.pull_pos = self.acked, self.pull_pos
+            if self.acked >= self.store.seq and not got.more:
+                return moved
+            if (self.acked, self.pull_pos) == before:
+                raise SyncError("the hub acknowledged nothing and sent nothing new: giving up this round")
+
+    async def _keep_sizes(self) -> None:
+        """Batch sizes outlive the process: the next ``mpi-node sync`` starts from what this link allows."""
+        sizes = f"{self.batch},{self.pull_limit}"
+        if self.meta.get("sync_sizes") != sizes:
+            async with self.store.write("sync") as tx:
+                await _put_meta(tx, {"sync_sizes": sizes})
+
+    def _load_sizes(self) -> None:
+        batch, _, pull = self.meta.get("sync_sizes", "").partition(",")
+        if batch.isdigit() and pull.isdigit():
+            self.batch, self.pull_limit = min(int(batch), self.batch_max), int(pull)
+
+    async def _rewind(self, seq: int) -> None:
+        async with self.store.read() as conn:
+            digest = (
+                await conn.execute(
+                    sa.select(t.change_log.c.hash).where(t.change_log.c.node_id == self.store.node_id, t.change_log.c.seq == seq)
+                )
+            ).scalar()
+        async with self.store.write("sync") as tx:
+            await _put_meta(tx, {_ACKED: str(seq), _ACKED_HASH: digest or GENESIS_HASH})
+
+    def _measure(self, size: int, seconds: float, count: int, sent: int) -> None:
+        """Size the next batches so that one request takes about ``request_seconds`` on this link."""
+        if count < 10 or seconds <= 0:
+            return
+        rate = size / seconds
+        per_change = sent / count
+        target = int(rate * self.request_seconds / per_change)
+        self.batch = max(10, min(self.batch_max, target, self.batch * 4))
+        self.pull_limit = max(50, min(5000, self.batch * 2))
+
+    # -- files ------------------------------------------------------------------------------------
+
+    async def export_bundle(self) -> tuple[bytes, int]:
+        """Everything the hub does not have yet, as a bundle file's content; (bytes, changes)."""
+        if not self.enrolled:
+            raise SyncError("this node is not enrolled with a hub: run mpi-node enroll")
+        parts: list[tuple[str, bytes]] = []
+        if not self.registered:
+            parts.append(("R", json.dumps(self.registration_request()).encode()))
+        total = 0
+        acked, acked_hash = self.acked, self.meta.get(_ACKED_HASH, GENESIS_HASH)
+        while True:
+            async with self.store.read() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(t.change_log)
+                        .where(t.change_log.c.node_id == self.store.node_id, t.change_log.c.seq > acked)
+                        .order_by(t.change_log.c.seq)
+                        .limit(self.batch_max)
+                    )
+                ).all()
+            changes = [Change(r.node_id, r.seq, r.hlc, r.key_id, r.kind, r.mpi_id, r.payload, r.prev_hash, r.hash)
+                       for r in rows]
+            changes = [c for c in changes if c.key_id == (changes[0].key_id if changes else "")]
+            if not changes:
+                break
+            key, kid = self._key_of(changes)
+            parts.append(("E", seal_changes(
+                changes, key, node_id=self.store.node_id, key_id=kid, next_seq=acked + 1,
+                prev_hash=acked_hash, sent_at=int(time.time() * 1000), pull={"after": self.pull_pos, "limit": 0},
+            )))
+            total += len(changes)
+            acked, acked_hash = changes[-1].seq, changes[-1].hash
+        if not parts:
+            # Nothing to push: still tell the hub where this node's pull cursor stands.
+            parts.append(("E", (await self.outgoing(0))[0]))
+        return join_parts(parts), total
+
+    async def import_bundle(self, data: bytes) -> Moved:
+        moved = await self.incoming(data)
+        await self.note(success=True)
+        return moved

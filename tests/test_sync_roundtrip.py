@@ -1,0 +1,55 @@
+"""Push and pull between a hub on PostgreSQL and two nodes on SQLite, as real processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cluster import Hub, Node, identities, programmes
+
+
+@pytest.fixture
+def hub(pg_database: str) -> Hub:
+    server = Hub(pg_database)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_two_nodes_converge_and_verify_each_others_cards(hub: Hub, tmp_path: Path) -> None:
+    a = Node(tmp_path / "a", hub.enroll("dakar-1", "DKR", tmp_path / "a.json", hub.url))
+    b = Node(tmp_path / "b", hub.enroll("dakar-2", "DKR", tmp_path / "b.json", hub.url))
+    a.start()
+    b.start()
+    try:
+        awa = a.register(first_name="Awa", last_name="Ndiaye", date_of_birth="1990-01-02", gender="F")
+        moussa = b.register(first_name="Moussa", last_name="Sow", date_of_birth="1985-05-06", gender="M")
+        status, card_a = a.call("POST", f"/mpi/{awa}/card", {"campaign_id": "c1", "programme_type": "vaccination"})
+        assert status == 201
+        status, card_b = b.call("POST", f"/mpi/{moussa}/card", {"campaign_id": "c1", "programme_type": "nutrition"})
+        assert status == 201
+        for node in (a, b, a):
+            done = node.sync()
+            assert "pushed" in done.stdout, done.stdout
+        assert identities(a) == identities(b) == identities(hub)
+        assert len(identities(hub)) == 2
+        assert programmes(a) == programmes(b) == programmes(hub)
+        for node in (a, b):
+            for card in (card_a, card_b):
+                status, answer = node.call("GET", f"/mpi/verify/{card['qr_token']}")
+                assert status == 200 and answer["status"] == "valid", answer
+        # A revocation at one post reaches the other.
+        status, _ = b.call("POST", f"/mpi/{awa}/card/revoke", {"reason": "lost"})
+        assert status == 200
+        b.sync()
+        a.sync()
+        status, answer = a.call("GET", f"/mpi/verify/{card_a['qr_token']}")
+        assert answer["status"] == "revoked"
+        # Nothing to do: one round trip.
+        idle = a.sync()
+        assert "1 request(s)" in idle.stdout, idle.stdout
+        status, state = a.call("GET", "/sync/status")
+        assert status == 200 and state["pending_changes"] == 0 and state["last_error"] is None
+    finally:
+        a.stop()
+        b.stop()
