@@ -97,11 +97,14 @@ class Registry:
     async def load_frequencies(self) -> None:
         """Name frequencies come from the registry itself: read them once at start-up."""
         async with self.store.read() as conn:
+            # The same fields as every later add and remove: the counts must agree with them.
+            i = t.identity
             rows = await conn.stream(
-                sa.select(t.identity.c.first_name, t.identity.c.last_name).where(t.identity.c.status == "active")
+                sa.select(i.c.first_name, i.c.last_name, i.c.date_of_birth, i.c.gender, i.c.region_code, i.c.phone_number)
+                .where(i.c.status == "active")
             )
-            async for first, last in rows:
-                self.frequencies.add(Person(first_name=first, last_name=last))
+            async for row in rows:
+                self.frequencies.add(person_of(row))
 
     # -- lookups ----------------------------------------------------------------------
 

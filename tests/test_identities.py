@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from conftest import AMINATA, Api
 
@@ -161,3 +162,16 @@ async def test_search_words_are_whole_but_the_last_may_be_a_beginning(api: Api) 
         status, body = await api.get("/mpi/search", params={"q": q})
         assert status == 200 and {i["mpi_id"] for i in body["items"]} == expected, q
         assert body["total"] == len(expected)
+
+
+async def test_name_counts_survive_a_restart(api: Api, tmp_path: Any) -> None:
+    """Counts read at start-up hold the same fields as those added later: a patch after a restart works."""
+    from shared.keys import registry_key
+
+    mpi_id = await api.register(**AMINATA)
+    registry = api.client.app[registry_key]
+    registry.frequencies.__init__()  # as after a restart
+    await registry.load_frequencies()
+    status, body = await api.patch(f"/mpi/{mpi_id}", {"first_name": "Aminatou"})
+    assert status == 200 and body["first_name"] == "Aminatou"
+    assert registry.frequencies.first_name_share("AMINATOU") == 1.0

@@ -212,7 +212,10 @@ class Store:
             # Committed: only now does the in-memory state move on.
             self.seq, self.last_hash, self.counter = tx.seq, tx.last_hash, tx.counter
             for callback in tx.after_commit:
-                callback()
+                try:
+                    callback()
+                except Exception:  # the write is committed: a stale in-memory cache must not fail it
+                    log.exception("after-commit callback failed")
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
