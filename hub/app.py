@@ -14,6 +14,7 @@ from shared.settings import Settings
 from shared.sync.hub import HubSync
 
 from .api import nodes, sync
+from .jobs import dedup_scheduler
 from .storage import hub_store
 
 __all__ = ["HUB_ROUTES", "create_app"]
@@ -40,6 +41,6 @@ async def _hub_key(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     store = hub_store(settings)
-    app = build_app(settings, store, role="hub", extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[_hub_key])
+    app = build_app(settings, store, role="hub", extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[_hub_key, dedup_scheduler])
     app[hub_sync_key] = HubSync(store, app[registry_key], max_skew_seconds=settings.max_clock_skew_seconds)
     return app

@@ -12,9 +12,11 @@ import json
 import os
 import re
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pycountry
@@ -143,6 +145,30 @@ async def _hub(args: argparse.Namespace) -> AsyncIterator[HubSync]:
         await store.close()
 
 
+async def _dedup_sweep(args: argparse.Namespace) -> int:
+    from shared.dedup import Dedup
+
+    async with _hub(args) as hub:
+        settings = _settings(args)
+        registry = hub.applier.registry
+        await hub.store.migrate()
+        await registry.load_frequencies()
+        dedup = Dedup(registry, auto_merge=settings.auto_merge_threshold)
+        started = time.monotonic()
+
+        def progress(stats: Any, last_pk: int) -> None:
+            rate = stats.checked / max(0.001, time.monotonic() - started)
+            print(
+                f"\r{stats.checked:,} checked ({rate:,.0f}/s), {stats.merged:,} merged, {stats.queued:,} queued",
+                end="", file=sys.stderr, flush=True,
+            )
+
+        stats = await dedup.sweep(batch=args.batch, restart=args.restart, progress=progress)
+    print(file=sys.stderr)
+    print(f"swept {stats.checked:,} identities in {stats.seconds:.0f} s: {stats.merged:,} merged, {stats.queued:,} queued for review")
+    return 0
+
+
 def _region(text: str) -> str:
     if not re.fullmatch(r"[A-Z]{3}", text.upper()):
         raise CliError(f"region {text!r} must be three letters, e.g. DKR", 2)
@@ -257,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--node", required=True, help="the node's name")
     exp.add_argument("file")
     exp.set_defaults(func=_sync_export)
+
+    dedup = sub.add_parser("dedup", help="cross-region duplicate detection")
+    dedup_sub = dedup.add_subparsers(dest="dedup_command", required=True, parser_class=OneLineParser)
+    sweep = dedup_sub.add_parser("sweep", help="re-check the whole registry; resumes an interrupted sweep")
+    _db(sweep)
+    sweep.add_argument("--batch", type=int, default=1000, help="identities checked per batch (bounds memory)")
+    sweep.add_argument("--restart", action="store_true", help="start again from the first identity")
+    sweep.set_defaults(func=_dedup_sweep)
     return parser
 
 

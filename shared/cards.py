@@ -101,7 +101,7 @@ class Cards:
                 )
                 tx.change("card.revoke", row.mpi_id, {"token_hash": old, "reason": "reissued"})
             # A card for a programme means the person takes part in it.
-            await self.registry.add_programme(tx, row, body.programme_type, tx.now)
+            await self.registry.add_programme(tx, row, body.programme_type, tx.now, found.requested)
             count = await self.registry.programme_count(tx.conn, row.pk)
             code = card_code(row.region_code, body.programme_type, row.mpi_id)
             card = {
@@ -116,7 +116,7 @@ class Cards:
             await tx.conn.execute(sa.insert(t.card).values(card))
             tx.change(
                 "card.issue",
-                row.mpi_id,
+                found.requested,  # whose card it is, should a merge be undone
                 {
                     "card_code": code,
                     "campaign_id": body.campaign_id,

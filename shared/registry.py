@@ -527,7 +527,7 @@ class Registry:
             if current is not None and current.value == body.dhis2_uid:
                 linked_at = current.linked_at  # linking again is a no-op
             else:
-                await self._set_external_id(tx, row.pk, row.mpi_id, "dhis2_uid", body.dhis2_uid, body.dhis2_instance_url)
+                await self._set_external_id(tx, row.pk, found.requested, "dhis2_uid", body.dhis2_uid, body.dhis2_instance_url)
                 await tx.conn.execute(sa.update(t.identity).where(t.identity.c.pk == row.pk).values(updated_at=tx.now))
                 linked_at = tx.now
             tx.audit("link_dhis2", row.mpi_id, dhis2_uid=body.dhis2_uid)
@@ -558,7 +558,7 @@ class Registry:
         )
         async with self.store.write(actor) as tx:
             found = await self.find(tx.conn, mpi_id)
-            created = await self.add_programme(tx, found.row, body.programme_type, linked_at or tx.now)
+            created = await self.add_programme(tx, found.row, body.programme_type, linked_at or tx.now, found.requested)
             count = await self.programme_count(tx.conn, found.row.pk)
             at = (
                 await tx.conn.execute(
@@ -575,7 +575,8 @@ class Registry:
             "programme_count": count,
         }
 
-    async def add_programme(self, tx: Tx, row: Any, programme_type: str, linked_at: str) -> bool:
+    async def add_programme(self, tx: Tx, row: Any, programme_type: str, linked_at: str, named: str | None = None) -> bool:
+        """Enrol ``row``; the change names the ID the caller gave (``named``), so an unmerge knows whose it was."""
         inserted = (
             await tx.conn.execute(
                 tx.insert_ignore(t.programme)
@@ -585,7 +586,7 @@ class Registry:
         ).first()
         if inserted is None:
             return False
-        tx.change("programme.add", row.mpi_id, {"programme_type": programme_type, "linked_at": linked_at})
+        tx.change("programme.add", named or row.mpi_id, {"programme_type": programme_type, "linked_at": linked_at})
         await tx.conn.execute(sa.update(t.identity).where(t.identity.c.pk == row.pk).values(updated_at=tx.now))
         return True
 

@@ -42,6 +42,8 @@ ROUTES: list[Route] = [
           schemas.MatchIn, statuses=(200, 400)),
     Route("POST", "/mpi/merge", merge.merge, "supervisor", "Merge two identities",
           schemas.MergeIn, statuses=(200, 400, 403, 404, 409)),
+    Route("POST", "/mpi/unmerge", merge.unmerge, "supervisor", "Undo a merge",
+          schemas.UnmergeIn, statuses=(200, 400, 403, 404, 409)),
     Route("GET", "/mpi/qr-config", cards.qr_config, "registrar", "The active QR configuration"),
     Route("GET", "/mpi/verify/{token}", cards.verify_card, None, "Verify a card QR token (public)",
           statuses=(200, 400, 404)),

@@ -106,11 +106,16 @@ def _v10_dedup(conn: Connection) -> None:
     conn.exec_driver_sql("DROP INDEX ix_name_token_identity")
 
 
+def _v11_unmerge(conn: Connection) -> None:
+    schema.metadata.create_all(conn, tables=[schema.merge_unlink])
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
     (2, "sync", _v2_sync),
     (10, "dedup", _v10_dedup),
+    (11, "unmerge", _v11_unmerge),
 ]
 
 

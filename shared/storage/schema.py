@@ -20,6 +20,7 @@ __all__ = [
     "identity",
     "import_progress",
     "dedup_pending",
+    "merge_unlink",
     "dedup_progress",
     "merge_link",
     "metadata",
@@ -336,4 +337,17 @@ dedup_pending = sa.Table(
     metadata,
     sa.Column("identity_pk", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("queued_at", sa.String(24), nullable=False),
+)
+
+# -- unmerge (migration 11) ---------------------------------------------------------------------
+
+# Merge links an unmerge removed: a link arriving later (an old change set) stays removed.
+merge_unlink = sa.Table(
+    "merge_unlink",
+    metadata,
+    sa.Column("source", sa.String(18), primary_key=True),
+    sa.Column("target", sa.String(18), primary_key=True),
+    sa.Column("hlc", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("node_id", sa.String(64), primary_key=True),
+    sa.Column("unmerged_at", sa.String(24), nullable=False),
 )

@@ -44,6 +44,7 @@ log = logging.getLogger("mpi.sync")
 
 DEMOGRAPHIC = ("first_name", "last_name", "date_of_birth", "gender", "region_code", "country_code", "phone_number")
 REVIEWED = ("first_name", "last_name", "date_of_birth", "gender")
+REVIEWED_SET = frozenset(REVIEWED)
 _NONE: tuple[int, str] = (0, "")
 
 Clock = tuple[int, str]
@@ -140,6 +141,7 @@ class Applier:
             "external_id.add": self._external_id,
             "programme.add": self._programme,
             "identity.merge": self._merge,
+            "identity.unmerge": self.apply_unmerge,
             "card.issue": self._card_issue,
             "card.revoke": self._card_revoke,
             "card.status": self._card_status,
@@ -300,6 +302,11 @@ class Applier:
         for i, row in enumerate(targets):
             # Review concurrent edits once, on the identity that stays.
             route = await self._write_fields(tx, row, values, c.clock, base, c if i == len(targets) - 1 else None)
+        if self.hub and REVIEWED_SET & values.keys():
+            from ..dedup import enqueue
+
+            # A new name or birth date can make the identity someone else's duplicate.
+            await enqueue(tx, [row.pk for row in targets])
         return route
 
     async def _write_fields(
@@ -517,6 +524,14 @@ class Applier:
     async def _merge(self, tx: Tx, c: Remote) -> Route:
         p = c.payload
         source, target = str(p["source"]), str(p["target"])
+        undone = await tx.conn.execute(
+            sa.select(t.merge_unlink.c.source).where(
+                t.merge_unlink.c.source == source, t.merge_unlink.c.target == target,
+                t.merge_unlink.c.hlc == c.hlc, t.merge_unlink.c.node_id == c.origin,
+            )
+        )
+        if undone.first() is not None:
+            return Route()  # an unmerge that came first removed this link already
         await tx.conn.execute(
             tx.insert_ignore(t.merge_link).values(
                 source=source, target=target, hlc=c.hlc, node_id=c.origin, keep_target=bool(p.get("keep_target", True))
@@ -541,6 +556,61 @@ class Applier:
                 ("identity.snapshot", root.mpi_id, snapshot, Route(region_a=source_row.region_code, exclude=root.region_code))
             )
         return route
+
+    async def apply_unmerge(self, tx: Tx, c: Remote) -> Route:
+        """Undo merges: the links named go (and stay gone), and what was the source's goes back to it.
+
+        The payload was computed where the unmerge was decided, from the change log there:
+        ``links`` (the merge links removed), ``target`` (the canonical identity before),
+        ``programmes`` / ``cards`` / ``external_ids`` that belong to the source, and
+        ``shared_programmes`` (those both identities had, which stay on the target too).
+        """
+        p = c.payload
+        source = str(p["source"])
+        for link_source, link_target, hlc, node_id in p.get("links", []):
+            await tx.conn.execute(
+                tx.insert_ignore(t.merge_unlink).values(
+                    source=link_source, target=link_target, hlc=hlc, node_id=node_id, unmerged_at=tx.now
+                )
+            )
+            await tx.conn.execute(
+                sa.delete(t.merge_link).where(
+                    t.merge_link.c.source == link_source, t.merge_link.c.target == link_target,
+                    t.merge_link.c.hlc == hlc, t.merge_link.c.node_id == node_id,
+                )
+            )
+        before = await self._row(tx, str(p.get("target") or ""))
+        await self.settle_group(tx, source)
+        if before is not None:
+            await self.settle_group(tx, before.mpi_id)
+        row = await self._row(tx, source)
+        if row is None:
+            return Route(region_a=before.region_code if before is not None else None)
+        root = await self._root(tx, before) if before is not None else None
+        shared = set(p.get("shared_programmes", []))
+        for programme_type, linked_at in p.get("programmes", []):
+            await self._add_programme(tx, row.pk, programme_type, linked_at)
+            if root is not None and root.pk != row.pk and programme_type not in shared:
+                await tx.conn.execute(
+                    sa.delete(t.programme).where(
+                        t.programme.c.identity_pk == root.pk, t.programme.c.programme_type == programme_type
+                    )
+                )
+        if p.get("cards"):
+            await tx.conn.execute(
+                sa.update(t.card).where(t.card.c.token_hash.in_(list(p["cards"]))).values(identity_pk=row.pk)
+            )
+        for system, value in p.get("external_ids", []):
+            await tx.conn.execute(
+                sa.update(t.external_id)
+                .where(t.external_id.c.system == system, t.external_id.c.value == value)
+                .values(identity_pk=row.pk)
+            )
+        await self._reindex(tx, row.pk)
+        person = _person(row)
+        frequencies = self.registry.frequencies
+        tx.after_commit.append(lambda: frequencies.add(person))
+        return Route(region_a=row.region_code, region_b=root.region_code if root is not None else None)
 
     async def settle_group(self, tx: Tx, mpi_id: str) -> str | None:
         """Recompute the canonical identity of the group ``mpi_id`` belongs to; returns its ID."""

@@ -421,7 +421,7 @@ class HubSync:
                     route.region_b = (
                         await tx.conn.execute(sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id.in_(other)))
                     ).scalar()
-                if c["kind"] == "identity.merge":
+                if c["kind"] in ("identity.merge", "identity.unmerge"):
                     route.region_b = (
                         await tx.conn.execute(
                             sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id == payload["target"])
