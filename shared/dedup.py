@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,13 +85,22 @@ class Dedup:
             ).all()
             if not rows:
                 return stats
-            people = [person_of(r) for r in rows]
+            external = await self.registry.external_ids_of(conn, [r.pk for r in rows])
+            people = [person_of(r, external[r.pk]) for r in rows]
             found = await candidates_many(self.registry, conn, people)
+        matcher = self.registry.matcher
         pairs: dict[str, tuple[Any, Any, MatchResult]] = {}
         for row, person, candidates in zip(rows, people, found, strict=True):
             stats.checked += 1
-            others = [(c, p) for c, p in candidates if c.pk != row.pk]
-            for other, result in self.registry.matcher.rank(person, others, limit=5, min_score=probable):
+            others = [((c, p), p) for c, p in candidates if c.pk != row.pk]
+            for (other, other_person), result in matcher.rank(person, others, limit=5, min_score=0.0):
+                if result.hard_conflict == "dhis2_uid":
+                    # Two DHIS2 UIDs sink the score; whether the pair needs a person's eye is
+                    # what the rest of the evidence says.
+                    rest = matcher.compare(replace(person, external_ids={}), replace(other_person, external_ids={}))
+                    result = replace(rest, hard_conflict="dhis2_uid")
+                if result.score < probable:
+                    continue
                 key = pair_key(row.mpi_id, other.mpi_id)
                 if key not in pairs or pairs[key][2].score < result.score:
                     pairs[key] = (row, other, result)

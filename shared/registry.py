@@ -121,6 +121,10 @@ class Registry:
             current = row.merged_into
         raise Conflict("merge chain too long", code="corrupt_merge_chain")
 
+    async def external_ids_of(self, conn: AsyncConnection, pks: list[int]) -> dict[int, dict[str, str]]:
+        """{pk: {system: value}} for these identities."""
+        return await self._external_ids(conn, pks)
+
     async def _external_ids(self, conn: AsyncConnection, pks: list[int]) -> dict[int, dict[str, str]]:
         out: dict[int, dict[str, str]] = {pk: {} for pk in pks}
         if pks:

@@ -101,10 +101,14 @@ class Tx:
         return mpi_id
 
     async def _flush(self) -> None:
-        if self._changes:
-            await self.conn.execute(sa.insert(schema.change_log), self._changes)
+        done = 0
+        while done < len(self._changes):
+            # A hook may append changes of its own (the hub's follow-ups): they are logged too.
+            batch = self._changes[done:]
+            done = len(self._changes)
+            await self.conn.execute(sa.insert(schema.change_log), batch)
             for hook in self._store.change_hooks:
-                await hook(self, self._changes)
+                await hook(self, batch)
         if self._audit:
             await self.conn.execute(sa.insert(schema.audit_log), self._audit)
         if self.counter != self._store.counter:

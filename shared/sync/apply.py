@@ -418,6 +418,8 @@ class Applier:
                 )
             ).scalar_one()
             await self._reindex(tx, pk)
+            # Merge links may have come first: the new row takes its place in its group.
+            await self.settle_group(tx, str(c.mpi_id))
         else:
             pk = row.pk
             for name in DEMOGRAPHIC:
@@ -549,13 +551,35 @@ class Applier:
         root = await self._row(tx, root)
         route = Route(region_a=root.region_code if root else None,
                       region_b=source_row.region_code if source_row is not None else None)
-        if self.hub and root is not None and source_row is not None and root.region_code != source_row.region_code:
-            # Nodes of the source's region hold the source, not the canonical identity: send it.
-            snapshot = await self.snapshot(tx, root.pk)
-            route.follow_ups.append(
-                ("identity.snapshot", root.mpi_id, snapshot, Route(region_a=source_row.region_code, exclude=root.region_code))
-            )
+        if self.hub and root is not None and source_row is not None:
+            route.follow_ups.extend(await self.merge_follow_ups(tx, source_row.mpi_id, root.mpi_id))
         return route
+
+    async def merge_follow_ups(self, tx: Tx, source: str, root: str) -> list[tuple[str, str, dict[str, Any], Route]]:
+        """Hub: after a merge across regions, each side's nodes get the identity of the other side.
+
+        Nodes of the source's region hold the source, not the canonical identity; nodes of the
+        canonical identity's region must redirect the merged ID, so they get it too.
+        """
+        source_row, root_row = await self._row(tx, source), await self._row(tx, root)
+        if source_row is None or root_row is None or source_row.region_code == root_row.region_code:
+            return []
+        a, b = source_row.region_code, root_row.region_code
+        return [
+            ("identity.snapshot", root_row.mpi_id, await self.snapshot(tx, root_row.pk), Route(region_a=a, exclude=b)),
+            ("identity.snapshot", source_row.mpi_id, await self.snapshot(tx, source_row.pk), Route(region_a=b, exclude=a)),
+        ]
+
+    async def unmerge_follow_ups(self, tx: Tx, source: str, root: str) -> list[tuple[str, str, dict[str, Any], Route]]:
+        """Hub: after an unmerge across regions, each side's nodes let go of the other side's identity."""
+        source_row, root_row = await self._row(tx, source), await self._row(tx, root)
+        if source_row is None or root_row is None or source_row.region_code == root_row.region_code:
+            return []
+        a, b = source_row.region_code, root_row.region_code
+        return [
+            ("evict", source_row.mpi_id, {"region_code": a}, Route(region_a=b, exclude=a)),
+            ("evict", root_row.mpi_id, {"region_code": b}, Route(region_a=a, exclude=b)),
+        ]
 
     async def apply_unmerge(self, tx: Tx, c: Remote) -> Route:
         """Undo merges: the links named go (and stay gone), and what was the source's goes back to it.
@@ -610,7 +634,10 @@ class Applier:
         person = _person(row)
         frequencies = self.registry.frequencies
         tx.after_commit.append(lambda: frequencies.add(person))
-        return Route(region_a=row.region_code, region_b=root.region_code if root is not None else None)
+        route = Route(region_a=row.region_code, region_b=root.region_code if root is not None else None)
+        if self.hub and root is not None:
+            route.follow_ups.extend(await self.unmerge_follow_ups(tx, row.mpi_id, root.mpi_id))
+        return route
 
     async def settle_group(self, tx: Tx, mpi_id: str) -> str | None:
         """Recompute the canonical identity of the group ``mpi_id`` belongs to; returns its ID."""

@@ -428,6 +428,15 @@ class HubSync:
                         )
                     ).scalar()
             rows.append((c["node_id"], c["seq"], c["kind"], c["mpi_id"], c["hash"], route))
+            # The hub's own merges and unmerges (API, dedup) cross regions like pushed ones.
+            follow_ups = []
+            if c["kind"] == "identity.merge":
+                root = (await self.applier.registry.find(tx.conn, payload["target"])).row.mpi_id
+                follow_ups = await self.applier.merge_follow_ups(tx, payload["source"], root)
+            elif c["kind"] == "identity.unmerge":
+                follow_ups = await self.applier.unmerge_follow_ups(tx, payload["source"], payload["target"])
+            for kind, mpi_id, body, follow in follow_ups:
+                tx.change(kind, mpi_id, {**body, "route": [follow.region_a, follow.region_b, follow.exclude]})
         await self._append_feed(tx, rows)
 
     async def _feed(self, name: str, after: int, limit: int, *, always: bool = False) -> tuple[bytes | None, int, bool]:
