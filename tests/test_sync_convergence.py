@@ -132,3 +132,23 @@ def test_moving_to_another_region_evicts_and_cards_stay_verifiable(hub: Hub, tmp
     finally:
         a.stop()
         t.stop()
+
+
+def test_a_move_made_at_the_hub_evicts_and_snapshots_too(hub: Hub, tmp_path: Path) -> None:
+    a = Node(tmp_path / "a", hub.enroll("a", "DKR", tmp_path / "a.json", hub.url))
+    t = Node(tmp_path / "t", hub.enroll("t", "THI", tmp_path / "t.json", hub.url))
+    for n in (a, t):
+        n.start()
+    try:
+        awa = a.register(**AWA)
+        assert a.call("POST", f"/mpi/{awa}/programmes", {"programme_type": "nutrition"})[0] == 201
+        _everyone(a, t)
+        assert awa in identities(a) and awa not in identities(t)
+        status, _ = hub.call("PATCH", f"/mpi/{awa}", {"region_code": "THI"}, token=hub.token)
+        assert status == 200
+        _everyone(a, t)
+        assert awa not in identities(a)
+        assert identities(t)[awa] == identities(hub)[awa] and (awa, "nutrition") in programmes(t)
+    finally:
+        a.stop()
+        t.stop()

@@ -446,7 +446,10 @@ class Applier:
         if self.hub:
             return Route()
         row = await self._row(tx, c.mpi_id)
-        if row is not None and (self.regions is None or row.region_code not in self.regions):
+        # The identity's new region (the move itself may not have reached this node: it is not sent
+        # where the identity leaves).
+        moved_to = c.payload.get("region_code") or (row.region_code if row is not None else None)
+        if row is not None and (self.regions is None or moved_to not in self.regions):
             await self.evict_identity(tx, row.pk)
         return Route()
 
