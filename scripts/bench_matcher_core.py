@@ -461,7 +461,9 @@ def _ensure_bench_venv(argv: Sequence[str]) -> None:
     else:
         return
     py = BENCH_VENV / "bin" / "python"
-    if Path(sys.executable).resolve() == py.resolve() if py.exists() else False:
+    # sys.prefix, not the interpreter path: a venv made from another venv's python
+    # resolves to the same base interpreter.
+    if Path(sys.prefix).resolve() == BENCH_VENV.resolve():
         raise SystemExit("bench venv exists but lacks recordlinkage/splink/duckdb")
     if not py.exists():
         print(f"creating {BENCH_VENV} for recordlinkage, splink, duckdb ...", file=sys.stderr)

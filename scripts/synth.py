@@ -375,9 +375,16 @@ def duplicate_of(rec: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any
     dup = dict(rec)
     errors: list[str] = []
     n_errors = 1 + (rng.random() < 0.45) + (rng.random() < 0.15)
-    for _ in range(n_errors):
+    # Distinct kinds, and at most one birth-date error: a clerk writes the date once, so
+    # it is typed with a wrong year, or a wrong day, or left as a placeholder, not all of
+    # these in turn (drawing independently stacked 2-3 date errors on 4% of duplicates and
+    # drew the same kind twice on 5%, e.g. a "year error" twice making a 2-year gap).
+    while len(errors) < n_errors:
         err = _ERRORS.pick(rng)
+        if err in errors or (err.startswith("dob_") and any(e.startswith("dob_") for e in errors)):
+            continue
         errors.append(err)
+    for err in errors:
         dob: datetime.date | None = dup["date_of_birth"]
         if err == "typo_first":
             dup["first_name"] = typo(dup["first_name"], rng)

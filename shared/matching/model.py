@@ -44,8 +44,9 @@ LEVELS: Mapping[str, tuple[str, ...]] = {
         "exact",
         "day_month_swapped",
         "year_off_by_one",
+        "placeholder_same",  # the same 1 January / 1 July placeholder on both sides
         "same_month",  # same year and month, another day: a slip on the day
-        "year_only",  # same year, at least one side a 1 January / 1 July placeholder
+        "year_only",  # same year, one side a 1 January / 1 July placeholder (or two different ones)
         "same_year",  # same year, both real dates, other day/month
         "near_year",  # a year apart, not the same day and month
         "else",
@@ -153,7 +154,7 @@ class MatchParams:
 _FALLBACK_M: Mapping[str, tuple[float, ...]] = {
     "first_name": (0.80, 0.06, 0.06, 0.03, 0.03, 0.02),
     "last_name": (0.82, 0.06, 0.05, 0.02, 0.03, 0.02),
-    "date_of_birth": (0.70, 0.04, 0.05, 0.02, 0.08, 0.02, 0.03, 0.06),
+    "date_of_birth": (0.70, 0.04, 0.05, 0.05, 0.02, 0.03, 0.02, 0.03, 0.06),
     "gender": (0.98, 0.02),
     "region_code": (0.90, 0.10),
     "phone_number": (0.90, 0.10),
@@ -162,7 +163,7 @@ _FALLBACK_M: Mapping[str, tuple[float, ...]] = {
 _FALLBACK_U: Mapping[str, tuple[float, ...]] = {
     "first_name": (0.03, 0.01, 0.01, 0.01, 0.04, 0.90),
     "last_name": (0.10, 0.02, 0.02, 0.01, 0.05, 0.80),
-    "date_of_birth": (0.00005, 0.00001, 0.0001, 0.0015, 0.004, 0.012, 0.03, 0.95234),
+    "date_of_birth": (0.00005, 0.00001, 0.0001, 0.0003, 0.0015, 0.0037, 0.012, 0.03, 0.95234),
     "gender": (0.5, 0.5),
     "region_code": (0.15, 0.85),
     "phone_number": (0.002, 0.998),

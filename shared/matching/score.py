@@ -12,7 +12,8 @@ candidate ranking.
 - ``first_name_phonetic`` / ``last_name_phonetic``: same West African phonetic key or known
   variant (Ousmane/Usman, Fatou/Fatoumata)
 - ``first_name_fuzzy`` / ``last_name_fuzzy``: close spelling (Jaro-Winkler) or one compound
-  name contained in the other (Mame Diarra / Diarra)
+  name contained in the other (Mame Diarra / Diarra); two names that are each common in the
+  registry (Amadou / Mamadou, Kane / Koné) are different names, not close spellings
 - ``names_swapped``: the names agree only with first and last name crossed over
 - ``date_of_birth``: same date, not a placeholder
 - ``date_of_birth_day_month_swapped``: 03/11 against 11/03 of the same year
@@ -56,11 +57,24 @@ K = TypeVar("K")
 # Name levels (see model.LEVELS)
 N_EXACT, N_PHONETIC, N_FUZZY_HIGH, N_PARTIAL, N_FUZZY_LOW, N_ELSE = range(6)
 # Date-of-birth levels
-D_EXACT, D_SWAP, D_YEAR_OFF1, D_SAME_MONTH, D_YEAR_ONLY, D_SAME_YEAR, D_NEAR_YEAR, D_ELSE = range(8)
+(
+    D_EXACT,
+    D_SWAP,
+    D_YEAR_OFF1,
+    D_PLACEHOLDER_SAME,
+    D_SAME_MONTH,
+    D_YEAR_ONLY,
+    D_SAME_YEAR,
+    D_NEAR_YEAR,
+    D_ELSE,
+) = range(9)
 
-_SAME_YEAR_LEVELS = frozenset((D_EXACT, D_SWAP, D_SAME_MONTH, D_YEAR_ONLY, D_SAME_YEAR))
+_SAME_YEAR_LEVELS = frozenset((D_EXACT, D_SWAP, D_SAME_MONTH, D_PLACEHOLDER_SAME, D_YEAR_ONLY, D_SAME_YEAR))
 # Region and birth-year frequencies refine weaker evidence than names do: a tighter bound.
 _TF_CAP_CONTEXT = 2.0
+# Share of the registry above which a name is "established" (see NameFrequencies.established)
+_ESTABLISHED_SHARE = 0.002
+_CLOSE_LEVELS = frozenset((N_FUZZY_HIGH, N_FUZZY_LOW))  # spelling closeness only
 JW_HIGH = 0.92
 JW_LOW = 0.80
 DHIS2 = "dhis2_uid"
@@ -77,6 +91,7 @@ _FIELD_OF_DOB_LEVEL = {
     D_SWAP: "date_of_birth_day_month_swapped",
     D_YEAR_OFF1: "date_of_birth_year_off_by_one",
     D_SAME_MONTH: "birth_year",
+    D_PLACEHOLDER_SAME: "birth_year",
     D_YEAR_ONLY: "birth_year",
     D_SAME_YEAR: "birth_year",
 }
@@ -108,14 +123,19 @@ class NameFrequencies:
     the over-sixties do theirs), which are counted too.
     """
 
-    __slots__ = ("_counts", "_squares", "_totals", "total")
+    __slots__ = ("_counts", "_named", "_squares", "_totals", "total")
 
     def __init__(self) -> None:
-        # one table per field: first name, last name, region, birth year
-        self._counts: tuple[dict[str, int], ...] = ({}, {}, {}, {})
+        # one table per field: first name, last name, region, birth year, and the full name
+        # with the birth year ("FIRST|LAST|YEAR"; first and last together because they are
+        # not independent, with the year to count people rather than records, see
+        # ``full_name_bits``)
+        self._counts: tuple[dict[str, int], ...] = ({}, {}, {}, {}, {})
+        # full name -> how many distinct birth years (or "unknown") carry it
+        self._named: dict[str, int] = {}
         # Sums of squared counts give the average u of exact agreement, sum(share^2).
-        self._squares = [0, 0, 0, 0]
-        self._totals = [0, 0, 0, 0]
+        self._squares = [0, 0, 0, 0, 0]
+        self._totals = [0, 0, 0, 0, 0]
         self.total = 0
 
     @classmethod
@@ -129,13 +149,17 @@ class NameFrequencies:
     def _values(p: Person) -> tuple[str | None, ...]:
         region = p.region_code.strip().upper() if p.region_code else None
         year = str(p.date_of_birth.year) if p.date_of_birth is not None else None
-        return normalize_name(p.first_name), normalize_name(p.last_name), region or None, year
+        first, last = normalize_name(p.first_name), normalize_name(p.last_name)
+        full = f"{first}|{last}|{year or ''}" if first and last else None
+        return first, last, region or None, year, full
 
     def add(self, p: Person) -> None:
         for i, value in enumerate(self._values(p)):
             if value is not None:
                 self._squares[i] += _bump(self._counts[i], value, 1)
                 self._totals[i] += 1
+                if i == 4 and self._counts[4][value] == 1:
+                    _bump(self._named, value.rpartition("|")[0], 1)
         self.total += 1
 
     def remove(self, p: Person) -> None:
@@ -146,6 +170,8 @@ class NameFrequencies:
             if value is not None:
                 self._squares[i] += _bump(self._counts[i], value, -1)
                 self._totals[i] -= 1
+                if i == 4 and value not in self._counts[4]:
+                    _bump(self._named, value.rpartition("|")[0], -1)
         self.total -= 1
 
     def _share(self, i: int, value: str) -> float:
@@ -167,6 +193,39 @@ class NameFrequencies:
 
     def last_name_average_share(self) -> float:
         return self._average(1)
+
+    def established(self, field: int, value: str) -> bool:
+        """A value common enough in the registry to be a name of its own, not a slip.
+
+        ``field``: 0 first name, 1 last name.  Typing errors scatter over many spellings
+        that are each rare; "Amadou" against "Mamadou" or "Kane" against "Koné" are two
+        names that many people carry, close in spelling but not one mistyped as the other.
+        """
+        total = self._totals[field]
+        return total >= 100 and self._counts[field].get(value, 0) >= _ESTABLISHED_SHARE * total
+
+    def full_name_bits(self, first: str, last: str, cap: float) -> float | None:
+        """Frequency adjustment when first and last name both agree exactly, within +-cap.
+
+        log2(average first share * average last share / share of this full name): the
+        adjustment to add to the two names' base weights, from how many people in the
+        registry carry this very first-and-last name.  Not the sum of the two single-name
+        adjustments, because first and last names are not independent: Christian first
+        names cluster in Serer and Diola families, "Anne Ndong" is far more common than
+        "Anne" times "Ndong" says.  People, not records, are counted (distinct birth years
+        under the full name): a registry holding one person's unresolved duplicates, or two
+        files that each hold everyone once, must not make that person's name look common.
+        None when fewer than three people carry the full name (or the registry is small):
+        a full name seen once or twice says nothing about its share that the two names do
+        not (in a registry much smaller than the space of full names, 1 or 2 / size would
+        overstate it; FEBRL 4, two files holding each person once, is such a registry).
+        """
+        people = len(self._counts[4])
+        named = self._named.get(f"{first}|{last}", 0)
+        if named < 3 or people < 100 or not self._totals[0] or not self._totals[1]:
+            return None
+        bits = math.log2(self._average(0) * self._average(1) * people / named)
+        return cap if bits > cap else -cap if bits < -cap else bits
 
     def tf_bits(self, field: int, value: str, cap: float) -> float:
         """log2(average share / share of ``value``), within +-cap; 0 for a small registry.
@@ -295,7 +354,8 @@ def _dob_level(a: datetime.date | None, b: datetime.date | None) -> int | None:
         if a != b and a.day == b.month and a.month == b.day:
             return D_SWAP
         if placeholder:
-            return D_YEAR_ONLY
+            # The same placeholder twice is stronger than one: few strangers share it.
+            return D_PLACEHOLDER_SAME if a == b else D_YEAR_ONLY
         if a == b:
             return D_EXACT
         if a.month == b.month:
@@ -390,11 +450,21 @@ class Matcher:
         freq = self.frequencies
         return 0.0 if freq is None else freq.tf_bits(0 if first else 1, value, self._tf_cap)
 
+    def _distinct(self, a: _Name, b: _Name, field: int) -> bool:
+        """Two established names close in spelling (Amadou/Mamadou): not the same name."""
+        freq = self.frequencies
+        return freq is not None and freq.established(field, a.norm) and freq.established(field, b.norm)
+
     def _names(
         self, qf: _Name, ql: _Name, cf: _Name, cl: _Name, crossed: bool
     ) -> tuple[float, float, int | None, int | None]:
         lf = _name_level(qf, cf)
         ll = _name_level(ql, cl)
+        if not crossed:
+            if lf in _CLOSE_LEVELS and self._distinct(qf, cf, 0):
+                lf = N_ELSE
+            if ll in _CLOSE_LEVELS and self._distinct(ql, cl, 1):
+                ll = N_ELSE
         first_bits = last_bits = 0.0
         if crossed:
             # A crossed pair is one side's first name against the other's last name: weigh it
@@ -405,6 +475,19 @@ class Matcher:
             if ll is not None:
                 last_bits = w[ll] + (self._cross_tf(cl.norm) if ll == N_EXACT else 0.0)
             return first_bits, last_bits, lf, ll
+        if lf == N_EXACT and ll == N_EXACT and self.frequencies is not None:
+            tf_first, tf_last = self._tf_bits(cf.norm, True), self._tf_bits(cl.norm, False)
+            joint = self.frequencies.full_name_bits(cf.norm, cl.norm, 2 * self._tf_cap)
+            if joint is not None and joint < tf_first + tf_last:
+                # the full name is more common than its two names taken apart: split the
+                # joint adjustment evenly between them
+                tf_first = tf_last = joint / 2
+            return (
+                self._w_first[lf] + self._c_first * tf_first,
+                self._w_last[ll] + self._c_last * tf_last,
+                lf,
+                ll,
+            )
         if lf is not None:
             first_bits = self._w_first[lf]
             if lf == N_EXACT:
