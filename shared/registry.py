@@ -97,11 +97,16 @@ class Registry:
     async def load_frequencies(self) -> None:
         """Name frequencies come from the registry itself: read them once at start-up."""
         async with self.store.read() as conn:
+            # The whole person, as register and patch count it (region and birth year are counted
+            # too): otherwise a patch after a restart removes what was never added.
             rows = await conn.stream(
-                sa.select(t.identity.c.first_name, t.identity.c.last_name).where(t.identity.c.status == "active")
+                sa.select(
+                    t.identity.c.first_name, t.identity.c.last_name, t.identity.c.date_of_birth,
+                    t.identity.c.region_code,
+                ).where(t.identity.c.status == "active")
             )
-            async for first, last in rows:
-                self.frequencies.add(Person(first_name=first, last_name=last))
+            async for first, last, dob, region in rows:
+                self.frequencies.add(Person(first_name=first, last_name=last, date_of_birth=dob, region_code=region))
 
     # -- lookups ----------------------------------------------------------------------
 

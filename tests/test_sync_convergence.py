@@ -60,6 +60,11 @@ def test_two_nodes_editing_the_same_field_offline_converge_and_open_a_review(hub
     detail = json.loads(reviews[0][2])
     assert json.loads(reviews[0][1]) == [awa] and detail["field"] == "last_name"
     assert sorted(detail["values"]) == ["Ndiay", "Ndiaye-Sow"]
+    # The name b holds came by sync: b can still edit it (its name counts were kept in step).
+    b.stop()
+    b.start()
+    assert b.call("PATCH", f"/mpi/{awa}", {"first_name": "Awa Marie"})[0] == 200
+    assert a.call("PATCH", f"/mpi/{awa}", {"last_name": "Ndiaye"})[0] == 200
 
 
 def test_a_merge_at_the_hub_and_an_offline_edit_of_the_merged_identity(hub: Hub, pair: tuple[Node, Node]) -> None:
