@@ -138,7 +138,9 @@ async def _hub(args: argparse.Namespace) -> AsyncIterator[HubSync]:
         await store.load_state()
         if "signing_key" not in store.meta:
             raise CliError("this database is not a hub's: run mpi-hub init")
-        hub = HubSync(store, registry_for(store, settings), max_skew_seconds=settings.max_clock_skew_seconds)
+        registry = registry_for(store, settings)
+        await registry.load_frequencies()
+        hub = HubSync(store, registry, max_skew_seconds=settings.max_clock_skew_seconds)
         hub.start(SigningKey(bytes.fromhex(store.meta["signing_key"])))
         yield hub
     finally:

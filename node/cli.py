@@ -69,7 +69,9 @@ async def _node_sync(settings: Settings) -> AsyncIterator[NodeSync]:
     store = node_store(settings)
     await store.open()
     try:
-        yield NodeSync(store, registry_for(store, settings), load_keys(settings.data_dir),
+        registry = registry_for(store, settings)
+        await registry.load_frequencies()
+        yield NodeSync(store, registry, load_keys(settings.data_dir),
                        batch_max=settings.sync_batch_max,
                        request_seconds=settings.sync_request_seconds)
     finally:

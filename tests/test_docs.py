@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hub.app import HUB_ROUTES
+from hub.cli import build_parser as hub_parser
+from node.app import NODE_ROUTES
 from node.cli import build_parser
 from shared.routes import REVIEW_ROUTES, ROUTES
 from shared.settings import Settings
@@ -19,7 +22,7 @@ def test_readme_opens_with_the_two_commands() -> None:
 
 
 def test_every_route_is_in_the_readme() -> None:
-    for route in [*ROUTES, *REVIEW_ROUTES]:
+    for route in [*ROUTES, *REVIEW_ROUTES, *HUB_ROUTES, *NODE_ROUTES]:
         shown = route.path.split("{")[0].rstrip("/")
         assert shown in README, route.path
 
@@ -41,4 +44,9 @@ def _commands(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
 
 def test_every_node_command_is_in_the_readme() -> None:
     for command in _commands(build_parser(), "mpi-node"):
+        assert command in README, command
+
+
+def test_every_hub_command_is_in_the_readme() -> None:
+    for command in _commands(hub_parser(), "mpi-hub"):
         assert command in README, command

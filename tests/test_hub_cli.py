@@ -114,3 +114,45 @@ def test_enrolment_at_once_later_and_refused(pg_database: str, tmp_path: Path) -
                                                         str(db), check=False))
     finally:
         hub.stop()
+
+
+def test_sync_endpoints_answer_malformed_input_in_the_one_shape(pg_database: str, tmp_path: Path) -> None:
+    from cluster import post_raw
+
+    hub = Hub(pg_database)
+    hub.start()
+    try:
+        for path in ("/sync/push", "/sync/pull"):
+            for body in (b"", b"garbage", b"MPE1\x00\x05{}" + b"x" * 70, b"MPE1\xff\xff", b'{"json": 1}',
+                         b"MPP1" + b"\x00" * 80, b"x" * 300_000):
+                status, raw = post_raw(hub.url, path, body)
+                answer = json.loads(raw)
+                assert 400 <= status < 500 and isinstance(answer["status"], str) and answer["error"], (path, body[:8])
+        for body in ("not json", [], {}, {"name": 5}, {"name": "n", "node_id": "x", "public_key": "00", "secret": "s",
+                                                       "signature": "zz"}):
+            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            status, raw = post_raw(hub.url, "/sync/enroll", data)
+            answer = json.loads(raw)
+            assert status in (400, 403) and answer["status"] in ("invalid_json", "enrolment_refused"), answer
+        assert call(hub.url, "GET", "/sync/nodes")[0] == 401
+        status, answer = hub.call("GET", "/sync/nodes")
+        assert status == 200 and answer == {"nodes": []}
+    finally:
+        hub.stop()
+    cli("node", "init", "--data-dir", str(tmp_path / "alone"), "--country", "SN", "--region", "DKR")
+    token = cli("node", "token", "create", "--data-dir", str(tmp_path / "alone"), "--role", "supervisor",
+                "--name", "s").stdout.strip()
+    alone = Node.__new__(Node)
+    alone.kind, alone.args, alone.port = "node", ["--data-dir", str(tmp_path / "alone")], free_port()
+    alone.env, alone.token, alone.proc, alone.data = {}, token, None, tmp_path / "alone"
+    alone.start()
+    try:
+        assert call(alone.url, "GET", "/sync/status")[0] == 401
+        status, answer = alone.call("POST", "/sync/now")
+        assert status == 409 and answer["status"] == "not_enrolled"
+        status, answer = alone.call("GET", "/sync/status")
+        assert status == 200 and answer["enrolled"] is False and answer["pending_changes"] == 0
+        done = cli("node", "sync", "--data-dir", str(tmp_path / "alone"), check=False)
+        assert "not enrolled" in _one_line(done)
+    finally:
+        alone.stop()

@@ -60,6 +60,11 @@ def test_two_nodes_editing_the_same_field_offline_converge_and_open_a_review(hub
     detail = json.loads(reviews[0][2])
     assert json.loads(reviews[0][1]) == [awa] and detail["field"] == "last_name"
     assert sorted(detail["values"]) == ["Ndiay", "Ndiaye-Sow"]
+    # The name b holds came by sync: b can still edit it (its name counts were kept in step).
+    b.stop()
+    b.start()
+    assert b.call("PATCH", f"/mpi/{awa}", {"first_name": "Awa Marie"})[0] == 200
+    assert a.call("PATCH", f"/mpi/{awa}", {"last_name": "Ndiaye"})[0] == 200
 
 
 def test_a_merge_at_the_hub_and_an_offline_edit_of_the_merged_identity(hub: Hub, pair: tuple[Node, Node]) -> None:
@@ -129,6 +134,26 @@ def test_moving_to_another_region_evicts_and_cards_stay_verifiable(hub: Hub, tmp
         assert a.call("GET", f"/mpi/verify/{card['qr_token']}")[1]["status"] == "revoked"
         _same(hub, a, regions=("DKR",))
         _same(hub, t, regions=("THI",))
+    finally:
+        a.stop()
+        t.stop()
+
+
+def test_a_move_made_at_the_hub_evicts_and_snapshots_too(hub: Hub, tmp_path: Path) -> None:
+    a = Node(tmp_path / "a", hub.enroll("a", "DKR", tmp_path / "a.json", hub.url))
+    t = Node(tmp_path / "t", hub.enroll("t", "THI", tmp_path / "t.json", hub.url))
+    for n in (a, t):
+        n.start()
+    try:
+        awa = a.register(**AWA)
+        assert a.call("POST", f"/mpi/{awa}/programmes", {"programme_type": "nutrition"})[0] == 201
+        _everyone(a, t)
+        assert awa in identities(a) and awa not in identities(t)
+        status, _ = hub.call("PATCH", f"/mpi/{awa}", {"region_code": "THI"}, token=hub.token)
+        assert status == 200
+        _everyone(a, t)
+        assert awa not in identities(a)
+        assert identities(t)[awa] == identities(hub)[awa] and (awa, "nutrition") in programmes(t)
     finally:
         a.stop()
         t.stop()

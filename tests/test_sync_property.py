@@ -68,6 +68,7 @@ class _Replica:
         self.store = Store(SqliteDialect(str(self.path), "NORMAL"), audit_flush_seconds=0.05)
         await self.store.open()
         self.registry = registry_for(self.store, Settings())
+        await self.registry.load_frequencies()  # as the node's app does at start-up
         self.cards = Cards(self.registry, Settings(qr_enabled=False))
         self.sync = NodeSync(self.store, self.registry, self.key, batch_max=7)
 

@@ -53,3 +53,44 @@ def test_two_nodes_converge_and_verify_each_others_cards(hub: Hub, tmp_path: Pat
     finally:
         a.stop()
         b.stop()
+
+
+def test_pull_answers_a_signed_request_with_what_the_node_lacks(hub: Hub, tmp_path: Path) -> None:
+    import asyncio
+
+    from cluster import post_raw
+
+    from node.storage import load_keys
+    from shared.cli import registry_for
+    from shared.settings import Settings
+    from shared.storage.dialects import SqliteDialect
+    from shared.storage.store import Store
+    from shared.sync.changeset import decode_feed, open_envelope, split_parts
+    from shared.sync.node import NodeSync
+
+    a = Node(tmp_path / "a", hub.enroll("a", "DKR", tmp_path / "a.json", hub.url))
+    b = Node(tmp_path / "b", hub.enroll("b", "DKR", tmp_path / "b.json", hub.url))
+    a.start()
+    try:
+        awa = a.register(first_name="Awa", last_name="Ndiaye", date_of_birth="1990-01-02", gender="F")
+        a.sync()
+    finally:
+        a.stop()
+
+    async def request(pull: bool) -> bytes:
+        store = Store(SqliteDialect(str(b.data / "mpi.sqlite3")))
+        await store.open()
+        try:
+            sync = NodeSync(store, registry_for(store, Settings()), load_keys(str(b.data)))
+            return (await sync.outgoing(0, pull=pull))[0]
+        finally:
+            await store.close()
+
+    status, body = post_raw(hub.url, "/sync/pull", asyncio.run(request(True)))
+    assert status == 200
+    parts = split_parts(body)
+    assert [kind for kind, _ in parts] == ["E"]
+    items = decode_feed(open_envelope(parts[0][1]))
+    assert [(i.kind, i.mpi_id) for i in items] == [("identity.create", awa)]
+    status, body = post_raw(hub.url, "/sync/pull", asyncio.run(request(False)))
+    assert status == 400 and b"pull.after" in body

@@ -195,6 +195,21 @@ class Applier:
     def _route(self, row: Any) -> Route:
         return Route(region_a=row.region_code if row is not None else None)
 
+    def _recount(self, tx: Tx, old: Any, new: Any) -> None:
+        """Keep the registry's name frequencies (active identities only) in step, after commit."""
+        frequencies = self.registry.frequencies
+
+        def _apply() -> None:
+            try:
+                if old is not None:
+                    frequencies.remove(_person(old))
+            except KeyError:  # counted differently by an older version: counts stay approximate
+                log.debug("name frequencies: %s was not counted", getattr(old, "mpi_id", "?"))
+            if new is not None:
+                frequencies.add(_person(new))
+
+        tx.after_commit.append(_apply)
+
     async def _reindex(self, tx: Tx, pk: int) -> None:
         row = (await tx.conn.execute(sa.select(t.identity).where(t.identity.c.pk == pk))).one()
         await self.registry.index_identity(tx, pk, _person(row))
@@ -345,6 +360,9 @@ class Applier:
                 )
             if row.merged_into is None and row.status == "active":
                 await self._reindex(tx, row.pk)
+                if {"first_name", "last_name", "date_of_birth", "region_code"} & won.keys():
+                    updated = (await tx.conn.execute(sa.select(t.identity).where(t.identity.c.pk == row.pk))).one()
+                    self._recount(tx, row, updated)
         elif any(clock > clock_of(json.loads(row.clocks or "{}"), n) for n in values):
             await tx.conn.execute(sa.update(t.identity).where(t.identity.c.pk == row.pk).values(clocks=json.dumps(clocks)))
         for conflict in conflicts:
@@ -418,6 +436,7 @@ class Applier:
                 )
             ).scalar_one()
             await self._reindex(tx, pk)
+            self._recount(tx, None, (await tx.conn.execute(sa.select(t.identity).where(t.identity.c.pk == pk))).one())
             # Merge links may have come first: the new row takes its place in its group.
             await self.settle_group(tx, str(c.mpi_id))
         else:
@@ -441,7 +460,10 @@ class Applier:
         cards = (await tx.conn.execute(sa.select(t.card.c.token_hash, t.card.c.status).where(t.card.c.identity_pk == pk))).all()
         for token, status in cards:
             await self._upsert_card_status(tx, token, status, int(count))
-        row = (await tx.conn.execute(sa.select(t.identity.c.mpi_id).where(t.identity.c.pk == pk))).scalar_one()
+        whole = (await tx.conn.execute(sa.select(t.identity).where(t.identity.c.pk == pk))).one()
+        if whole.status == "active":
+            self._recount(tx, whole, None)
+        row = whole.mpi_id
         await tx.conn.execute(sa.delete(t.name_token).where(t.name_token.c.identity_pk == pk))
         await tx.conn.execute(sa.delete(t.blocking_key).where(t.blocking_key.c.identity_pk == pk))
         await tx.conn.execute(sa.delete(t.programme).where(t.programme.c.identity_pk == pk))
@@ -455,7 +477,10 @@ class Applier:
         if self.hub:
             return Route()
         row = await self._row(tx, c.mpi_id)
-        if row is not None and (self.regions is None or row.region_code not in self.regions):
+        # The identity's new region (the move itself may not have reached this node: it is not sent
+        # where the identity leaves).
+        moved_to = c.payload.get("region_code") or (row.region_code if row is not None else None)
+        if row is not None and (self.regions is None or moved_to not in self.regions):
             await self.evict_identity(tx, row.pk)
         return Route()
 
@@ -631,9 +656,6 @@ class Applier:
                 .values(identity_pk=row.pk)
             )
         await self._reindex(tx, row.pk)
-        person = _person(row)
-        frequencies = self.registry.frequencies
-        tx.after_commit.append(lambda: frequencies.add(person))
         route = Route(region_a=row.region_code, region_b=root.region_code if root is not None else None)
         if self.hub and root is not None:
             route.follow_ups.extend(await self.unmerge_follow_ups(tx, row.mpi_id, root.mpi_id))
@@ -690,6 +712,7 @@ class Applier:
                         .values(status="active", merged_into=None, merged_at=None, updated_at=tx.now)
                     )
                     await self._reindex(tx, row.pk)
+                    self._recount(tx, None, row)
                 continue
             clocks = json.loads(row.clocks or "{}")
             clocks["_merged"] = merged_by.get(member, clocks.get("_merged"))
@@ -701,6 +724,8 @@ class Applier:
                             clocks=json.dumps(clocks), updated_at=tx.now)
                 )
                 await self.registry.unindex_identity(tx, row.pk)
+                if row.status == "active":
+                    self._recount(tx, row, None)
             if root_row is None:
                 continue
             # What hangs off a merged identity belongs to the canonical one.

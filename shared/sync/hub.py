@@ -400,8 +400,15 @@ class HubSync:
                 tx.change(kind, mpi_id, {**payload, "route": [follow.region_a, follow.region_b, follow.exclude]})
 
     async def _feed_local(self, tx: Tx, changes: list[dict[str, Any]]) -> None:
-        """The hub's own changes (API writes, snapshots, evictions) go to the feed too."""
+        """The hub's own changes (API writes, dedup, snapshots, evictions) go to the feed too.
+
+        A data manager moving an identity to another region, or merging or unmerging across
+        regions, at the hub needs the same snapshots and evictions as when a node does it:
+        they are appended as changes of this same transaction (Tx._flush logs them and calls
+        this hook again for them, where their ``route`` sends them).
+        """
         rows = []
+        follow_ups: list[tuple[str, str, dict[str, Any], Route]] = []
         for c in changes:
             payload = json.loads(c["payload"])
             route = Route()
@@ -410,34 +417,44 @@ class HubSync:
             elif c["kind"] == "review.open":
                 continue
             else:
-                region = None
-                if c["mpi_id"]:
-                    region = (
-                        await tx.conn.execute(sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id == c["mpi_id"]))
-                    ).scalar()
+                region = await self._region(tx, c["mpi_id"])
                 route = Route(region_a=region, country_wide=c["kind"] in CARD_KINDS)
                 if c["kind"] == "review.not_same":
                     other = [m for m in payload.get("mpi_ids", []) if m != c["mpi_id"]]
-                    route.region_b = (
-                        await tx.conn.execute(sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id.in_(other)))
-                    ).scalar()
-                if c["kind"] in ("identity.merge", "identity.unmerge"):
-                    route.region_b = (
+                    route.region_b = await self._region(tx, other[0] if other else None)
+                if c["kind"] == "identity.merge":
+                    route.region_b = await self._region(tx, payload["target"])
+                    root = (await self.applier.registry.find(tx.conn, payload["target"])).row.mpi_id
+                    follow_ups += await self.applier.merge_follow_ups(tx, payload["source"], root)
+                if c["kind"] == "identity.unmerge":
+                    route.region_b = await self._region(tx, payload["target"])
+                    follow_ups += await self.applier.unmerge_follow_ups(tx, payload["source"], payload["target"])
+                if c["kind"] == "identity.set" and "region_code" in payload and region:
+                    before = (
                         await tx.conn.execute(
-                            sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id == payload["target"])
+                            sa.select(t.sync_feed.c.region_a)
+                            .where(t.sync_feed.c.mpi_id == c["mpi_id"], t.sync_feed.c.kind != "evict")
+                            .order_by(t.sync_feed.c.pos.desc())
+                            .limit(1)
                         )
                     ).scalar()
+                    if before and before != region:
+                        pk = (await tx.conn.execute(
+                            sa.select(t.identity.c.pk).where(t.identity.c.mpi_id == c["mpi_id"]))).scalar_one()
+                        follow_ups.append(("identity.snapshot", c["mpi_id"], await self.applier.snapshot(tx, pk),
+                                           Route(region_a=region, exclude=before)))
+                        follow_ups.append(("evict", c["mpi_id"], {"region_code": region},
+                                           Route(region_a=before, exclude=region)))
             rows.append((c["node_id"], c["seq"], c["kind"], c["mpi_id"], c["hash"], route))
-            # The hub's own merges and unmerges (API, dedup) cross regions like pushed ones.
-            follow_ups = []
-            if c["kind"] == "identity.merge":
-                root = (await self.applier.registry.find(tx.conn, payload["target"])).row.mpi_id
-                follow_ups = await self.applier.merge_follow_ups(tx, payload["source"], root)
-            elif c["kind"] == "identity.unmerge":
-                follow_ups = await self.applier.unmerge_follow_ups(tx, payload["source"], payload["target"])
-            for kind, mpi_id, body, follow in follow_ups:
-                tx.change(kind, mpi_id, {**body, "route": [follow.region_a, follow.region_b, follow.exclude]})
         await self._append_feed(tx, rows)
+        for kind, mpi_id, body, follow in follow_ups:
+            tx.change(kind, mpi_id, {**body, "route": [follow.region_a, follow.region_b, follow.exclude]})
+
+    async def _region(self, tx: Tx, mpi_id: str | None) -> str | None:
+        if not mpi_id:
+            return None
+        region = (await tx.conn.execute(sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id == mpi_id))).scalar()
+        return str(region) if region is not None else None
 
     async def _feed(self, name: str, after: int, limit: int, *, always: bool = False) -> tuple[bytes | None, int, bool]:
         """A signed envelope of what node ``name`` must apply after feed position ``after``.
