@@ -25,7 +25,7 @@ from .storage import schema as t
 from .storage.store import Store, Tx, utc_now
 from .sync.apply import stamp
 
-__all__ = ["Registry", "check_id", "person_of"]
+__all__ = ["Registry", "check_id", "move_programmes_and_cards", "person_of"]
 
 _DEMOGRAPHIC = ("first_name", "last_name", "date_of_birth", "gender", "region_code", "country_code", "phone_number")
 _MERGE_CHAIN_LIMIT = 64  # merges form a forest; a longer chain means a corrupt database
@@ -51,6 +51,20 @@ def search_tokens(first_name: str, last_name: str) -> set[str]:
     words = list(dict.fromkeys([*name_tokens(first_name), *name_tokens(last_name)]))
     pairs = {f"{_PAIR}{a} {b}" for a in words for b in words if a != b}
     return {w[:60] for w in words} | {p[:60] for p in pairs}
+
+
+async def move_programmes_and_cards(tx: Tx, from_pk: int, to_pk: int) -> None:
+    """What hangs off a merged identity goes to the canonical one (programmes kept once)."""
+    await tx.conn.execute(
+        tx.insert_ignore(t.programme).from_select(
+            ["identity_pk", "programme_type", "linked_at"],
+            sa.select(sa.literal(to_pk), t.programme.c.programme_type, t.programme.c.linked_at).where(
+                t.programme.c.identity_pk == from_pk
+            ),
+        )
+    )
+    await tx.conn.execute(sa.delete(t.programme).where(t.programme.c.identity_pk == from_pk))
+    await tx.conn.execute(sa.update(t.card).where(t.card.c.identity_pk == from_pk).values(identity_pk=to_pk))
 
 
 def person_of(row: Any, external: dict[str, str] | None = None) -> Person:
@@ -631,17 +645,8 @@ class Registry:
                     )
                 )
             ).scalar_one()
-            await tx.conn.execute(
-                tx.insert_ignore(t.programme).from_select(
-                    ["identity_pk", "programme_type", "linked_at"],
-                    sa.select(sa.literal(g.pk), t.programme.c.programme_type, t.programme.c.linked_at).where(
-                        t.programme.c.identity_pk == s.pk
-                    ),
-                )
-            )
-            await tx.conn.execute(sa.delete(t.programme).where(t.programme.c.identity_pk == s.pk))
+            await move_programmes_and_cards(tx, s.pk, g.pk)
             await tx.conn.execute(sa.update(t.external_id).where(t.external_id.c.identity_pk == s.pk).values(identity_pk=g.pk))
-            await tx.conn.execute(sa.update(t.card).where(t.card.c.identity_pk == s.pk).values(identity_pk=g.pk))
             payload: dict[str, Any] = {
                 "source": s.mpi_id, "target": g.mpi_id, "reason": body.reason, "keep_target": body.keep_target,
             }

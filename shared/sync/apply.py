@@ -728,17 +728,9 @@ class Applier:
                     self._recount(tx, row, None)
             if root_row is None:
                 continue
-            # What hangs off a merged identity belongs to the canonical one.
-            await tx.conn.execute(
-                tx.insert_ignore(t.programme).from_select(
-                    ["identity_pk", "programme_type", "linked_at"],
-                    sa.select(sa.literal(root_row.pk), t.programme.c.programme_type, t.programme.c.linked_at).where(
-                        t.programme.c.identity_pk == row.pk
-                    ),
-                )
-            )
-            await tx.conn.execute(sa.delete(t.programme).where(t.programme.c.identity_pk == row.pk))
-            await tx.conn.execute(sa.update(t.card).where(t.card.c.identity_pk == row.pk).values(identity_pk=root_row.pk))
+            from ..registry import move_programmes_and_cards  # the registry imports this module
+
+            await move_programmes_and_cards(tx, row.pk, root_row.pk)
             for system, value in (
                 await tx.conn.execute(
                     sa.select(t.external_id.c.system, t.external_id.c.value).where(t.external_id.c.identity_pk == row.pk)
