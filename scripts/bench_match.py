@@ -14,8 +14,8 @@ it (blocking index -> candidates -> matcher), and we count:
 - p50/p95 of one query (candidates + scoring), and bulk import speed (mpi-node import's
   code path) of --import-rows new people into the loaded node.
 
-FEBRL and Splink: ``--febrl`` runs scripts/bench_matcher_core.py --febrl in its own
-environment and appends its table.
+FEBRL and Splink: ``--febrl`` also runs scripts/bench_matcher_core.py (pure matcher on
+synthetic data, FEBRL 3 and 4 beside Splink, in its own .bench-venv) and appends its report.
 
     .venv/bin/python scripts/bench_match.py --sizes 10000,100000
 """
@@ -187,7 +187,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=3000, help="duplicates and look-alikes of each kind to query")
     parser.add_argument("--import-rows", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--febrl", action="store_true", help="also run FEBRL 3/4 against Splink")
+    parser.add_argument("--febrl", action="store_true", help="also run bench_matcher_core.py: FEBRL 3/4 against Splink")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "match.json")
     args = parser.parse_args()
     results = []
@@ -206,7 +206,7 @@ def main() -> int:
     if args.febrl:
         print()
         sys.stdout.flush()
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_matcher_core.py"), "--febrl"], check=False)
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_matcher_core.py")], check=False)
     return 0
 
 
