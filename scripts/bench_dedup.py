@@ -43,7 +43,7 @@ import sqlalchemy as sa  # noqa: E402
 import synth  # noqa: E402
 from bench_api import _body  # noqa: E402
 
-from shared.dedup import Dedup, enqueue  # noqa: E402
+from shared.dedup import Dedup, DedupStats, enqueue  # noqa: E402
 from shared.matching import Matcher, NameFrequencies  # noqa: E402
 from shared.registry import Registry  # noqa: E402
 from shared.schemas import RegisterIn  # noqa: E402
@@ -123,7 +123,9 @@ def _score(records: list[dict[str, Any]], mpi_of: dict[str, str], canon: dict[st
     }
 
 
-async def run(n: int, incremental: int, dup_share: float, seed: int, auto_merge: float, db_url: str) -> dict[str, Any]:
+async def run(
+    n: int, incremental: int, dup_share: float, seed: int, auto_merge: float, db_url: str, sweep_too: bool = True
+) -> dict[str, Any]:
     store = Store(PostgresDialect(db_url))
     await store.connect()
     await store.migrate()
@@ -150,7 +152,10 @@ async def run(n: int, incremental: int, dup_share: float, seed: int, auto_merge:
             print(f"  sweep: {stats.checked:,} checked, {stats.merged:,} merged, {stats.queued:,} queued", file=sys.stderr)
 
     started = time.perf_counter()
-    sweep = await dedup.sweep(batch=1000, progress=progress)
+    if sweep_too:
+        sweep = await dedup.sweep(batch=1000, progress=progress)
+    else:
+        sweep = DedupStats()
     sweep_s = time.perf_counter() - started
     sweep_peak = _peak_mb()
     canon, reviews = await _outcome(store)
@@ -256,6 +261,7 @@ def main() -> int:
     parser.add_argument("--auto-merge", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--no-splink", action="store_true")
+    parser.add_argument("--no-sweep", action="store_true", help="only the incremental check (after loading)")
     parser.add_argument("--splink-only", action="store_true", help="only Splink, on the population of --n and --seed")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "dedup.json")
     args = parser.parse_args()
@@ -267,7 +273,10 @@ def main() -> int:
     with psycopg.connect(PG, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        result = asyncio.run(run(args.n, args.incremental, args.dup_share, args.seed, args.auto_merge, PG.rsplit("/", 1)[0] + "/" + name))
+        url = PG.rsplit("/", 1)[0] + "/" + name
+        result = asyncio.run(
+            run(args.n, args.incremental, args.dup_share, args.seed, args.auto_merge, url, sweep_too=not args.no_sweep)
+        )
     finally:
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
