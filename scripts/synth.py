@@ -408,7 +408,10 @@ def duplicate_of(rec: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any
         elif err == "dob_swap" and dob is not None and dob.day <= 12 and dob.day != dob.month:
             dup["date_of_birth"] = _safe_date(dob.year, dob.day, dob.month)
         elif err == "dob_year" and dob is not None:
-            dup["date_of_birth"] = _safe_date(dob.year + rng.choice((-1, 1)), dob.month, dob.day)
+            wrong = _safe_date(dob.year + rng.choice((-1, 1)), dob.month, dob.day)
+            if wrong is not None and wrong > TODAY:  # a clerk cannot enter a future birth: the API refuses it
+                wrong = _safe_date(dob.year - 1, dob.month, dob.day)
+            dup["date_of_birth"] = wrong
         elif err == "dob_placeholder" and dob is not None:
             dup["date_of_birth"] = datetime.date(dob.year, 1 if rng.random() < 0.75 else 7, 1)
         elif err == "dob_missing":
