@@ -18,7 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import ids
 from .errors import BadRequest, Conflict, Duplicate, NotFound
-from .matching import Matcher, MatchResult, NameFrequencies, Person, index_keys, name_tokens, query_keys
+from .matching import (
+    Matcher,
+    MatchResult,
+    NameFrequencies,
+    Person,
+    index_keys,
+    name_tokens,
+    person_of,
+    query_keys,
+)
 from .review import open_pair_review
 from .schemas import LinkDhis2In, MatchIn, MergeIn, PatchIn, ProgrammeIn, RegisterIn, SearchQuery
 from .storage import schema as t
@@ -65,19 +74,6 @@ async def move_programmes_and_cards(tx: Tx, from_pk: int, to_pk: int) -> None:
     )
     await tx.conn.execute(sa.delete(t.programme).where(t.programme.c.identity_pk == from_pk))
     await tx.conn.execute(sa.update(t.card).where(t.card.c.identity_pk == from_pk).values(identity_pk=to_pk))
-
-
-def person_of(row: Any, external: dict[str, str] | None = None) -> Person:
-    """The matcher's view of a stored identity (or of a request body with the same fields)."""
-    return Person(
-        first_name=row.first_name,
-        last_name=row.last_name,
-        date_of_birth=row.date_of_birth,
-        gender=row.gender,
-        region_code=row.region_code,
-        phone_number=row.phone_number,
-        external_ids=external or {},
-    )
 
 
 def _iso(value: dt.date | None) -> str | None:

@@ -15,7 +15,7 @@ Nothing here touches a database or HTTP.
 
 from shared.matching.blocking import index_keys, query_keys
 from shared.matching.em import estimate
-from shared.matching.model import MatchParams, Person, default_params
+from shared.matching.model import MatchParams, Person, default_params, person_of
 from shared.matching.normalize import name_tokens, normalize_name
 from shared.matching.phonetic import phonetic_key
 from shared.matching.score import Matcher, MatchResult, NameFrequencies, Thresholds
@@ -32,6 +32,7 @@ __all__ = [
     "index_keys",
     "name_tokens",
     "normalize_name",
+    "person_of",
     "phonetic_key",
     "query_keys",
 ]

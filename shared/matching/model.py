@@ -17,7 +17,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["COMPARISONS", "LEVELS", "MatchParams", "Person", "default_params"]
+__all__ = ["COMPARISONS", "LEVELS", "MatchParams", "Person", "default_params", "person_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,19 @@ LEVELS: Mapping[str, tuple[str, ...]] = {
     "external_id": ("agree", "else"),
 }
 COMPARISONS: tuple[str, ...] = tuple(LEVELS)
+
+
+def person_of(record: Any, external: Mapping[str, str] | None = None) -> Person:
+    """The matcher's view of anything with the register fields: a stored row, a request body."""
+    return Person(
+        first_name=record.first_name,
+        last_name=record.last_name,
+        date_of_birth=record.date_of_birth,
+        gender=record.gender,
+        region_code=record.region_code,
+        phone_number=record.phone_number,
+        external_ids=external or {},
+    )
 
 
 def _bits(m: float, u: float) -> float:

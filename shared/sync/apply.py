@@ -34,7 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..matching import Person
+from ..matching import Person, person_of
 from ..storage import schema as t
 from ..storage.store import Tx
 
@@ -834,14 +834,7 @@ def _hlc_time(hlc: int) -> str:
 
 
 def _person(row: Any) -> Person:
-    return Person(
-        first_name=row.first_name,
-        last_name=row.last_name,
-        date_of_birth=row.date_of_birth,
-        gender=row.gender,
-        region_code=row.region_code,
-        phone_number=row.phone_number,
-    )
+    return person_of(row)
 
 
 def _person_from_payload(p: dict[str, Any]) -> Person:
