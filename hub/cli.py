@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pycountry
 from aiohttp import web
 from nacl.signing import SigningKey
 
@@ -28,6 +27,8 @@ from shared.cli import (
     CliError,
     OneLineParser,
     add_token_commands,
+    country_code,
+    region_code,
     registry_for,
     run,
     settings_table,
@@ -72,9 +73,7 @@ def _create_database(url: str) -> bool:
 
 async def _init(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    country = args.country.upper()
-    if pycountry.countries.get(alpha_2=country) is None:
-        raise CliError(f"--country {args.country!r} is not an ISO 3166-1 alpha-2 code", 2)
+    country = country_code(args.country)
     store = hub_store(settings)
     created = _create_database(settings.database_url)
     key = SigningKey.generate()
@@ -171,15 +170,9 @@ async def _dedup_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _region(text: str) -> str:
-    if not re.fullmatch(r"[A-Z]{3}", text.upper()):
-        raise CliError(f"region {text!r} must be three letters, e.g. DKR", 2)
-    return text.upper()
-
-
 async def _node_enroll(args: argparse.Namespace) -> int:
-    region = _region(args.region)
-    subscribe = [_region(r) for r in args.subscribe.split(",") if r.strip()] if args.subscribe else []
+    region = region_code(args.region)
+    subscribe = [region_code(r, "--subscribe region") for r in args.subscribe.split(",") if r.strip()] if args.subscribe else []
     if not re.match(r"^https?://", args.hub_url):
         raise CliError("--hub-url must be an http:// or https:// URL", 2)
     out = Path(args.out)

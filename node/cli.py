@@ -8,13 +8,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pycountry
 from aiohttp import web
 from nacl.signing import SigningKey
 
@@ -23,6 +21,8 @@ from shared.cli import (
     CliError,
     OneLineParser,
     add_token_commands,
+    country_code,
+    region_code,
     registry_for,
     run,
     settings_table,
@@ -112,11 +112,7 @@ async def _init(args: argparse.Namespace) -> int:
         args.region = args.region or enrolment.region
     if not args.country or not args.region:
         raise CliError("init needs --country and --region (or --enroll FILE)", 2)
-    country, region = args.country.upper(), args.region.upper()
-    if pycountry.countries.get(alpha_2=country) is None:
-        raise CliError(f"--country {args.country!r} is not an ISO 3166-1 alpha-2 code", 2)
-    if not re.fullmatch(r"[A-Z]{3}", region):
-        raise CliError(f"--region {args.region!r} must be three letters, e.g. DKR", 2)
+    country, region = country_code(args.country), region_code(args.region)
     if not 0 <= args.node_number <= MAX_NODE_NUMBER:
         raise CliError(f"--node-number must be 0..{MAX_NODE_NUMBER}", 2)
     folder = Path(settings.data_dir)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
+
+import pycountry
 
 from .auth import ROLES, Auth
 from .matching import Matcher, NameFrequencies, Thresholds
@@ -18,7 +21,16 @@ from .registry import Registry
 from .settings import Settings, SettingsError
 from .storage.store import NotInitialised, Store
 
-__all__ = ["CliError", "OneLineParser", "add_token_commands", "registry_for", "run", "settings_table"]
+__all__ = [
+    "CliError",
+    "OneLineParser",
+    "add_token_commands",
+    "country_code",
+    "region_code",
+    "registry_for",
+    "run",
+    "settings_table",
+]
 
 
 class CliError(Exception):
@@ -27,6 +39,21 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+def country_code(text: str, flag: str = "--country") -> str:
+    """A command-line country: an ISO 3166-1 alpha-2 code, upper-cased, or exit 2."""
+    code = text.upper()
+    if pycountry.countries.get(alpha_2=code) is None:
+        raise CliError(f"{flag} {text!r} is not an ISO 3166-1 alpha-2 code", 2)
+    return code
+
+
+def region_code(text: str, flag: str = "--region") -> str:
+    """A command-line region: three letters, upper-cased, or exit 2."""
+    if not re.fullmatch(r"[A-Z]{3}", text.upper()):
+        raise CliError(f"{flag} {text!r} must be three letters, e.g. DKR", 2)
+    return text.upper()
 
 
 class OneLineParser(argparse.ArgumentParser):
