@@ -132,6 +132,17 @@ async def api(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest, a
     await client.close()  # shut the app down (flushing its audit) before its database is dropped
 
 
+@pytest.fixture
+def hub(pg_database: str) -> Iterator[Any]:
+    """A hub process on a fresh PostgreSQL database (the sync tests' cluster)."""
+    from cluster import Hub
+
+    server = Hub(pg_database)
+    server.start()
+    yield server
+    server.stop()
+
+
 AMINATA = {
     "first_name": "Aminata",
     "last_name": "Diallo",

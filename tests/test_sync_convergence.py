@@ -14,14 +14,6 @@ OUMOU = {"first_name": "Oumou", "last_name": "Kane", "date_of_birth": "1972-08-3
 
 
 @pytest.fixture
-def hub(pg_database: str) -> Iterator[Hub]:
-    server = Hub(pg_database)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def pair(hub: Hub, tmp_path: Path) -> Iterator[tuple[Node, Node]]:
     nodes = [Node(tmp_path / n, hub.enroll(n, "DKR", tmp_path / f"{n}.json", hub.url)) for n in ("a", "b")]
     for n in nodes:

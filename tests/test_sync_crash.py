@@ -9,23 +9,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from cluster import ENV, ROOT, Hub, Node, identities
 
 from shared.settings import Settings
 from shared.storage.dialects import SqliteDialect
 from shared.storage.store import Store
-
-
-@pytest.fixture
-def hub(pg_database: str) -> Iterator[Hub]:
-    server = Hub(pg_database)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def _bulk(data: Path, n: int, region: str = "DKR", future_ms: int = 0) -> None:

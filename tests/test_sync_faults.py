@@ -19,14 +19,6 @@ from shared.sync.changeset import split_parts
 
 
 @pytest.fixture
-def hub(pg_database: str) -> Iterator[Hub]:
-    server = Hub(pg_database)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def proxy(hub: Hub) -> Iterator[Proxy]:
     p = Proxy(hub.port)
     yield p

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from cluster import Hub, Node, identities, programmes
-
-
-@pytest.fixture
-def hub(pg_database: str) -> Hub:
-    server = Hub(pg_database)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_two_nodes_converge_and_verify_each_others_cards(hub: Hub, tmp_path: Path) -> None:
