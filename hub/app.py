@@ -8,13 +8,14 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from shared.app import build_app
+from shared.dedup import Dedup
 from shared.keys import hub_sync_key, registry_key, store_key
 from shared.routes import REVIEW_ROUTES, Route
 from shared.settings import Settings
 from shared.sync.hub import HubSync
 
-from .api import nodes, sync
-from .jobs import dedup_scheduler
+from .api import dedup, nodes, sync
+from .jobs import DedupRunner, dedup_runner_key, dedup_scheduler
 from .storage import hub_store
 
 __all__ = ["HUB_ROUTES", "create_app"]
@@ -28,6 +29,8 @@ HUB_ROUTES = [
     Route("POST", "/sync/enroll", nodes.register_node, None, "A node registers its key with its enrolment secret",
           statuses=(200, 400, 403)),
     Route("GET", "/sync/nodes", nodes.list_nodes, "admin", "Enrolled nodes, their cursors and state"),
+    Route("POST", "/dedup/run", dedup.run_dedup, "supervisor",
+          "Run one pass of cross-region dedup now (what nodes registered since the last pass)"),
 ]
 
 
@@ -42,5 +45,6 @@ async def _hub_key(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     store = hub_store(settings)
     app = build_app(settings, store, role="hub", extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[_hub_key, dedup_scheduler])
+    app[dedup_runner_key] = DedupRunner(Dedup(app[registry_key], auto_merge=settings.auto_merge_threshold))
     app[hub_sync_key] = HubSync(store, app[registry_key], max_skew_seconds=settings.max_clock_skew_seconds)
     return app

@@ -170,6 +170,17 @@ async def _dedup_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _dedup_run(args: argparse.Namespace) -> int:
+    from shared.dedup import Dedup
+
+    async with _hub(args) as hub:
+        settings = _settings(args)
+        await hub.store.migrate()
+        stats = await Dedup(hub.applier.registry, auto_merge=settings.auto_merge_threshold).drain()
+    print(f"checked {stats.checked:,} queued identities: {stats.merged:,} merged, {stats.queued:,} queued for review")
+    return 0
+
+
 async def _node_enroll(args: argparse.Namespace) -> int:
     region = region_code(args.region)
     subscribe = [region_code(r, "--subscribe region") for r in args.subscribe.split(",") if r.strip()] if args.subscribe else []
@@ -286,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--batch", type=int, default=1000, help="identities checked per batch (bounds memory)")
     sweep.add_argument("--restart", action="store_true", help="start again from the first identity")
     sweep.set_defaults(func=_dedup_sweep)
+    once = dedup_sub.add_parser("run", help="check now what nodes registered since the last pass (one drain pass)")
+    _db(once)
+    once.set_defaults(func=_dedup_run)
     return parser
 
 

@@ -1,17 +1,22 @@
-"""The hub's dedup jobs (APScheduler), as a cleanup_ctx lifetime.
+"""The hub's dedup jobs (APScheduler), as a cleanup_ctx lifetime, and one pass on demand.
 
-- ``drain``: every ``dedup_interval_seconds``, what nodes registered or renamed since the
-  last run (``dedup_pending``, written in the push transaction) is matched against the
-  whole country: certain pairs merged, probable ones queued for review.
+- ``drain``: every ``dedup_interval_seconds`` (0: only on demand), what nodes registered
+  or renamed since the last run (``dedup_pending``, written in the push transaction) is
+  matched against the whole country: certain pairs merged, probable ones queued for review.
 - ``sweep``: every ``dedup_sweep_hours``, the whole registry is re-checked (after a
   threshold or matcher change), resuming an interrupted sweep where it stopped.
+- ``DedupRunner.drain_now()``: one drain pass now, waiting for a running one to finish
+  first (``POST /dedup/run``, so that a supervisor, a script or a test need not guess when
+  the scheduled job will have run).
 
-Neither job runs twice at once (``max_instances=1``); a failure is logged and the next
-run tries again: what was pending stays pending.
+No two passes run at once in one hub process (one lock for the scheduled jobs and the
+on-demand pass); a failure is logged and the next run tries again: what was pending stays
+pending.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
@@ -19,22 +24,42 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from shared.dedup import Dedup
-from shared.keys import registry_key, settings_key
+from shared.dedup import Dedup, DedupStats
+from shared.keys import settings_key
 
-__all__ = ["dedup_scheduler"]
+__all__ = ["DedupRunner", "dedup_runner_key", "dedup_scheduler"]
 
 log = logging.getLogger("mpi.dedup.job")
 
 
+class DedupRunner:
+    """One hub process's dedup passes, one at a time."""
+
+    def __init__(self, dedup: Dedup) -> None:
+        self.dedup = dedup
+        self._lock = asyncio.Lock()
+
+    async def drain_now(self) -> DedupStats:
+        """Check everything queued so far; returns what this pass did."""
+        async with self._lock:
+            return await self.dedup.drain()
+
+    async def sweep_now(self) -> DedupStats:
+        async with self._lock:
+            return await self.dedup.sweep()
+
+
+dedup_runner_key = web.AppKey("dedup_runner", DedupRunner)
+
+
 async def dedup_scheduler(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
-    dedup = Dedup(app[registry_key], auto_merge=settings.auto_merge_threshold)
+    runner = app[dedup_runner_key]
     scheduler = AsyncIOScheduler(timezone=dt.UTC)
 
     async def _drain() -> None:
         try:
-            stats = await dedup.drain()
+            stats = await runner.drain_now()
         except Exception:
             log.exception("dedup of new registrations failed; they stay queued")
             return
@@ -43,13 +68,15 @@ async def dedup_scheduler(app: web.Application) -> AsyncIterator[None]:
 
     async def _sweep() -> None:
         try:
-            stats = await dedup.sweep()
+            stats = await runner.sweep_now()
         except Exception:
             log.exception("dedup sweep failed; the next one resumes it")
             return
         log.info("dedup sweep: %d checked, %d merged, %d queued", stats.checked, stats.merged, stats.queued)
 
-    scheduler.add_job(_drain, "interval", seconds=settings.dedup_interval_seconds, max_instances=1, coalesce=True, id="drain")
+    if settings.dedup_interval_seconds > 0:
+        scheduler.add_job(_drain, "interval", seconds=settings.dedup_interval_seconds, max_instances=1, coalesce=True,
+                          id="drain")
     if settings.dedup_sweep_hours > 0:
         scheduler.add_job(_sweep, "interval", hours=settings.dedup_sweep_hours, max_instances=1, coalesce=True, id="sweep")
     scheduler.start()

@@ -49,7 +49,7 @@ class Settings:
     sync_batch_max: int = _setting(1000, "node: most changes in one change set")
     max_clock_skew_seconds: float = _setting(300.0, "hub: how far ahead of the hub's clock a change may be stamped")
     auto_merge_threshold: float = _setting(0.99, "hub: score at or above which dedup merges a pair with no hard conflict")
-    dedup_interval_seconds: float = _setting(5.0, "hub: how often new registrations from nodes are checked")
+    dedup_interval_seconds: float = _setting(5.0, "hub: how often new registrations from nodes are checked (0: only on demand, POST /dedup/run)")
     dedup_sweep_hours: float = _setting(24.0, "hub: hours between two full dedup sweeps (0: never by itself)")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object a line) or text")
@@ -81,8 +81,8 @@ class Settings:
             raise SettingsError("log_level must be DEBUG, INFO, WARNING or ERROR")
         if not self.probable_threshold <= self.auto_merge_threshold <= 1:
             raise SettingsError("auto_merge_threshold must be between probable_threshold and 1")
-        if self.dedup_interval_seconds <= 0 or self.dedup_sweep_hours < 0:
-            raise SettingsError("dedup_interval_seconds must be > 0 and dedup_sweep_hours >= 0")
+        if self.dedup_interval_seconds < 0 or self.dedup_sweep_hours < 0:
+            raise SettingsError("dedup_interval_seconds and dedup_sweep_hours must be >= 0")
         if self.log_format not in ("json", "text"):
             raise SettingsError("log_format must be json or text")
 

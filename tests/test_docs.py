@@ -23,8 +23,8 @@ def test_readme_opens_with_the_two_commands() -> None:
 
 def test_every_route_is_in_the_readme() -> None:
     for route in [*ROUTES, *REVIEW_ROUTES, *HUB_ROUTES, *NODE_ROUTES]:
-        shown = route.path.split("{")[0].rstrip("/")
-        assert shown in README, route.path
+        shown = f"`{route.method} {route.path}`"  # the whole path, parameters and all
+        assert shown in README, shown
 
 
 def test_every_setting_is_in_the_readme() -> None:
