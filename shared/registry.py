@@ -280,9 +280,9 @@ class Registry:
     async def index_new(self, tx: Tx, people: list[tuple[int, Person]]) -> None:
         """Index identities that have no tokens nor keys yet, in two bulk inserts."""
         tokens = [
-            {"token": tok[:60], "identity_pk": pk}
+            {"token": tok, "identity_pk": pk}
             for pk, person in people
-            for tok in {*name_tokens(person.first_name), *name_tokens(person.last_name)}
+            for tok in search_tokens(person.first_name, person.last_name)
         ]
         keys = [{"key": k, "identity_pk": pk} for pk, person in people for k in set(index_keys(person))]
         await tx.bulk_insert(t.name_token, tokens)
