@@ -44,8 +44,8 @@ DEMOGRAPHIC = ("first_name", "last_name", "date_of_birth", "gender", "region_cod
 REVIEWED = ("first_name", "last_name", "date_of_birth", "gender")
 
 Clock = tuple[int, str]
-Row = sa.Row[Any]
-"""A row of ``identity`` (all its columns)."""
+Row = sa.Row[*tuple[Any, ...]]
+"""A row of ``identity`` (all its columns), or of any other table."""
 
 _NONE: Clock = (0, "")
 
@@ -58,7 +58,7 @@ def check_id(text: str) -> str:
         raise BadRequest(exc.message, code=exc.code) from None
 
 
-def clocks_of(row: Any) -> dict[str, Any]:
+def clocks_of(row: Row) -> dict[str, Any]:
     """The clocks of an identity row (``{}`` for a row that has none yet)."""
     return dict(json.loads(row.clocks or "{}"))
 

@@ -8,8 +8,6 @@ JSON aggregates (the one dialect difference, in ``storage/dialects.py``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -55,7 +53,7 @@ async def root_of(conn: AsyncConnection, row: Row | None) -> Row | None:
     return row
 
 
-def _chain_end(requested: str) -> Any:
+def _chain_end(requested: str) -> sa.Subquery:
     """The pk of the last identity on the merge chain starting at ``requested``, and its depth."""
     i = t.identity
     start = sa.select(i.c.pk, i.c.merged_into, sa.literal_column("0").label("depth")).where(i.c.mpi_id == requested)
