@@ -8,6 +8,9 @@ JSON aggregates (the one dialect difference, in ``storage/dialects.py``).
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -53,18 +56,55 @@ async def root_of(conn: AsyncConnection, row: Row | None) -> Row | None:
     return row
 
 
-def _chain_end(requested: str) -> sa.Subquery:
-    """The pk of the last identity on the merge chain starting at ``requested``, and its depth."""
+def _chain_end() -> sa.Subquery:
+    """The pk of the last identity on the merge chain starting at ``:requested``, and its depth."""
     i = t.identity
-    start = sa.select(i.c.pk, i.c.merged_into, sa.literal_column("0").label("depth")).where(i.c.mpi_id == requested)
+    start = sa.select(i.c.pk, i.c.merged_into, sa.literal_column("0").label("depth")).where(
+        i.c.mpi_id == sa.bindparam("requested", type_=sa.String)
+    )
     chain = start.cte("chain", recursive=True)
     step = i.alias("step")
     chain = chain.union_all(
         sa.select(step.c.pk, step.c.merged_into, (chain.c.depth + sa.literal_column("1")).label("depth")).where(
-            step.c.mpi_id == chain.c.merged_into, chain.c.depth < MERGE_CHAIN_LIMIT
+            step.c.mpi_id == chain.c.merged_into, chain.c.depth < sa.literal_column(str(MERGE_CHAIN_LIMIT))
         )
     )
     return sa.select(chain.c.pk, chain.c.depth).order_by(chain.c.depth.desc()).limit(1).subquery("chain_end")
+
+
+# The statements are built once: building one costs more than running it. Their only
+# parameter is ``requested``.
+
+
+@functools.cache
+def _find_statement() -> sa.Select[Any]:
+    end = _chain_end()
+    return sa.select(t.identity, end.c.depth).join(end, end.c.pk == t.identity.c.pk)
+
+
+_whole_statements: dict[str, sa.Select[Any]] = {}  # by dialect name
+
+
+def _whole_statement(dialect: Dialect) -> sa.Select[Any]:
+    if dialect.name not in _whole_statements:
+        _whole_statements[dialect.name] = _build_whole_statement(dialect)
+    return _whole_statements[dialect.name]
+
+
+def _build_whole_statement(dialect: Dialect) -> sa.Select[Any]:
+    i, p, x = t.identity, t.programme, t.external_id
+    end = _chain_end()
+    programmes = (
+        sa.select(dialect.json_rows({"t": p.c.programme_type, "at": p.c.linked_at}))
+        .where(p.c.identity_pk == i.c.pk)
+        .scalar_subquery()
+    )
+    external = (
+        sa.select(dialect.json_rows({"s": x.c.system, "v": x.c.value})).where(x.c.identity_pk == i.c.pk).scalar_subquery()
+    )
+    return sa.select(i, end.c.depth, programmes.label("programmes_json"), external.label("external_json")).join(
+        end, end.c.pk == i.c.pk
+    )
 
 
 def _checked(row: Row | None, requested: str) -> Row:
@@ -80,32 +120,14 @@ def _checked(row: Row | None, requested: str) -> Row:
 async def find(conn: AsyncConnection, mpi_id: str) -> Found:
     """The canonical identity for an ID, following merges, in one statement; 404 when no such ID exists."""
     requested = check_id(mpi_id)
-    end = _chain_end(requested)
-    row = (await conn.execute(sa.select(t.identity, end.c.depth).join(end, end.c.pk == t.identity.c.pk))).first()
+    row = (await conn.execute(_find_statement(), {"requested": requested})).first()
     return Found(_checked(row, requested), requested)
 
 
 async def find_whole(conn: AsyncConnection, dialect: Dialect, mpi_id: str) -> Found:
     """``find``, with the identity's programmes and external ids, still in one statement."""
     requested = check_id(mpi_id)
-    i, p, x = t.identity, t.programme, t.external_id
-    end = _chain_end(requested)
-    programmes = (
-        sa.select(dialect.json_rows({"t": p.c.programme_type, "at": p.c.linked_at}))
-        .where(p.c.identity_pk == i.c.pk)
-        .scalar_subquery()
-    )
-    external = (
-        sa.select(dialect.json_rows({"s": x.c.system, "v": x.c.value})).where(x.c.identity_pk == i.c.pk).scalar_subquery()
-    )
-    row = (
-        await conn.execute(
-            sa.select(i, end.c.depth, programmes.label("programmes_json"), external.label("external_json")).join(
-                end, end.c.pk == i.c.pk
-            )
-        )
-    ).first()
-    row = _checked(row, requested)
+    row = _checked((await conn.execute(_whole_statement(dialect), {"requested": requested})).first(), requested)
     return Found(
         row,
         requested,
