@@ -151,7 +151,7 @@ async def _dedup_sweep(args: argparse.Namespace) -> int:
 
     async with _hub(args) as hub:
         settings = _settings(args)
-        registry = hub.applier.registry
+        registry = hub.registry
         await hub.store.migrate()
         await registry.load_frequencies()
         dedup = Dedup(registry, auto_merge=settings.auto_merge_threshold)

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from .errors import ApiError
+from .errors import ApiError, BadRequest
 from .matching import Matcher, NameFrequencies, Thresholds
 from .registration import register_batch
 from .registry import Registry
@@ -138,13 +138,12 @@ async def import_rows(
         for number, row in batch:
             try:
                 if isinstance(row, str):
-                    raise ValueError(row)
+                    raise BadRequest(row, code="invalid_row")
                 if "__extra__" in row:
-                    raise ValueError("more values than columns")
+                    raise BadRequest("more values than columns", code="invalid_row")
                 valid.append((number, parse_body(RegisterIn, row)))
-            except (ApiError, ValueError) as exc:
-                message = exc.message if isinstance(exc, ApiError) else str(exc)
-                report.append({"line": number, "action": "error", "error": message})
+            except ApiError as exc:
+                report.append({"line": number, "action": "error", "error": exc.message})
                 counts["errors"] += 1
         async with store.write(actor) as tx:
             outcomes = await register_batch(registry, tx, [body for _, body in valid])

@@ -16,9 +16,13 @@ from typing import Any
 
 import segno
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .errors import BadRequest, NotFound
-from .registry import Registry, api_time
+from .errors import BadRequest, NotFound, NoValidCard
+from .identities import cards, edit
+from .identities.fields import Row, api_time
+from .identities.lookup import find, programme_count
+from .registry import Registry
 from .schemas import CardIn, CardRevokeIn
 from .settings import Settings
 from .storage import schema as t
@@ -88,45 +92,20 @@ class Cards:
         token = secrets.token_urlsafe(32)
         digest = token_hash(token)
         async with self.store.write(actor) as tx:
-            found = await self.registry.find(tx.conn, mpi_id)
+            found = await find(tx.conn, mpi_id)
             row = found.row
-            previous = (
-                await tx.conn.execute(
-                    sa.select(t.card.c.token_hash).where(t.card.c.identity_pk == row.pk, t.card.c.status == "valid")
-                )
-            ).scalars().all()
-            for old in previous:
-                await tx.conn.execute(
-                    sa.update(t.card).where(t.card.c.token_hash == old).values(status="revoked", revoked_at=tx.now)
-                )
-                tx.change("card.revoke", row.mpi_id, {"token_hash": old, "reason": "reissued"})
+            revoked = await cards.revoke_valid_cards(tx, row)
             # A card for a programme means the person takes part in it.
-            await self.registry.add_programme(tx, row, body.programme_type, tx.now, found.requested)
-            count = await self.registry.programme_count(tx.conn, row.pk)
+            await edit.add_programme(tx, row, body.programme_type, tx.now, found.requested)
             code = card_code(row.region_code, body.programme_type, row.mpi_id)
             card = {
                 "card_code": code,
-                "identity_pk": row.pk,
                 "campaign_id": body.campaign_id,
                 "programme_type": body.programme_type,
                 "token_hash": digest,
-                "status": "valid",
-                "issued_at": tx.now,
             }
-            await tx.conn.execute(sa.insert(t.card).values(card))
-            tx.change(
-                "card.issue",
-                found.requested,  # whose card it is, should a merge be undone
-                {
-                    "card_code": code,
-                    "campaign_id": body.campaign_id,
-                    "programme_type": body.programme_type,
-                    "token_hash": digest,
-                    "programme_count": count,
-                    "issued_at": tx.now,
-                },
-            )
-            tx.audit("card_issue", row.mpi_id, card_code=code, revoked_previous=len(previous))
+            await cards.issue_card(tx, row, found.requested, card, await programme_count(tx.conn, row.pk))
+            tx.audit("card_issue", row.mpi_id, card_code=code, revoked_previous=revoked)
         answer: dict[str, Any] = {
             "mpi_id": row.mpi_id,
             "card_code": code,
@@ -143,7 +122,7 @@ class Cards:
             )
         return answer
 
-    async def _latest(self, conn: Any, pk: int) -> Any:
+    async def _latest(self, conn: AsyncConnection, pk: int) -> Row | None:
         return (
             await conn.execute(
                 sa.select(t.card)
@@ -154,7 +133,7 @@ class Cards:
         ).first()
 
     @staticmethod
-    def _view(mpi_id: str, card: Any) -> dict[str, Any]:
+    def _view(mpi_id: str, card: Row) -> dict[str, Any]:
         return {
             "mpi_id": mpi_id,
             "card_code": card.card_code,
@@ -165,7 +144,7 @@ class Cards:
 
     async def get(self, mpi_id: str, actor: str) -> dict[str, Any]:
         async with self.store.read() as conn:
-            found = await self.registry.find(conn, mpi_id)
+            found = await find(conn, mpi_id)
             card = await self._latest(conn, found.row.pk)
         if card is None:
             raise NotFound(f"identity {found.row.mpi_id} has no card")
@@ -174,14 +153,11 @@ class Cards:
 
     async def revoke(self, mpi_id: str, body: CardRevokeIn, actor: str) -> dict[str, Any]:
         async with self.store.write(actor) as tx:
-            found = await self.registry.find(tx.conn, mpi_id)
+            found = await find(tx.conn, mpi_id)
             card = await self._latest(tx.conn, found.row.pk)
             if card is None or card.status != "valid":
-                raise NotFound(f"identity {found.row.mpi_id} has no valid card", code="no_valid_card")
-            await tx.conn.execute(
-                sa.update(t.card).where(t.card.c.pk == card.pk).values(status="revoked", revoked_at=tx.now)
-            )
-            tx.change("card.revoke", found.row.mpi_id, {"token_hash": card.token_hash, "reason": body.reason})
+                raise NoValidCard(f"identity {found.row.mpi_id} has no valid card")
+            await cards.revoke_card(tx, card, found.row.mpi_id, body.reason)
             tx.audit("card_revoke", found.row.mpi_id, card_code=card.card_code, reason=body.reason)
             card = (await tx.conn.execute(sa.select(t.card).where(t.card.c.pk == card.pk))).one()
         return self._view(found.row.mpi_id, card)
@@ -210,7 +186,7 @@ class Cards:
                 if remote.status == "valid":
                     return {"status": "valid", "programme_count": remote.programme_count, "verified_at": now}
                 return {"status": "revoked", "verified_at": now}
-            count = await self.registry.programme_count(conn, card.identity_pk)
+            count = await programme_count(conn, card.identity_pk)
         now = api_time(utc_now())
         if card.status == "valid":
             return {"status": "valid", "programme_count": count, "verified_at": now}

@@ -21,15 +21,16 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import sqlalchemy as sa
 
 from .errors import ApiError
-from .matching import MatchResult
+from .identities.fields import Row
+from .identities.lookup import external_ids_of
+from .matching import MatchResult, person_of
 from .registration import candidates_many
-from .registry import Registry, person_of
-from .review import is_not_same, open_pair_review, pair_key
+from .registry import Registry
+from .review.items import is_not_same, open_pair_review, pair_key
 from .schemas import MergeIn
 from .storage import schema as t
 from .storage.store import Tx, utc_now
@@ -52,7 +53,7 @@ class DedupStats:
         self.queued += other.queued
 
 
-def _older_first(a: Any, b: Any) -> tuple[Any, Any]:
+def _older_first(a: Row, b: Row) -> tuple[Row, Row]:
     """(target, source): the older registration survives, then the smaller ID."""
     return (a, b) if (a.created_at, a.mpi_id) <= (b.created_at, b.mpi_id) else (b, a)
 
@@ -85,11 +86,11 @@ class Dedup:
             ).all()
             if not rows:
                 return stats
-            external = await self.registry.external_ids_of(conn, [r.pk for r in rows])
+            external = await external_ids_of(conn, [r.pk for r in rows])
             people = [person_of(r, external[r.pk]) for r in rows]
             found = await candidates_many(self.registry, conn, people)
         matcher = self.registry.matcher
-        pairs: dict[str, tuple[Any, Any, MatchResult]] = {}
+        pairs: dict[str, tuple[Row, Row, MatchResult]] = {}
         for row, person, candidates in zip(rows, people, found, strict=True):
             stats.checked += 1
             others = [((c, p), p) for c, p in candidates if c.pk != row.pk]
@@ -112,7 +113,7 @@ class Dedup:
                 stats.queued += 1
         return stats
 
-    async def _merge(self, source: Any, target: Any, result: MatchResult) -> bool:
+    async def _merge(self, source: Row, target: Row, result: MatchResult) -> bool:
         body = MergeIn(
             source_mpi_id=source.mpi_id,
             target_mpi_id=target.mpi_id,
@@ -130,7 +131,7 @@ class Dedup:
             return False
         return True
 
-    async def _queue(self, source: Any, target: Any, result: MatchResult) -> bool:
+    async def _queue(self, source: Row, target: Row, result: MatchResult) -> bool:
         reason = "hard_conflict" if result.hard_conflict else "probable"
         async with self.store.write(self.actor) as tx:
             return await open_pair_review(

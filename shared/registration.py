@@ -17,8 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .matching import MatchResult, Person, index_keys, query_keys
-from .registry import Registry, person_of
+from .identities.fields import Row
+from .matching import MatchResult, Person, index_keys, person_of, query_keys
+from .registry import Registry
 from .schemas import RegisterIn
 from .storage import schema as t
 from .storage.store import Tx
@@ -45,7 +46,7 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield values[i : i + _CHUNK]
 
 
-async def candidates_many(registry: Registry, conn: AsyncConnection, people: Sequence[Person]) -> list[list[tuple[Any, Person]]]:
+async def candidates_many(registry: Registry, conn: AsyncConnection, people: Sequence[Person]) -> list[list[tuple[Row, Person]]]:
     """For each person, the active identities sharing a blocking key, most shared keys first."""
     keys_of = [query_keys(p) for p in people]
     every_key = sorted({k for keys in keys_of for k in keys})
@@ -61,7 +62,7 @@ async def candidates_many(registry: Registry, conn: AsyncConnection, people: Seq
         shared = Counter(pk for key in keys for pk in holders.get(key, ()))
         wanted.append([pk for pk, _ in shared.most_common(registry.candidate_limit)])
     every_pk = sorted({pk for pks in wanted for pk in pks})
-    by_pk: dict[int, Any] = {}
+    by_pk: dict[int, Row] = {}
     for chunk in _chunks(every_pk):
         identities = await conn.execute(
             sa.select(t.identity).where(t.identity.c.pk.in_(chunk), t.identity.c.status == "active")

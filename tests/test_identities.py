@@ -175,3 +175,38 @@ async def test_name_counts_survive_a_restart(api: Api, tmp_path: Any) -> None:
     status, body = await api.patch(f"/mpi/{mpi_id}", {"first_name": "Aminatou"})
     assert status == 200 and body["first_name"] == "Aminatou"
     assert registry.frequencies.first_name_share("AMINATOU") == 1.0
+
+
+async def test_get_of_a_merged_id_reads_one_statement_and_search_one(api: Api) -> None:
+    from sqlalchemy import event
+
+    kept = await api.register(**AMINATA)
+    gone = await api.register(**{**AMINATA, "first_name": "Penda", "date_of_birth": "1970-01-02", "external_ids": {}})
+    await api.post(f"/mpi/{kept}/programmes", {"programme_type": "vaccination"})
+    await api.post(f"/mpi/{gone}/programmes", {"programme_type": "nutrition"})
+    status, _ = await api.post("/mpi/merge", {"source_mpi_id": gone, "target_mpi_id": kept, "reason": "test"},
+                               role="supervisor")
+    assert status == 200
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):  # not BEGIN
+            statements.append(statement)
+
+    engine = api.store.reader.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        status, body = await api.get(f"/mpi/{gone}")
+        reads = len(statements)
+        statements.clear()
+        search_status, found = await api.get("/mpi/search?q=aminata+diallo")
+        searches = len(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert status == 200 and body["mpi_id"] == kept and body["merged_from"] == gone
+    assert sorted(p["programme_type"] for p in body["programmes"]) == ["nutrition", "vaccination"]
+    assert body["external_ids"] == AMINATA["external_ids"]
+    assert reads == 1, statements
+    assert search_status == 200 and [i["mpi_id"] for i in found["items"]] == [kept]
+    assert found["items"][0]["programme_count"] == 2
+    assert searches == 1

@@ -85,3 +85,22 @@ def test_pull_answers_a_signed_request_with_what_the_node_lacks(hub: Hub, tmp_pa
     assert [(i.kind, i.mpi_id) for i in items] == [("identity.create", awa)]
     status, body = post_raw(hub.url, "/sync/pull", asyncio.run(request(False)))
     assert status == 400 and b"pull.after" in body
+
+
+def test_a_person_synced_to_the_hub_is_found_by_two_words_like_a_local_one(hub: Hub, tmp_path: Path) -> None:
+    a = Node(tmp_path / "a", hub.enroll("dakar-1", "DKR", tmp_path / "a.json", hub.url))
+    a.start()
+    try:
+        synced = a.register(first_name="Fatou", last_name="Ndiaye", date_of_birth="1991-04-05", gender="F")
+        a.sync()
+        status, local = hub.call("POST", "/mpi/register", {
+            "first_name": "Fatou", "last_name": "Ndiaye", "date_of_birth": "1962-11-20", "gender": "F",
+            "region_code": "THS", "country_code": "SN", "force_create": True,
+        })
+        assert status == 201, local
+        for q in ("fatou", "fatou ndiaye", "ndiaye fatou", "fatou ndi"):
+            status, found = hub.call("GET", f"/mpi/search?q={q.replace(' ', '+')}")
+            assert status == 200, found
+            assert {item["mpi_id"] for item in found["items"]} == {synced, local["mpi_id"]}, (q, found)
+    finally:
+        a.stop()

@@ -6,7 +6,6 @@ from aiohttp import web
 
 from ..keys import registry_key
 from ..schemas import MergeIn, UnmergeIn
-from ..unmerge import unmerge as undo_merge
 from .http import actor, answer, read_body
 
 
@@ -19,4 +18,4 @@ async def merge(request: web.Request) -> web.Response:
 async def unmerge(request: web.Request) -> web.Response:
     """POST /mpi/unmerge"""
     body = await read_body(request, UnmergeIn)
-    return answer(await undo_merge(request.app[registry_key], body, actor(request)))
+    return answer(await request.app[registry_key].unmerge(body, actor(request)))

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..errors import BadRequest
 from ..keys import registry_key
-from ..review import decide, list_reviews
+from ..review.queue import decide, list_reviews
 from ..schemas import ReviewDecisionIn, ReviewQuery, parse_query
 from .http import actor, answer, read_body
 

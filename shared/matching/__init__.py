@@ -7,6 +7,7 @@ the hub's bulk deduplication.  Modules:
 - ``phonetic``: West African aware phonetic keys and the table of known variants
 - ``blocking``: blocking keys stored per identity and looked up per query
 - ``score``: Fellegi-Sunter comparison of two persons into a calibrated probability
+- ``frequencies``: name frequencies from the registry itself (common names weigh less)
 - ``model``: the ``Person`` value and the ``MatchParams`` that weigh the evidence
 - ``em``: estimating ``MatchParams`` from unlabelled candidate pairs (EM) or labelled ones
 
@@ -15,10 +16,11 @@ Nothing here touches a database or HTTP.
 
 from shared.matching.blocking import index_keys, query_keys
 from shared.matching.em import estimate
+from shared.matching.frequencies import NameFrequencies
 from shared.matching.model import MatchParams, Person, default_params, person_of
 from shared.matching.normalize import name_tokens, normalize_name
 from shared.matching.phonetic import phonetic_key
-from shared.matching.score import Matcher, MatchResult, NameFrequencies, Thresholds
+from shared.matching.score import Matcher, MatchResult, Thresholds
 
 __all__ = [
     "MatchParams",

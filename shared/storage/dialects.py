@@ -1,4 +1,4 @@
-"""What differs between SQLite (nodes) and PostgreSQL (hub): engines, pragmas, upserts.
+"""What differs between SQLite (nodes) and PostgreSQL (hub): engines, pragmas, upserts, JSON aggregates.
 
 Nothing else in the code base asks which database it talks to; node/storage.py picks
 ``SqliteDialect`` and hub/storage.py picks ``PostgresDialect``.
@@ -6,6 +6,7 @@ Nothing else in the code base asks which database it talks to; node/storage.py p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -13,8 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import ColumnElement
 
-__all__ = ["Dialect", "PostgresDialect", "SqliteDialect"]
+__all__ = ["Dialect", "PostgresDialect", "SqliteDialect", "read_json_rows"]
 
 
 class Dialect(Protocol):
@@ -31,6 +33,28 @@ class Dialect(Protocol):
     async def bulk_insert(self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         """Insert many rows (dicts with the same keys) the fastest way this database has."""
         ...
+
+    def json_rows(self, columns: dict[str, ColumnElement[Any]]) -> ColumnElement[Any]:
+        """An aggregate: the JSON array of one object ``{name: column}`` per row (no order promised).
+
+        Over no rows it is ``[]`` or NULL, depending on the database; read it with ``read_json_rows``.
+        """
+        ...
+
+
+def _pairs(columns: dict[str, ColumnElement[Any]]) -> list[ColumnElement[Any]]:
+    # Names are the code's own constants, written as SQL literals: a bound parameter would
+    # have no type for PostgreSQL's json_build_object(VARIADIC "any").
+    return [x for name, column in columns.items() for x in (sa.literal_column(f"'{name}'"), column)]
+
+
+def read_json_rows(value: Any) -> list[dict[str, Any]]:
+    """What ``Dialect.json_rows`` gave: text on SQLite, decoded already by psycopg, NULL over no rows."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        return list(json.loads(value))
+    return list(value)
 
 
 class SqliteDialect:
@@ -82,6 +106,9 @@ class SqliteDialect:
         if rows:  # sqlite3's executemany loops in C
             await conn.execute(sa.insert(table), list(rows))
 
+    def json_rows(self, columns: dict[str, ColumnElement[Any]]) -> ColumnElement[Any]:
+        return sa.func.json_group_array(sa.func.json_object(*_pairs(columns)))
+
 
 class PostgresDialect:
     """PostgreSQL through psycopg 3; writers and readers share one pool."""
@@ -109,6 +136,9 @@ class PostgresDialect:
         async with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
             for row in rows:
                 await copy.write_row([row[c] for c in columns])
+
+    def json_rows(self, columns: dict[str, ColumnElement[Any]]) -> ColumnElement[Any]:
+        return sa.func.json_agg(sa.func.json_build_object(*_pairs(columns)))
 
 
 def _async_url(url: str) -> str:

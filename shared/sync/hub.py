@@ -27,10 +27,12 @@ import sqlalchemy as sa
 from nacl.signing import SigningKey, VerifyKey
 
 from ..crypto import key_id
+from ..identities import find, snapshot
 from ..ids import MAX_NODE_NUMBER
+from ..registry import Registry
 from ..storage import schema as t
 from ..storage.store import Store, Tx
-from .apply import Applier, Remote, Route
+from .apply import Applier, HubPolicy, Remote, Route
 from .changelog import GENESIS_HASH, Change, canonical_json
 from .changeset import Ack, Envelope, FeedItem, decode_changes, join_parts, open_envelope, seal_ack, seal_feed
 from .errors import (
@@ -106,9 +108,10 @@ class Enrolment:
 
 
 class HubSync:
-    def __init__(self, store: Store, registry: Any, *, max_skew_seconds: float = 300) -> None:
+    def __init__(self, store: Store, registry: Registry, *, max_skew_seconds: float = 300) -> None:
         self.store = store
-        self.applier = Applier(registry, hub=True)
+        self.registry = registry
+        self.applier = Applier(registry.frequencies, HubPolicy())
         self.max_skew_ms = int(max_skew_seconds * 1000)
         store.change_hooks.append(self._feed_local)
 
@@ -424,11 +427,11 @@ class HubSync:
                     route.region_b = await self._region(tx, other[0] if other else None)
                 if c["kind"] == "identity.merge":
                     route.region_b = await self._region(tx, payload["target"])
-                    root = (await self.applier.registry.find(tx.conn, payload["target"])).row.mpi_id
-                    follow_ups += await self.applier.merge_follow_ups(tx, payload["source"], root)
+                    root = (await find(tx.conn, payload["target"])).row.mpi_id
+                    follow_ups += await self.applier.policy.merged(tx, payload["source"], root)
                 if c["kind"] == "identity.unmerge":
                     route.region_b = await self._region(tx, payload["target"])
-                    follow_ups += await self.applier.unmerge_follow_ups(tx, payload["source"], payload["target"])
+                    follow_ups += await self.applier.policy.unmerged(tx, payload["source"], payload["target"])
                 if c["kind"] == "identity.set" and "region_code" in payload and region:
                     before = (
                         await tx.conn.execute(
@@ -441,7 +444,7 @@ class HubSync:
                     if before and before != region:
                         pk = (await tx.conn.execute(
                             sa.select(t.identity.c.pk).where(t.identity.c.mpi_id == c["mpi_id"]))).scalar_one()
-                        follow_ups.append(("identity.snapshot", c["mpi_id"], await self.applier.snapshot(tx, pk),
+                        follow_ups.append(("identity.snapshot", c["mpi_id"], await snapshot(tx.conn, pk),
                                            Route(region_a=region, exclude=before)))
                         follow_ups.append(("evict", c["mpi_id"], {"region_code": region},
                                            Route(region_a=before, exclude=region)))

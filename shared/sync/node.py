@@ -23,9 +23,10 @@ import sqlalchemy as sa
 from nacl.signing import SigningKey, VerifyKey
 
 from ..crypto import key_id
+from ..registry import Registry
 from ..storage import schema as t
 from ..storage.store import Store, Tx
-from .apply import Applier, Remote
+from .apply import Applier, NodePolicy, Remote
 from .changelog import GENESIS_HASH, Change
 from .changeset import (
     decode_feed,
@@ -95,7 +96,7 @@ class NodeSync:
     def __init__(
         self,
         store: Store,
-        registry: Any,
+        registry: Registry,
         keys: SigningKey | Mapping[str, SigningKey],
         *,
         batch_max: int = 1000,
@@ -319,7 +320,7 @@ class NodeSync:
             remotes = [
                 Remote(i.origin or "", i.seq or 0, i.hlc, i.kind, i.mpi_id, i.payload) for i in fresh
             ]
-            applier = Applier(self.registry, hub=False, regions=self.regions())
+            applier = Applier(self.registry.frequencies, NodePolicy(self.regions()))
             await applier.apply(tx, remotes)
             logged = [
                 {"node_id": i.origin, "seq": i.seq, "hlc": i.hlc, "key_id": "", "kind": i.kind, "mpi_id": i.mpi_id,

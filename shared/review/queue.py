@@ -1,81 +1,27 @@
-"""The review queue: pairs a person must decide, and the decisions ("merge" or "not_same").
+"""The review queue as a data manager sees it: listing items, and deciding one ("merge" or "not_same").
 
-Items come from the hub's dedup (``probable``, ``hard_conflict``), from clerks who forced a
-registration over a blocking match (``force_create``), from bulk import
-(``import_probable``) and from sync (concurrent edits). A ``not_same`` decision is kept in
-``not_same`` and appended to the change log (``review.not_same``), so it travels like any
-write: neither the sweep nor a node raises that pair again.
+A ``merge`` decision is the registry's merge (the older registration survives); a
+``not_same`` decision is recorded (``items.record_not_same``) and appended to the change log
+(``review.not_same``), so it travels like any write.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .errors import BadRequest, Conflict, NotFound
-from .schemas import MergeIn, ReviewDecisionIn, ReviewQuery
-from .storage import schema as t
-from .storage.store import Tx
+from ..errors import AlreadyDecided, AlreadyMerged, NotAPair, NotFound
+from ..identities.fields import Row, api_time
+from ..identities.lookup import find
+from ..registry import Registry
+from ..schemas import MergeIn, ReviewDecisionIn, ReviewQuery
+from ..storage import schema as t
+from .items import record_not_same
 
-if TYPE_CHECKING:
-    from .registry import Registry
-
-__all__ = ["decide", "is_not_same", "list_reviews", "open_pair_review", "pair_key"]
-
-
-def pair_key(a: str, b: str) -> str:
-    return " ".join(sorted((a, b)))
-
-
-async def is_not_same(conn: AsyncConnection, a: str, b: str) -> bool:
-    low, high = sorted((a, b))
-    row = await conn.execute(sa.select(t.not_same.c.mpi_a).where(t.not_same.c.mpi_a == low, t.not_same.c.mpi_b == high))
-    return row.first() is not None
-
-
-async def open_pair_review(
-    tx: Tx,
-    reason: str,
-    first: str,
-    second: str,
-    score: float | None,
-    matched_fields: list[str],
-    detail: dict[str, Any] | None = None,
-) -> bool:
-    """Queue a pair for review, unless it was decided ``not_same`` or is queued already."""
-    key = pair_key(first, second)
-    if await is_not_same(tx.conn, first, second):
-        return False
-    queued = await tx.conn.execute(
-        sa.select(t.review_item.c.pk).where(t.review_item.c.pair_key == key, t.review_item.c.status == "open")
-    )
-    if queued.first() is not None:
-        return False
-    regions = (
-        await tx.conn.execute(
-            sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id.in_([first, second])).distinct()
-        )
-    ).scalars().all()
-    await tx.conn.execute(
-        sa.insert(t.review_item).values(
-            reason=reason,
-            mpi_ids=json.dumps([first, second]),
-            similarity_score=score,
-            matched_fields=json.dumps(matched_fields),
-            status="open",
-            actor=tx.actor,
-            created_at=tx.now,
-            detail=json.dumps(detail or {}),
-            pair_key=key,
-            regions=" ".join(sorted(regions)),
-        )
-    )
-    tx.change("review.open", first, {"reason": reason, "mpi_ids": [first, second], "similarity_score": score})
-    return True
+__all__ = ["decide", "list_reviews"]
 
 
 def _band(score: float | None, registry: Registry) -> str | None:
@@ -85,7 +31,7 @@ def _band(score: float | None, registry: Registry) -> str | None:
     return "certain" if score >= th.certain else "probable" if score >= th.probable else "possible" if score >= th.possible else None
 
 
-def _item(row: Any, registry: Registry) -> dict[str, Any]:
+def _item(row: Row, registry: Registry) -> dict[str, Any]:
     return {
         "id": row.pk,
         "mpi_ids": json.loads(row.mpi_ids),
@@ -94,13 +40,13 @@ def _item(row: Any, registry: Registry) -> dict[str, Any]:
         "reason": row.reason,
         "band": _band(row.similarity_score, registry),
         "status": row.status,
-        "created_at": row.created_at[:19] + "Z",
+        "created_at": api_time(row.created_at),
         "opened_by": row.actor,
         "regions": (row.regions or "").split(),
         "detail": json.loads(row.detail or "{}"),
         "decision": row.decision,
         "decided_by": row.decided_by,
-        "decided_at": row.decided_at[:19] + "Z" if row.decided_at else None,
+        "decided_at": api_time(row.decided_at) if row.decided_at else None,
     }
 
 
@@ -141,16 +87,16 @@ async def decide(registry: Registry, item_id: int, body: ReviewDecisionIn, actor
     if row is None:
         raise NotFound(f"no review item {item_id}")
     if row.status != "open":
-        raise Conflict(f"review item {item_id} was decided already ({row.decision})", code="already_decided")
+        raise AlreadyDecided(f"review item {item_id} was decided already ({row.decision})")
     ids = json.loads(row.mpi_ids)
     if len(ids) != 2:
-        raise BadRequest("this item is not a pair", code="not_a_pair")
+        raise NotAPair("this item is not a pair")
     answer: dict[str, Any] = {"id": item_id, "decision": body.decision}
     if body.decision == "merge":
         async with registry.store.read() as conn:
-            a, b = (await registry.find(conn, ids[0])).row, (await registry.find(conn, ids[1])).row
+            a, b = (await find(conn, ids[0])).row, (await find(conn, ids[1])).row
         if a.pk == b.pk:
-            raise Conflict("the two identities are merged already", code="already_merged")
+            raise AlreadyMerged("the two identities are merged already")
         target, source = (a, b) if (a.created_at, a.mpi_id) <= (b.created_at, b.mpi_id) else (b, a)
         merged = await registry.merge(
             MergeIn(source_mpi_id=source.mpi_id, target_mpi_id=target.mpi_id, reason=body.reason or f"review item {item_id}"),
@@ -160,10 +106,7 @@ async def decide(registry: Registry, item_id: int, body: ReviewDecisionIn, actor
         answer["merged_mpi_id"] = merged["merged_mpi_id"]
     async with registry.store.write(actor) as tx:
         if body.decision == "not_same":
-            low, high = sorted(ids)
-            await tx.conn.execute(
-                tx.insert_ignore(t.not_same).values(mpi_a=low, mpi_b=high, decided_at=tx.now, actor=actor)
-            )
+            low, high = await record_not_same(tx, ids[0], ids[1], actor)
             tx.change("review.not_same", low, {"mpi_ids": [low, high], "reason": body.reason})
             # Every open item about this pair is answered by the same decision.
             pair_items = [t.review_item.c.pair_key == row.pair_key] if row.pair_key else [t.review_item.c.pk == item_id]
