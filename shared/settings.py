@@ -51,7 +51,9 @@ class Settings:
     auto_merge_threshold: float = _setting(0.99, "hub: score at or above which dedup merges a pair with no hard conflict")
     dedup_interval_seconds: float = _setting(5.0, "hub: how often new registrations from nodes are checked")
     dedup_sweep_hours: float = _setting(24.0, "hub: hours between two full dedup sweeps (0: never by itself)")
-    hub_key_secret: str = _setting("", "hub: secret (32+ characters) sealing the hub's signing key; else hub_key_file")
+    # repr=False: a printed or logged Settings never shows the secret.
+    hub_key_secret: str = field(default="", repr=False, metadata={
+        "help": "hub: secret (32+ characters) sealing the hub's signing key; else hub_key_file"})
     hub_key_file: str = _setting("", "hub: file holding the key that seals the hub's signing key "
                                  "(default ~/.config/mpi/hub.key; mpi-hub init makes it)")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")

@@ -31,11 +31,11 @@ import sqlalchemy as sa
 from nacl.signing import SigningKey, VerifyKey
 
 from ..crypto import key_id
-from ..errors import ApiError
 from ..ids import MAX_NODE_NUMBER
 from ..storage import schema as t
 from ..storage.store import Store, Tx
-from .apply import Applier, Remote, Route
+from . import holdings
+from .apply import Applier, Route
 from .changelog import GENESIS_HASH, Change, canonical_json
 from .changeset import Ack, Envelope, FeedItem, decode_changes, join_parts, open_envelope, seal_ack, seal_feed
 from .enrolment import Enrolment, Registration, secret_digest
@@ -51,6 +51,7 @@ from .errors import (
     UnknownKey,
 )
 from .hlc import hlc_to_ms
+from .setaside import apply_or_set_aside
 from .transports import open_bundle, seal_bundle
 
 __all__ = ["CARD_KINDS", "HubSync"]
@@ -64,28 +65,6 @@ _PULL_FRESH_MS = 600_000  # a pull rides on a signed request at most this old
 
 def _feed_hash(prev: str, node_id: str, seq: int, change: str) -> str:
     return hashlib.sha256(canonical_json([prev, node_id, seq, change]).encode()).hexdigest()
-
-
-class _Mark:
-    """What a write transaction had gathered before a SAVEPOINT, to forget what a rolled-back one added."""
-
-    def __init__(self, tx: Tx) -> None:
-        self.tx = tx
-        self.after_commit = len(tx.after_commit)
-        self.changes = len(tx._changes)
-        self.state = (tx.seq, tx.last_hash, tx.counter)
-
-    def reset(self) -> None:
-        del self.tx.after_commit[self.after_commit :]
-        del self.tx._changes[self.changes :]
-        self.tx.seq, self.tx.last_hash, self.tx.counter = self.state
-
-
-def _reason(exc: BaseException) -> str:
-    """Why a change did not apply, in one line, without the SQL or its parameters (they may hold PII)."""
-    inner = getattr(exc, "orig", None) or exc
-    text = (str(inner).strip().splitlines() or [""])[0]
-    return f"{type(inner).__name__}: {text}"[:300]
 
 
 class HubSync:
@@ -294,9 +273,9 @@ class HubSync:
                 return bytes(stored) if stored is not None else seal_ack(Ack(env.node_id, env.last_seq, env.last_hash), self.key)
             tail = [c for c in changes if c.seq > acked]
             await self._store_changes(tx, tail)
-            routes = await self._apply_or_set_aside(tx, tail)
+            routes = await apply_or_set_aside(self.applier, tx, tail)
             await self._feed_remote(tx, tail, routes)
-            await self._hold(tx, current, tail)
+            await holdings.record(tx, current.name, set(json.loads(current.regions)), tail)
             for change in tail:
                 if change.kind == "key.rotate":
                     await self._rotate(tx, node.name, change)
@@ -314,43 +293,6 @@ class HubSync:
             )
             tx.audit("sync_push", None, node=node.name, first_seq=acked + 1, last_seq=env.last_seq)
         return ack
-
-    async def _apply_or_set_aside(self, tx: Tx, changes: list[Change]) -> list[Route]:
-        """Apply a set in a SAVEPOINT; if it fails, change by change, setting aside each one that fails.
-
-        A change the hub cannot apply (PostgreSQL refuses a NUL in text, a payload this version
-        does not understand...) must not block the node's sync for ever: it stays in the change
-        log (the chain holds), is recorded in ``sync_setaside`` with the reason (``GET /sync/nodes``)
-        and goes to no node; the rest of the set applies and the set is acknowledged.
-        """
-        remotes = [Remote(c.node_id, c.seq, c.hlc, c.kind, c.mpi_id, json.loads(c.payload)) for c in changes]
-        mark = _Mark(tx)
-        try:
-            async with tx.conn.begin_nested():
-                return await self.applier.apply(tx, remotes)
-        except Exception as exc:  # anything the database or the applier refused: find the change
-            mark.reset()
-            log.warning("a change set from %s did not apply whole (%s): applying it change by change",
-                        changes[0].node_id, _reason(exc))
-        routes: list[Route] = []
-        for change, remote in zip(changes, remotes, strict=True):
-            mark = _Mark(tx)
-            try:
-                async with tx.conn.begin_nested():
-                    routes.extend(await self.applier.apply(tx, [remote]))
-            except Exception as exc:
-                mark.reset()
-                reason = _reason(exc)
-                log.warning("set aside change %s/%s (%s): %s", change.node_id, change.seq, change.kind, reason)
-                await tx.conn.execute(
-                    sa.insert(t.sync_setaside).values(
-                        node_id=change.node_id, seq=change.seq, kind=change.kind, mpi_id=change.mpi_id,
-                        reason=reason, at=tx.now,
-                    )
-                )
-                tx.audit("sync_set_aside", change.mpi_id, node_id=change.node_id, seq=change.seq, reason=reason)
-                routes.append(Route())
-        return routes
 
     async def _store_changes(self, tx: Tx, changes: list[Change]) -> None:
         await tx.bulk_insert(
@@ -423,72 +365,9 @@ class HubSync:
             follow_ups = list(route.follow_ups)
             if change.kind == "identity.merge" and route.region_a is not None:
                 payload = json.loads(change.payload)
-                follow_ups += await self._merge_for_holders(tx, str(payload["source"]), str(payload["target"]))
+                follow_ups += await holdings.merge_for_holders(self.applier, tx, str(payload["source"]), str(payload["target"]))
             for kind, mpi_id, body, follow in follow_ups:
                 tx.change(kind, mpi_id, {**body, "route": [follow.region_a, follow.region_b, follow.exclude]})
-
-    # -- holdings: identities a node holds outside its regions ------------------------------------
-
-    async def _hold(self, tx: Tx, node: Any, changes: list[Change]) -> None:
-        """Remember the identities outside ``node``'s regions that its changes touched: it holds them.
-
-        A node that registered, edited, merged or carded someone of another region keeps that
-        identity; the feed sends it every later change to it (``_feed``), so it stays current.
-        """
-        regions = set(json.loads(node.regions))
-        touched: set[str] = set()
-        for c in changes:
-            if c.mpi_id:
-                touched.add(c.mpi_id)
-            if c.kind == "identity.merge":
-                payload = json.loads(c.payload)
-                touched.update(str(payload[k]) for k in ("source", "target") if payload.get(k))
-        if not touched:
-            return
-        held: set[str] = set()
-        frontier = touched
-        for _ in range(8):  # merged IDs: the node holds their canonical identity too
-            rows = (
-                await tx.conn.execute(
-                    sa.select(t.identity.c.mpi_id, t.identity.c.region_code, t.identity.c.merged_into)
-                    .where(t.identity.c.mpi_id.in_(sorted(frontier)))
-                )
-            ).all()
-            held.update(r.mpi_id for r in rows if r.region_code not in regions)
-            frontier = {r.merged_into for r in rows if r.merged_into and r.merged_into not in held} - touched
-            if not frontier:
-                break
-        if held:
-            await tx.conn.execute(
-                tx.insert_ignore(t.sync_holding),
-                [{"node_name": node.name, "mpi_id": m, "since": tx.now} for m in sorted(held)],
-            )
-
-    async def _merge_for_holders(self, tx: Tx, source: str, target: str) -> list[tuple[str, str, dict[str, Any], Route]]:
-        """A merge touching an identity some node holds: they hold the whole group, and get its canonical identity.
-
-        The snapshot is routed to the canonical identity's region *excluding* that region, so by
-        region it reaches nobody (they have it already): only the holders, through their holdings.
-        """
-        holders = set(
-            (await tx.conn.execute(
-                sa.select(t.sync_holding.c.node_name).where(t.sync_holding.c.mpi_id.in_([source, target]))
-            )).scalars()
-        )
-        if not holders:
-            return []
-        try:
-            root_row = (await self.applier.registry.find(tx.conn, target)).row
-        except ApiError:  # the target is unknown here (yet): nothing to send
-            return []
-        group = {source, target, root_row.mpi_id}
-        await tx.conn.execute(
-            tx.insert_ignore(t.sync_holding),
-            [{"node_name": n, "mpi_id": m, "since": tx.now} for n in sorted(holders) for m in sorted(group)],
-        )
-        region = root_row.region_code
-        return [("identity.snapshot", root_row.mpi_id, await self.applier.snapshot(tx, root_row.pk),
-                 Route(region_a=region, exclude=region))]
 
     async def _feed_local(self, tx: Tx, changes: list[dict[str, Any]]) -> None:
         """The hub's own changes (API writes, dedup, snapshots, evictions) go to the feed too.
@@ -517,7 +396,7 @@ class HubSync:
                     route.region_b = await self._region(tx, payload["target"])
                     root = (await self.applier.registry.find(tx.conn, payload["target"])).row.mpi_id
                     follow_ups += await self.applier.merge_follow_ups(tx, payload["source"], root)
-                    follow_ups += await self._merge_for_holders(tx, payload["source"], payload["target"])
+                    follow_ups += await holdings.merge_for_holders(self.applier, tx, payload["source"], payload["target"])
                 if c["kind"] == "identity.unmerge":
                     route.region_b = await self._region(tx, payload["target"])
                     follow_ups += await self.applier.unmerge_follow_ups(tx, payload["source"], payload["target"])
@@ -562,7 +441,7 @@ class HubSync:
             if after == top and not always:
                 return None, after, False
             f, c = t.sync_feed, t.change_log
-            held_ids = sa.select(t.sync_holding.c.mpi_id).where(t.sync_holding.c.node_name == name)
+            held_ids = holdings.held_by(name)
             held = set((await conn.execute(held_ids)).scalars())
             rows = (
                 await conn.execute(
