@@ -8,8 +8,9 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from shared.app import build_app
+from shared.crypto import SEALED_META, open_signing_key, sealing_key
 from shared.dedup import Dedup
-from shared.keys import hub_sync_key, registry_key, store_key
+from shared.keys import hub_sync_key, registry_key, settings_key, store_key
 from shared.routes import REVIEW_ROUTES, Route
 from shared.settings import Settings
 from shared.sync.hub import HubSync
@@ -18,7 +19,7 @@ from .api import dedup, nodes, sync
 from .jobs import DedupRunner, dedup_runner_key, dedup_scheduler
 from .storage import hub_store
 
-__all__ = ["HUB_ROUTES", "create_app"]
+__all__ = ["HUB_ROUTES", "create_app", "hub_signing_key"]
 
 # No bearer token on the sync routes: each request is signed by an enrolled node key.
 HUB_ROUTES = [
@@ -34,11 +35,14 @@ HUB_ROUTES = [
 ]
 
 
+def hub_signing_key(meta: dict[str, str], settings: Settings) -> SigningKey:
+    """The hub's signing key, opened with the sealing key of the environment or the key file."""
+    sealing = sealing_key(settings.hub_key_secret, settings.hub_key_file)[0] if SEALED_META in meta else None
+    return open_signing_key(meta, sealing)
+
+
 async def _hub_key(app: web.Application) -> AsyncIterator[None]:
-    store = app[store_key]
-    if "signing_key" not in store.meta:
-        raise RuntimeError("this database is not a hub's: run mpi-hub init")
-    app[hub_sync_key].start(SigningKey(bytes.fromhex(store.meta["signing_key"])))
+    app[hub_sync_key].start(hub_signing_key(app[store_key].meta, app[settings_key]))
     yield
 
 

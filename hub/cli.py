@@ -7,6 +7,7 @@ over the library, and every failure is one stderr line and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 from aiohttp import web
 from nacl.signing import SigningKey
 
@@ -34,14 +36,15 @@ from shared.cli import (
     settings_table,
     token_command,
 )
-from shared.crypto import key_id
+from shared.crypto import PLAIN_META, SEALED_META, key_id, seal_signing_key, sealing_key
+from shared.files import write_private
 from shared.ids import MAX_NODE_NUMBER
 from shared.settings import Settings
+from shared.storage import schema as t
 from shared.storage.store import NotInitialised, utc_now
-from shared.sync.errors import SyncError, status_of
-from shared.sync.hub import HubSync, import_bundle
+from shared.sync.hub import HubSync
 
-from .app import create_app
+from .app import create_app, hub_signing_key
 from .storage import hub_store
 
 __all__ = ["main"]
@@ -77,6 +80,7 @@ async def _init(args: argparse.Namespace) -> int:
     store = hub_store(settings)
     created = _create_database(settings.database_url)
     key = SigningKey.generate()
+    sealing, source = sealing_key(settings.hub_key_secret, settings.hub_key_file, create=True)
     await store.connect()
     try:
         await store.migrate()
@@ -89,13 +93,14 @@ async def _init(args: argparse.Namespace) -> int:
                 "region": "HUB",
                 "key_id": key_id(key.verify_key),
                 "public_key": bytes(key.verify_key).hex(),
-                "signing_key": bytes(key).hex(),
+                SEALED_META: seal_signing_key(key, sealing),
                 "created_at": utc_now(),
             }
         )
     finally:
         await store.close()
-    print(f"initialised hub for {country}{' (database created)' if created else ''}; hub key {key_id(key.verify_key)}")
+    print(f"initialised hub for {country}{' (database created)' if created else ''}; hub key {key_id(key.verify_key)}, "
+          f"sealed with {source}")
     return 0
 
 
@@ -110,10 +115,22 @@ async def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _check_key(settings: Settings) -> None:
+    """Open the hub's signing key once before serving: a missing or wrong sealing key is one line."""
+    store = hub_store(settings)
+    await store.connect()
+    try:
+        await store.load_state()
+        hub_signing_key(store.meta, settings)
+    finally:
+        await store.close()
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port)
     configure_logging(settings)
     hub_store(settings)  # a missing URL is one line, before the server starts
+    asyncio.run(_check_key(settings))
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -135,12 +152,11 @@ async def _hub(args: argparse.Namespace) -> AsyncIterator[HubSync]:
     await store.connect()
     try:
         await store.load_state()
-        if "signing_key" not in store.meta:
-            raise CliError("this database is not a hub's: run mpi-hub init")
+        signing = hub_signing_key(store.meta, settings)
         registry = registry_for(store, settings)
         await registry.load_frequencies()
         hub = HubSync(store, registry, max_skew_seconds=settings.max_clock_skew_seconds)
-        hub.start(SigningKey(bytes.fromhex(store.meta["signing_key"])))
+        hub.start(signing)
         yield hub
     finally:
         await store.close()
@@ -176,7 +192,7 @@ async def _dedup_run(args: argparse.Namespace) -> int:
     async with _hub(args) as hub:
         settings = _settings(args)
         await hub.store.migrate()
-        stats = await Dedup(hub.applier.registry, auto_merge=settings.auto_merge_threshold).drain()
+        stats = await Dedup(hub.registry, auto_merge=settings.auto_merge_threshold).drain()
     print(f"checked {stats.checked:,} queued identities: {stats.merged:,} merged, {stats.queued:,} queued for review")
     return 0
 
@@ -191,9 +207,7 @@ async def _node_enroll(args: argparse.Namespace) -> int:
         raise CliError(f"{out} exists already: choose another --out")
     async with _hub(args) as hub:
         enrolment = await hub.enrol(args.name, region, args.hub_url, subscribe)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(enrolment.to_json(), f, indent=2)
+    write_private(out, json.dumps(enrolment.to_json(), indent=2).encode(), exclusive=True)
     print(f"enrolled node {args.name} as number {enrolment.node_number} ({', '.join(enrolment.regions)}): {out}")
     return 0
 
@@ -212,13 +226,51 @@ async def _node_list(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _key_reseal(args: argparse.Namespace) -> int:
+    """Seal the hub's signing key under a new sealing key (or, for an older hub, seal a key kept in clear)."""
+    settings = _settings(args)
+    store = hub_store(settings)
+    await store.connect()
+    try:
+        await store.migrate()
+        await store.load_state()
+        meta = store.meta
+        if SEALED_META in meta:
+            key = hub_signing_key(meta, settings)
+        elif PLAIN_META in meta:
+            key = SigningKey(bytes.fromhex(meta[PLAIN_META]))
+        else:
+            raise CliError("this database is not a hub's: run mpi-hub init")
+        new_secret = os.environ.get("MPI_HUB_KEY_NEW_SECRET", "")
+        if args.new_key_file:
+            if Path(args.new_key_file).exists():
+                raise CliError(f"{args.new_key_file} exists already: --new-key-file names a file to create")
+            sealing, source = sealing_key("", args.new_key_file, create=True)
+        elif new_secret:
+            if len(new_secret) < 32:
+                raise CliError("MPI_HUB_KEY_NEW_SECRET must be at least 32 characters", 2)
+            sealing, source = sealing_key(new_secret, "")
+        elif SEALED_META not in meta:
+            sealing, source = sealing_key(settings.hub_key_secret, settings.hub_key_file, create=True)
+        else:
+            raise CliError("give the new sealing key: --new-key-file FILE or MPI_HUB_KEY_NEW_SECRET", 2)
+        async with store.write("cli:key-reseal") as tx:
+            await tx.conn.execute(sa.delete(t.node_meta).where(t.node_meta.c.key.in_([SEALED_META, PLAIN_META])))
+            await tx.conn.execute(sa.insert(t.node_meta).values(key=SEALED_META, value=seal_signing_key(key, sealing)))
+            tx.audit("hub_key_reseal", None, sealed_with=source.split("/")[-1], key_id=key_id(key.verify_key))
+    finally:
+        await store.close()
+    print(f"sealed the hub's signing key {key_id(key.verify_key)} with {source}")
+    if args.new_key_file or new_secret:
+        print("serve the hub with " + (f"MPI_HUB_KEY_FILE={source}" if args.new_key_file else
+                                       "MPI_HUB_KEY_SECRET set to the new secret") + " from now on")
+    return 0
+
+
 async def _sync_import(args: argparse.Namespace) -> int:
     data = Path(args.file).read_bytes()
     async with _hub(args) as hub:
-        try:
-            sets, changes = await import_bundle(hub, data)
-        except SyncError as exc:
-            raise CliError(f"refused ({status_of(exc)[1]}): {exc.message}") from None
+        sets, changes = await hub.import_bundle(data)
     print(f"imported {sets} change set(s), {changes} change(s) (already held ones are skipped)")
     return 0
 
@@ -226,9 +278,7 @@ async def _sync_import(args: argparse.Namespace) -> int:
 async def _sync_export(args: argparse.Namespace) -> int:
     async with _hub(args) as hub:
         data = await hub.export_for(args.node)
-    tmp = Path(args.file + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(args.file)
+    write_private(args.file, data)
     print(f"wrote {len(data)} bytes for node {args.node} to {args.file}")
     return 0
 
@@ -277,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing = node_sub.add_parser("list", help="nodes, cursors and state, one JSON object a line")
     _db(listing)
     listing.set_defaults(func=_node_list)
+
+    key = sub.add_parser("key", help="the hub's signing key, sealed at rest")
+    key_sub = key.add_subparsers(dest="key_command", required=True, parser_class=OneLineParser)
+    reseal = key_sub.add_parser("reseal", help="seal the signing key under a new sealing key (or seal a key in clear)")
+    _db(reseal)
+    reseal.add_argument("--new-key-file", default=None, help="create this sealing-key file (0600) and seal with it; "
+                        "or set MPI_HUB_KEY_NEW_SECRET")
+    reseal.set_defaults(func=_key_reseal)
 
     sync = sub.add_parser("sync", help="sync with no network: bundle files")
     sync_sub = sync.add_subparsers(dest="sync_command", required=True, parser_class=OneLineParser)

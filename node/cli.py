@@ -29,12 +29,13 @@ from shared.cli import (
     token_command,
 )
 from shared.crypto import generate_key_file, key_id
+from shared.files import write_private
 from shared.ids import MAX_NODE_NUMBER
 from shared.settings import Settings
 from shared.storage.store import utc_now
-from shared.sync.errors import SyncError, status_of
-from shared.sync.hub import Enrolment
-from shared.sync.node import LinkDown, NodeSync
+from shared.sync.enrolment import Enrolment, enrol
+from shared.sync.errors import LinkDown, SyncError, status_of
+from shared.sync.node import NodeSync
 
 from .app import create_app
 from .storage import DB_NAME, KEY_NAME, load_keys, node_store
@@ -92,7 +93,7 @@ async def _register(sync: NodeSync, settings: Settings) -> str:
 
 async def _enroll_into(settings: Settings, enrolment: Enrolment) -> str:
     async with _node_sync(settings) as sync:
-        await sync.enrol(enrolment)
+        await enrol(sync.store, enrolment)
         return await _register(sync, settings)
 
 
@@ -169,27 +170,24 @@ async def _key_rotate(args: argparse.Namespace) -> int:
 
 
 async def _sync(args: argparse.Namespace) -> int:
+    """One round over HTTP, or the same round into a bundle file (export), or the hub's bundle (import).
+
+    Refusals and cut links are one line and exit 1 (``shared.cli.run``, ``shared.sync.errors.one_line``).
+    """
     settings = _settings(args)
     async with _node_sync(settings) as sync:
         if args.sync_command == "export":
             data, count = await sync.export_bundle()
-            tmp = Path(args.file + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(args.file)
+            write_private(args.file, data)
             print(f"wrote {count} change(s), {len(data)} bytes, to {args.file}")
             return 0
-        try:
-            if args.sync_command == "import":
-                moved = await sync.import_bundle(Path(args.file).read_bytes())
-                print(f"imported: pulled {moved.pulled} change(s); acknowledged up to {moved.acked_seq}")
-                return 0
-            if not sync.enrolled:
-                raise CliError("this node is not enrolled with a hub: run mpi-node enroll")
-            moved = await sync.round(HttpLink(sync.meta["hub_url"], settings.sync_timeout_seconds))
-        except LinkDown as exc:
-            raise CliError(f"sync failed: the hub cannot be reached: {exc}") from None
-        except SyncError as exc:
-            raise CliError(f"sync refused ({status_of(exc)[1]}): {exc.message}") from None
+        if args.sync_command == "import":
+            moved = await sync.import_bundle(Path(args.file).read_bytes())
+            print(f"imported: pulled {moved.pulled} change(s); acknowledged up to {moved.acked_seq}")
+            return 0
+        if not sync.enrolled:
+            raise CliError("this node is not enrolled with a hub: run mpi-node enroll")
+        moved = await sync.round(HttpLink(sync.meta["hub_url"], settings.sync_timeout_seconds))
     print(moved.line())
     return 0
 

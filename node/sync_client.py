@@ -1,4 +1,4 @@
-"""The node's HTTP link to its hub: change sets up, replies down, every failure typed.
+"""The node's HTTP link to its hub (``shared.sync.transports.Link``): change sets up, replies down.
 
 A refusal by the hub comes back as the sync error it names (``ChainGap`` with the expected
 sequence, ``RevokedKey``...); anything that keeps the bytes from arriving (refused
@@ -13,13 +13,15 @@ from typing import Any
 import aiohttp
 
 from shared.sync.errors import from_answer
-from shared.sync.node import LinkDown
+from shared.sync.transports import LinkDown
 
 __all__ = ["HttpLink"]
 
 
 class HttpLink:
-    """``shared.sync.node.Link`` over HTTP."""
+    """``shared.sync.transports.Link`` over HTTP: every push answers at once."""
+
+    immediate = True
 
     def __init__(self, hub_url: str, timeout: float = 30.0) -> None:
         self.hub_url = hub_url.rstrip("/")
@@ -48,7 +50,7 @@ class HttpLink:
     async def push(self, envelope: bytes) -> bytes:
         return await self._post("/sync/push", envelope, "application/octet-stream")
 
-    async def register(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def register(self, request: dict[str, Any]) -> dict[str, Any] | None:
         body = await self._post("/sync/enroll", json.dumps(request).encode(), "application/json")
         result: dict[str, Any] = json.loads(body)
         return result

@@ -25,6 +25,7 @@ from .registry import Registry
 from .routes import ROUTES, Route
 from .settings import Settings
 from .storage.store import Store
+from .sync.errors import LinkDown, SyncError, http_answer
 
 __all__ = ["build_app", "configure_logging"]
 
@@ -95,6 +96,9 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return response
     except ApiError as exc:
         return _error(exc)
+    except (SyncError, LinkDown) as exc:
+        status, body = http_answer(exc)  # the one table of sync errors
+        return web.json_response(body, status=status)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[settings_key].max_body_bytes
         return _error(PayloadTooLarge(f"the request body is larger than {limit} bytes"))

@@ -20,6 +20,7 @@ from .matching import Matcher, NameFrequencies, Thresholds
 from .registry import Registry
 from .settings import Settings, SettingsError
 from .storage.store import NotInitialised, Store
+from .sync.errors import LinkDown, SyncError, one_line
 
 __all__ = [
     "CliError",
@@ -73,6 +74,9 @@ def run(main: Callable[[argparse.Namespace], Awaitable[int] | int], args: argpar
     except SettingsError as exc:
         print(f"error: bad setting: {exc}", file=sys.stderr)
         return 2
+    except (SyncError, LinkDown) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
     except (CliError, NotInitialised, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "code", 1)

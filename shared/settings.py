@@ -51,6 +51,11 @@ class Settings:
     auto_merge_threshold: float = _setting(0.99, "hub: score at or above which dedup merges a pair with no hard conflict")
     dedup_interval_seconds: float = _setting(5.0, "hub: how often new registrations from nodes are checked (0: only on demand, POST /dedup/run)")
     dedup_sweep_hours: float = _setting(24.0, "hub: hours between two full dedup sweeps (0: never by itself)")
+    # repr=False: a printed or logged Settings never shows the secret.
+    hub_key_secret: str = field(default="", repr=False, metadata={
+        "help": "hub: secret (32+ characters) sealing the hub's signing key; else hub_key_file"})
+    hub_key_file: str = _setting("", "hub: file holding the key that seals the hub's signing key "
+                                 "(default ~/.config/mpi/hub.key; mpi-hub init makes it)")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object a line) or text")
 
@@ -83,6 +88,8 @@ class Settings:
             raise SettingsError("auto_merge_threshold must be between probable_threshold and 1")
         if self.dedup_interval_seconds < 0 or self.dedup_sweep_hours < 0:
             raise SettingsError("dedup_interval_seconds and dedup_sweep_hours must be >= 0")
+        if self.hub_key_secret and len(self.hub_key_secret) < 32:
+            raise SettingsError("hub_key_secret must be at least 32 characters (random ones)")
         if self.log_format not in ("json", "text"):
             raise SettingsError("log_format must be json or text")
 

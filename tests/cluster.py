@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,8 @@ from typing import Any
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
+# Hubs seal their signing key with a key file outside the database: one for the test session.
+os.environ.setdefault("MPI_HUB_KEY_FILE", str(Path(tempfile.mkdtemp(prefix="mpi-seal-")) / "hub.key"))
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MPI_LOG_LEVEL": "WARNING", "MPI_AUDIT_FLUSH_SECONDS": "0.05"}
 
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 from proxy import Proxy
 
+from hub.app import hub_signing_key
 from node.sync_client import HttpLink
 from shared.cards import Cards
 from shared.cli import registry_for
@@ -36,6 +37,7 @@ from shared.settings import Settings
 from shared.storage import schema as t
 from shared.storage.dialects import PostgresDialect, SqliteDialect
 from shared.storage.store import Store
+from shared.sync.enrolment import enrol
 from shared.sync.errors import SyncError
 from shared.sync.hub import HubSync
 from shared.sync.node import LinkDown, NodeSync
@@ -124,7 +126,7 @@ async def _scenario(hub: Hub, proxy: Proxy, folder: Path, ops: list[tuple[Any, .
     hub_store = Store(PostgresDialect(hub.database_url))
     await hub_store.open()
     hub_sync = HubSync(hub_store, registry_for(hub_store, Settings()))
-    hub_sync.start(SigningKey(bytes.fromhex(hub_store.meta["signing_key"])))
+    hub_sync.start(hub_signing_key(hub_store.meta, Settings.from_env()))
     replicas: list[_Replica] = []
     try:
         for i in range(3):
@@ -137,7 +139,7 @@ async def _scenario(hub: Hub, proxy: Proxy, folder: Path, ops: list[tuple[Any, .
                                     "country": "SN", "region": region, "key_id": key_id(replica.key.verify_key)})
             await store.close()
             await replica.open()
-            await replica.sync.enrol(enrolment)
+            await enrol(replica.sync.store, enrolment)
             replicas.append(replica)
         link = HttpLink(proxy.url, timeout=10)
         tokens: dict[str, list[str]] = {}

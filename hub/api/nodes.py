@@ -9,9 +9,6 @@ from aiohttp import web
 from shared.api.http import answer
 from shared.errors import BadRequest
 from shared.keys import hub_sync_key
-from shared.sync.errors import SyncError
-
-from .sync import refusal
 
 __all__ = ["list_nodes", "register_node"]
 
@@ -25,10 +22,7 @@ async def register_node(request: web.Request) -> web.Response:
         raise BadRequest("the body is not valid JSON", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
-    try:
-        return answer(await request.app[hub_sync_key].register(body))
-    except SyncError as exc:
-        raise refusal(exc) from None
+    return answer(await request.app[hub_sync_key].register(body))
 
 
 async def list_nodes(request: web.Request) -> web.Response:

@@ -1,8 +1,8 @@
 """POST /sync/push and POST /sync/pull: signed change sets in, acknowledgements and feed out.
 
 These routes take no bearer token: the envelope's Ed25519 signature by an enrolled node key
-is the authentication. Every refusal is answered in the one error shape, its status and
-code from ``shared.sync.errors.STATUS``.
+is the authentication. A refusal is a ``SyncError``, which the app's error middleware answers
+in the one error shape, its status and code from ``shared.sync.errors.STATUS``.
 """
 
 from __future__ import annotations
@@ -11,24 +11,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from shared.errors import ApiError
 from shared.keys import hub_sync_key
-from shared.sync.errors import SyncError, status_of
 
-__all__ = ["pull", "push", "refusal"]
-
-
-def refusal(exc: SyncError) -> ApiError:
-    status, code = status_of(exc)
-    return ApiError(exc.message, code=code, status=status, **exc.extra)
+__all__ = ["pull", "push"]
 
 
 async def _binary(request: web.Request, action: Callable[[bytes], Awaitable[bytes]]) -> web.Response:
-    raw = await request.read()
-    try:
-        reply = await action(raw)
-    except SyncError as exc:
-        raise refusal(exc) from None
+    reply = await action(await request.read())
     # A short Server header: an idle node's round is counted in bytes.
     return web.Response(body=reply, content_type="application/octet-stream", headers={"Server": "mpi"})
 

@@ -7,8 +7,6 @@ from aiohttp import web
 from shared.api.http import answer
 from shared.errors import ApiError
 from shared.keys import node_sync_key, settings_key
-from shared.sync.errors import SyncError, status_of
-from shared.sync.node import LinkDown
 
 from ..sync_client import HttpLink
 
@@ -26,11 +24,8 @@ async def sync_now(request: web.Request) -> web.Response:
     if not sync.enrolled:
         raise ApiError("this node is not enrolled with a hub", code="not_enrolled", status=409)
     link = HttpLink(sync.meta["hub_url"], request.app[settings_key].sync_timeout_seconds)
-    try:
-        moved = await sync.round(link)
-    except LinkDown as exc:
-        raise ApiError(f"the hub cannot be reached: {exc}", code="hub_unreachable", status=503) from None
-    except SyncError as exc:
-        raise ApiError(exc.message, code="sync_refused", status=502, reason=status_of(exc)[1]) from None
+    # A refusal by the hub (502 sync_refused) or a cut link (503 hub_unreachable) is answered by the
+    # error middleware, from the one table in shared/sync/errors.py.
+    moved = await sync.round(link)
     return answer({"status": "ok", "pushed": moved.pushed, "pulled": moved.pulled,
                    "acked_seq": moved.acked_seq, "pull_pos": moved.pull_pos, "requests": moved.requests})

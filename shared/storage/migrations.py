@@ -110,12 +110,19 @@ def _v11_unmerge(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.merge_unlink])
 
 
+def _v40_sync_holdings(conn: Connection) -> None:
+    """The hub's holdings of out-of-scope identities, and the pushed changes it set aside."""
+    schema.metadata.create_all(conn, tables=[schema.sync_holding, schema.sync_setaside])
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
     (2, "sync", _v2_sync),
     (10, "dedup", _v10_dedup),
     (11, "unmerge", _v11_unmerge),
+    # 40-49: sync security and holdings (branch syncsec).
+    (40, "sync_holdings", _v40_sync_holdings),
 ]
 
 

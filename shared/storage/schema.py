@@ -32,9 +32,11 @@ __all__ = [
     "sync_batch",
     "sync_feed",
     "sync_fork",
+    "sync_holding",
     "sync_key",
     "sync_node",
     "sync_refusal",
+    "sync_setaside",
 ]
 
 metadata = sa.MetaData()
@@ -350,4 +352,31 @@ merge_unlink = sa.Table(
     sa.Column("hlc", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("node_id", sa.String(64), primary_key=True),
     sa.Column("unmerged_at", sa.String(24), nullable=False),
+)
+
+# -- sync holdings and set-aside changes (migration 40) -----------------------------------------
+
+# Hub: identities outside a node's regions that the node holds (it registered, edited, merged or
+# carded them): the feed sends that node every later change to them.
+sync_holding = sa.Table(
+    "sync_holding",
+    metadata,
+    sa.Column("node_name", sa.String(100), primary_key=True),
+    sa.Column("mpi_id", sa.String(18), primary_key=True),
+    sa.Column("since", sa.String(24), nullable=False),
+    sa.Index("ix_sync_holding_mpi_id", "mpi_id"),
+)
+
+# Hub: pushed changes the hub could not apply (kept in change_log, acknowledged, not applied), with why.
+sync_setaside = sa.Table(
+    "sync_setaside",
+    metadata,
+    sa.Column("pk", _Pk, primary_key=True, autoincrement=True),
+    sa.Column("node_id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("mpi_id", sa.String(18), nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.String(24), nullable=False),
+    sa.Index("ix_sync_setaside_node", "node_id", "seq"),
 )

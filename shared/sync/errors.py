@@ -1,5 +1,6 @@
-"""What can go wrong when a change set is checked, and how each failure is answered.
+"""What can go wrong when a change set is checked or carried, and how each failure is answered.
 
+    LinkDown                           the hub could not be reached, or the link was cut (503)
     SyncError(message)                 a change set or enrolment that is refused
     ├── BadEnvelope        400  bad_envelope      not an envelope, truncated, inconsistent chain
     ├── BadSignature       401  bad_signature     the signature does not hold
@@ -11,8 +12,13 @@
     ├── ChainFork          409  chain_fork        same sequence, another hash: the node is quarantined
     └── ClockSkew          422  clock_skew        stamped too far ahead of the receiver's clock
 
-``STATUS`` is the one table from error class to (HTTP status, code); the hub's handlers and
-both command lines read it, so a refusal looks the same over HTTP and on a USB stick.
+``STATUS`` is the one table from error class to (HTTP status, code). ``http_answer`` renders
+any of these errors (the app's error middleware calls it: no handler translates them), and
+``one_line`` words them for the command lines (``shared.cli.run``), so a refusal looks the
+same over HTTP and on a USB stick. A failure of a node's sync round (a refusal the node
+received from its hub, rebuilt by ``from_answer``, or a reply the node cannot accept) has
+``upstream`` set: it is no fault of whoever asked the node to sync, so the node's API
+answers it 502 ``sync_refused`` with the code as ``reason``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from typing import Any
 
 __all__ = [
     "STATUS",
+    "LinkDown",
+    "from_answer",
+    "http_answer",
+    "one_line",
     "BadEnvelope",
     "BadSignature",
     "ChainFork",
@@ -35,8 +45,15 @@ __all__ = [
 ]
 
 
+class LinkDown(Exception):
+    """The hub could not be reached, or the connection was cut: try again later."""
+
+
 class SyncError(Exception):
     """A refused change set; ``extra`` travels in the error body."""
+
+    #: True when the error arose in a node's round with its hub (the hub refused, or sent what cannot be used).
+    upstream = False
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -109,10 +126,33 @@ def status_of(exc: SyncError) -> tuple[int, str]:
 def from_answer(code: str, message: str, extra: dict[str, Any]) -> SyncError:
     """The error a peer reported, rebuilt from its code (the node reads the hub's refusals)."""
     cls = _BY_CODE.get(code)
+    exc: SyncError
     if cls is ChainGap:
-        return ChainGap(int(extra.get("expected_seq", 0)), message)
-    if cls is ChainFork:
-        return ChainFork(int(extra.get("seq", 0)), message)
-    if cls is None:
-        return SyncError(message, code=code)
-    return cls(message)
+        exc = ChainGap(int(extra.get("expected_seq", 0)), message)
+    elif cls is ChainFork:
+        exc = ChainFork(int(extra.get("seq", 0)), message)
+    elif cls is None:
+        exc = SyncError(message, code=code)
+    else:
+        exc = cls(message)
+    exc.upstream = True
+    return exc
+
+
+def http_answer(exc: SyncError | LinkDown) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body in the API's error shape) for a sync failure."""
+    if isinstance(exc, LinkDown):
+        return 503, {"status": "hub_unreachable", "error": f"the hub cannot be reached: {exc}"}
+    status, code = status_of(exc)
+    if exc.upstream:
+        return 502, {"status": "sync_refused", "error": exc.message, "reason": code}
+    extra = {k: v for k, v in exc.extra.items() if k not in ("status", "error")}
+    return status, {"status": code, "error": exc.message, **extra}
+
+
+def one_line(exc: SyncError | LinkDown) -> str:
+    """A sync failure as the command lines print it."""
+    if isinstance(exc, LinkDown):
+        return f"sync failed: the hub cannot be reached: {exc}"
+    code = status_of(exc)[1]
+    return f"{'sync refused' if exc.upstream else 'refused'} ({code}): {exc.message}"

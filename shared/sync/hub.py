@@ -9,8 +9,13 @@ signed acknowledgement, which a replay gets again.
 
 The feed is one ordered, hash-chained list of positions in ``change_log``; each row says
 which regions it concerns. A node pulls the rows of its regions, the merges touching them,
-and the status of every card in the country (without the person when the card's identity
-is not in its regions).
+the rows of the identities outside its regions that it holds (``sync_holding``: recorded
+when its change sets touch them), and the status of every card in the country (without the
+person when the card's identity is neither in its regions nor held).
+
+A set is applied in a SAVEPOINT; a change that cannot be applied is set aside
+(``sync_setaside``) with its reason and the rest goes on, so one bad change never blocks a
+node. A revoked node gets nothing more, push or pull.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,9 +36,11 @@ from ..ids import MAX_NODE_NUMBER
 from ..registry import Registry
 from ..storage import schema as t
 from ..storage.store import Store, Tx
-from .apply import Applier, HubPolicy, Remote, Route
+from . import holdings
+from .apply import Applier, HubPolicy, Route
 from .changelog import GENESIS_HASH, Change, canonical_json
 from .changeset import Ack, Envelope, FeedItem, decode_changes, join_parts, open_envelope, seal_ack, seal_feed
+from .enrolment import Enrolment, Registration, secret_digest
 from .errors import (
     BadEnvelope,
     ChainFork,
@@ -43,11 +49,14 @@ from .errors import (
     EnrolmentRefused,
     Quarantined,
     RevokedKey,
+    SyncError,
     UnknownKey,
 )
 from .hlc import hlc_to_ms
+from .setaside import apply_or_set_aside
+from .transports import open_bundle, seal_bundle
 
-__all__ = ["CARD_KINDS", "Enrolment", "HubSync", "enrolment_proof", "import_bundle"]
+__all__ = ["CARD_KINDS", "HubSync"]
 
 log = logging.getLogger("mpi.sync.hub")
 
@@ -58,53 +67,6 @@ _PULL_FRESH_MS = 600_000  # a pull rides on a signed request at most this old
 
 def _feed_hash(prev: str, node_id: str, seq: int, change: str) -> str:
     return hashlib.sha256(canonical_json([prev, node_id, seq, change]).encode()).hexdigest()
-
-
-def enrolment_proof(name: str, node_id: str, public_key: str, secret: str) -> bytes:
-    """What a node signs to register its key: it knows the secret and holds the private key."""
-    return canonical_json(["mpi-enrol", name, node_id, public_key, hashlib.sha256(secret.encode()).hexdigest()]).encode()
-
-
-@dataclass(frozen=True, slots=True)
-class Enrolment:
-    """The content of an enrolment file."""
-
-    name: str
-    node_number: int
-    country: str
-    region: str
-    regions: list[str]
-    hub_url: str
-    hub_node_id: str
-    hub_public_key: str
-    secret: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mpi_enrolment": 1,
-            "name": self.name,
-            "node_number": self.node_number,
-            "country": self.country,
-            "region": self.region,
-            "regions": self.regions,
-            "hub_url": self.hub_url,
-            "hub_node_id": self.hub_node_id,
-            "hub_public_key": self.hub_public_key,
-            "secret": self.secret,
-        }
-
-    @classmethod
-    def from_json(cls, data: Any) -> Enrolment:
-        try:
-            if data.get("mpi_enrolment") != 1:
-                raise ValueError("not an enrolment file")
-            return cls(
-                str(data["name"]), int(data["node_number"]), str(data["country"]), str(data["region"]),
-                [str(r) for r in data["regions"]], str(data["hub_url"]), str(data["hub_node_id"]),
-                str(data["hub_public_key"]), str(data["secret"]),
-            )
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not a valid enrolment file: {exc}") from None
 
 
 class HubSync:
@@ -136,7 +98,7 @@ class HubSync:
             await tx.conn.execute(
                 sa.insert(t.sync_node).values(
                     name=name, node_number=number, region=region, regions=json.dumps(regions), status="pending",
-                    secret_hash=hashlib.sha256(secret.encode()).hexdigest(), created_at=tx.now,
+                    secret_hash=secret_digest(secret), created_at=tx.now,
                 )
             )
             tx.audit("node_enrol", None, name=name, node_number=number, regions=regions)
@@ -146,16 +108,10 @@ class HubSync:
         )
 
     async def register(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A node presents its enrolment secret and its public key, signed with that key."""
-        try:
-            name, node_id, public_key = str(body["name"]), str(body["node_id"]), str(body["public_key"])
-            secret, signature = str(body["secret"]), bytes.fromhex(str(body["signature"]))
-            verify = VerifyKey(bytes.fromhex(public_key))
-            verify.verify(enrolment_proof(name, node_id, public_key, secret), signature)
-        except Exception:
-            raise EnrolmentRefused("the enrolment request is malformed or its signature does not hold") from None
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        kid = key_id(verify)
+        """A node presents its key, signed with it and MACed with its enrolment secret's digest."""
+        request = Registration.parse(body)
+        name, node_id, public_key = request.name, request.node_id, request.public_key
+        kid = key_id(request.verify_key)
         async with self.store.write(f"node:{name}") as tx:
             node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
             if node is None or node.status == "revoked":
@@ -167,8 +123,8 @@ class HubSync:
                 if node.node_id == node_id and known is not None:
                     return self._registered(node)  # the answer was lost: say it again
                 raise EnrolmentRefused("this enrolment was used already")
-            if not secrets.compare_digest(digest, node.secret_hash or ""):
-                raise EnrolmentRefused("wrong enrolment secret")
+            if not request.proves(node.secret_hash):
+                raise EnrolmentRefused("the enrolment request is not proven by this node's enrolment secret")
             await tx.conn.execute(
                 sa.update(t.sync_node)
                 .where(t.sync_node.c.name == name)
@@ -204,12 +160,20 @@ class HubSync:
         return int(result.rowcount)
 
     async def nodes(self) -> list[dict[str, Any]]:
+        """Every enrolled node, its cursors and state, and the changes of it the hub set aside."""
         async with self.store.read() as conn:
             rows = (await conn.execute(sa.select(t.sync_node).order_by(t.sync_node.c.node_number))).all()
+            aside = (
+                await conn.execute(sa.select(t.sync_setaside).order_by(t.sync_setaside.c.pk.desc()).limit(1000))
+            ).all()
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for a in reversed(aside):
+            by_node.setdefault(a.node_id, []).append(
+                {"seq": a.seq, "kind": a.kind, "mpi_id": a.mpi_id, "reason": a.reason, "at": a.at})
         return [
             {"name": r.name, "node_id": r.node_id, "node_number": r.node_number, "regions": json.loads(r.regions),
              "status": r.status, "acked_seq": r.acked_seq, "pull_pos": r.pull_pos, "seen_at": r.seen_at,
-             "note": r.note}
+             "note": r.note, "set_aside": by_node.get(r.node_id or "", [])}
             for r in rows
         ]
 
@@ -228,9 +192,10 @@ class HubSync:
         env.verify(VerifyKey(bytes.fromhex(key.public_key)))
         if node.status == "quarantined":
             raise Quarantined(f"node {node.name} is quarantined: {node.note or 'its chain forked'}")
+        if node.status == "revoked" or key.status == "revoked":
+            # A revoked node gets nothing more, push or pull: its changes up to the revocation stay.
+            raise RevokedKey(f"node {node.name} was revoked at the hub: it may neither push nor pull")
         if key.status != "active" and (key.last_seq is None or env.last_seq > key.last_seq):
-            if key.status == "revoked":
-                raise RevokedKey(f"the key of node {node.name} was revoked")
             raise RevokedKey(f"this key of node {node.name} was replaced at sequence {key.last_seq}")
         if env.first_seq < key.first_seq:
             raise UnknownKey(f"this key signs sequences from {key.first_seq} on")
@@ -311,8 +276,9 @@ class HubSync:
                 return bytes(stored) if stored is not None else seal_ack(Ack(env.node_id, env.last_seq, env.last_hash), self.key)
             tail = [c for c in changes if c.seq > acked]
             await self._store_changes(tx, tail)
-            routes = await self.applier.apply(tx, [Remote(c.node_id, c.seq, c.hlc, c.kind, c.mpi_id, json.loads(c.payload)) for c in tail])
+            routes = await apply_or_set_aside(self.applier, tx, tail)
             await self._feed_remote(tx, tail, routes)
+            await holdings.record(tx, current.name, set(json.loads(current.regions)), tail)
             for change in tail:
                 if change.kind == "key.rotate":
                     await self._rotate(tx, node.name, change)
@@ -398,9 +364,13 @@ class HubSync:
 
     async def _feed_remote(self, tx: Tx, changes: list[Change], routes: list[Route]) -> None:
         await self._append_feed(tx, [(c.node_id, c.seq, c.kind, c.mpi_id, c.hash, r) for c, r in zip(changes, routes, strict=True)])
-        for route in routes:
-            for kind, mpi_id, payload, follow in route.follow_ups:
-                tx.change(kind, mpi_id, {**payload, "route": [follow.region_a, follow.region_b, follow.exclude]})
+        for change, route in zip(changes, routes, strict=True):
+            follow_ups = list(route.follow_ups)
+            if change.kind == "identity.merge" and route.region_a is not None:
+                payload = json.loads(change.payload)
+                follow_ups += await holdings.merge_for_holders(tx, str(payload["source"]), str(payload["target"]))
+            for kind, mpi_id, body, follow in follow_ups:
+                tx.change(kind, mpi_id, {**body, "route": [follow.region_a, follow.region_b, follow.exclude]})
 
     async def _feed_local(self, tx: Tx, changes: list[dict[str, Any]]) -> None:
         """The hub's own changes (API writes, dedup, snapshots, evictions) go to the feed too.
@@ -429,6 +399,7 @@ class HubSync:
                     route.region_b = await self._region(tx, payload["target"])
                     root = (await find(tx.conn, payload["target"])).row.mpi_id
                     follow_ups += await self.applier.policy.merged(tx, payload["source"], root)
+                    follow_ups += await holdings.merge_for_holders(tx, payload["source"], payload["target"])
                 if c["kind"] == "identity.unmerge":
                     route.region_b = await self._region(tx, payload["target"])
                     follow_ups += await self.applier.policy.unmerged(tx, payload["source"], payload["target"])
@@ -473,6 +444,8 @@ class HubSync:
             if after == top and not always:
                 return None, after, False
             f, c = t.sync_feed, t.change_log
+            held_ids = holdings.held_by(name)
+            held = set((await conn.execute(held_ids)).scalars())
             rows = (
                 await conn.execute(
                     sa.select(f.c.pos, f.c.node_id, f.c.seq, f.c.kind, f.c.mpi_id, f.c.region_a, f.c.region_b,
@@ -482,7 +455,8 @@ class HubSync:
                         f.c.pos > after,
                         f.c.pos <= top,
                         f.c.node_id != (node.node_id or ""),
-                        sa.or_(f.c.region_a.in_(regions), f.c.region_b.in_(regions), f.c.kind.in_(CARD_KINDS)),
+                        sa.or_(f.c.region_a.in_(regions), f.c.region_b.in_(regions), f.c.kind.in_(CARD_KINDS),
+                              f.c.mpi_id.in_(held_ids)),
                     )
                     .order_by(f.c.pos)
                     .limit(limit)
@@ -496,8 +470,11 @@ class HubSync:
             for r in rows:
                 if r.exclude_region is not None and r.exclude_region in regions:
                     continue
+                by_region = r.region_a in regions or r.region_b in regions
+                if not by_region and r.mpi_id in held and r.kind == "evict":
+                    continue  # a holder keeps what it holds: an identity leaving a region is no reason to drop it
                 payload = json.loads(r.payload)
-                in_scope = r.region_a in regions or r.region_b in regions
+                in_scope = by_region or r.mpi_id in held
                 if r.kind in CARD_KINDS and not in_scope:
                     # Only what verify needs, without the person.
                     count = payload.get("programme_count", 0)
@@ -532,6 +509,8 @@ class HubSync:
             node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
         if node is None:
             raise ValueError(f"no node named {name}")
+        if node.status == "revoked":
+            raise RevokedKey(f"node {name} was revoked: it gets nothing more")
         # A node that never pushed (its key is not registered yet) gets no acknowledgement, only the feed,
         # addressed to its name.
         parts = [("A", seal_ack(Ack(node.node_id, node.acked_seq, node.acked_hash), self.key))] if node.node_id else []
@@ -540,26 +519,56 @@ class HubSync:
             sealed, after, more = await self._feed(name, after, limit, always=True)
             assert sealed is not None
             parts.append(("E", sealed))
-        return join_parts(parts)
+        return seal_bundle(parts, self.key, sender=self.store.node_id, to=node.node_id or name, key_id=self.key_id)
 
+    async def import_bundle(self, data: bytes) -> tuple[int, int]:
+        """Apply a node's bundle file: its registration, then its change sets; (sets, changes).
 
-async def import_bundle(hub: HubSync, data: bytes) -> tuple[int, int]:
-    """Apply a node's bundle file: its registration, then its change sets; (sets, changes)."""
-    from .changeset import split_parts
-
-    sets = changes = 0
-    for kind, part in split_parts(data):
-        if kind == "R":
+        Nothing applies unless the whole file holds: its framing, part count and digests, the
+        end marker's signature by a key of the sending node, and every envelope's framing.
+        Each set then goes through ``receive``, the code behind ``POST /sync/push``; should
+        one be refused, the error says how many sets were applied before it.
+        """
+        bundle = open_bundle(data)
+        requests: list[tuple[Registration, dict[str, Any]]] = []
+        envelopes: list[Envelope] = []
+        for n, (kind, part) in enumerate(bundle.parts, 1):
+            if kind == "R":
+                try:
+                    body = json.loads(part)
+                except ValueError:
+                    raise BadEnvelope(f"part {n}: the registration is not JSON") from None
+                requests.append((Registration.parse(body), body))
+            elif kind == "E":
+                try:
+                    envelopes.append(open_envelope(part))
+                except BadEnvelope as exc:
+                    raise BadEnvelope(f"part {n}: {exc.message}") from None
+            else:
+                raise BadEnvelope(f"part {n}: a node's bundle holds no {kind!r} part")
+        async with self.store.read() as conn:
+            key = (await conn.execute(sa.select(t.sync_key).where(t.sync_key.c.key_id == bundle.key_id))).first()
+        if key is not None:
+            verify = VerifyKey(bytes.fromhex(key.public_key))
+        else:
+            named = [r.verify_key for r, _ in requests if key_id(r.verify_key) == bundle.key_id]
+            if not named:
+                raise UnknownKey(f"the bundle is signed by an unknown key {bundle.key_id[:16]}")
+            verify = named[0]
+        bundle.verify(verify)
+        for _, body in requests:
+            await self.register(body)
+        sets = changes = 0
+        for n, env in enumerate(envelopes, 1):
             try:
-                request = json.loads(part)
-            except ValueError:
-                raise BadEnvelope("the registration in the bundle is not JSON") from None
-            await hub.register(request)
-        elif kind == "E":
-            env = open_envelope(part)
-            await hub.receive(part, reply_feed=False)
+                await self.receive(env.raw, reply_feed=False)
+            except SyncError as exc:
+                exc.message = (
+                    f"change set {n} of {len(envelopes)} (sequences {env.first_seq}..{env.last_seq}) was refused "
+                    f"after {sets} set(s), {changes} change(s) applied: {exc.message}"
+                )
+                exc.args = (exc.message,)
+                raise
             sets += 1
             changes += env.count
-        else:
-            raise BadEnvelope(f"unknown part {kind!r} in the bundle")
-    return sets, changes
+        return sets, changes

@@ -1,7 +1,7 @@
 """The node's side of sync: what it pushes, what it does with the hub's replies, and its state.
 
-A round is push then pull over any ``Link`` (HTTP in ``node/sync_client.py``; a file in
-``bundle.py``): change sets of unacknowledged changes, sized from the measured link speed so
+A round is push then pull over any ``Link`` (HTTP in ``node/sync_client.py``; a bundle file
+in ``transports.py``, whose reply comes back as the hub's bundle): change sets of unacknowledged changes, sized from the measured link speed so
 that each request stays well under the timeout, each carrying the node's pull cursor so that
 the reply holds the acknowledgement and what to pull (one round trip when there is nothing
 to do). Every hub envelope is checked against the hub key pinned at enrolment and applied
@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from nacl.signing import SigningKey, VerifyKey
@@ -25,7 +25,7 @@ from nacl.signing import SigningKey, VerifyKey
 from ..crypto import key_id
 from ..registry import Registry
 from ..storage import schema as t
-from ..storage.store import Store, Tx
+from ..storage.store import Store
 from .apply import Applier, NodePolicy, Remote
 from .changelog import GENESIS_HASH, Change
 from .changeset import (
@@ -36,30 +36,16 @@ from .changeset import (
     seal_changes,
     split_parts,
 )
-from .errors import BadEnvelope, ChainFork, ChainGap, SyncError, status_of
-from .hub import Enrolment, enrolment_proof
+from .enrolment import registration_request, secret_digest
+from .errors import BadEnvelope, ChainFork, ChainGap, Quarantined, RevokedKey, SyncError, status_of
+from .meta import put_meta as _put_meta
+from .transports import BundleLink, Link, LinkDown, open_bundle
 
-__all__ = ["Link", "LinkDown", "Moved", "NodeSync"]
+__all__ = ["Link", "LinkDown", "Moved", "NodeSync"]  # Link, LinkDown: from transports
 
 log = logging.getLogger("mpi.sync.node")
 
 _ACKED, _ACKED_HASH, _PULL, _PULL_HASH = "sync_acked_seq", "sync_acked_hash", "sync_pull_pos", "sync_pull_hash"
-
-
-class LinkDown(Exception):
-    """The hub could not be reached, or the connection was cut: try again later."""
-
-
-class Link(Protocol):
-    """How change sets reach the hub (HTTP) or leave the node (a file)."""
-
-    async def push(self, envelope: bytes) -> bytes:
-        """Send a change set (possibly empty); the reply is ``parts`` (acknowledgement, feed)."""
-        ...
-
-    async def register(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Present the enrolment secret and the node's public key."""
-        ...
 
 
 @dataclass
@@ -83,13 +69,6 @@ class Moved:
             f"feed at {self.pull_pos}; {self.requests} request(s) (slowest {self.slowest:.1f} s), "
             f"{self.bytes_sent} B sent, {self.bytes_received} B received"
         )
-
-
-async def _put_meta(tx: Tx, values: dict[str, str]) -> None:
-    await tx.conn.execute(sa.delete(t.node_meta).where(t.node_meta.c.key.in_(list(values))))
-    await tx.conn.execute(sa.insert(t.node_meta), [{"key": k, "value": v} for k, v in values.items()])
-    meta = tx._store.meta
-    tx.after_commit.append(lambda: meta.update(values))
 
 
 class NodeSync:
@@ -183,54 +162,23 @@ class NodeSync:
     def _hub_key(self) -> VerifyKey:
         return VerifyKey(bytes.fromhex(self.meta["hub_public_key"]))
 
-    async def enrol(self, enrolment: Enrolment) -> None:
-        """Take the node number and the hub's key from an enrolment file."""
-        if self.enrolled:
-            raise ValueError("this node is enrolled already")
-        if enrolment.country != self.meta.get("country"):
-            raise ValueError(f"the enrolment is for country {enrolment.country}, this node is {self.meta.get('country')}")
-        if enrolment.region != self.meta.get("region"):
-            raise ValueError(f"the enrolment is for region {enrolment.region}, this node is {self.meta.get('region')}")
-        if self.store.counter > 0 and self.store.node_number == 0:
-            # Node number 0 is every standalone node's: two enrolled node-0 databases could hold the same IDs.
-            raise ValueError(
-                f"this standalone node (number 0) has minted {self.store.counter} ID(s): only an empty node can be enrolled"
-            )
-        async with self.store.write("cli:enrol") as tx:
-            await _put_meta(
-                tx,
-                {
-                    "node_number": str(enrolment.node_number),
-                    "hub_url": enrolment.hub_url,
-                    "hub_node_id": enrolment.hub_node_id,
-                    "hub_public_key": enrolment.hub_public_key,
-                    "sync_name": enrolment.name,
-                    "sync_regions": json.dumps(enrolment.regions),
-                    "sync_secret": enrolment.secret,
-                    "sync_registered": "0",
-                },
-            )
-            tx.audit("node_enrolled", None, name=enrolment.name, node_number=enrolment.node_number)
-        self.store.node_number = enrolment.node_number
-
     def registration_request(self) -> dict[str, Any]:
-        name, secret = self.meta["sync_name"], self.meta.get("sync_secret", "")
-        public = bytes(self.key.verify_key).hex()
-        proof = enrolment_proof(name, self.store.node_id, public, secret)
-        return {"name": name, "node_id": self.store.node_id, "public_key": public, "secret": secret,
-                "signature": self.key.sign(proof).signature.hex()}
+        digest = self.meta.get("sync_enrol_key") or secret_digest(self.meta.get("sync_secret", ""))
+        return registration_request(self.meta["sync_name"], self.store.node_id, self.key, digest)
 
     async def registered_by_hub(self) -> None:
         async with self.store.write("sync") as tx:
-            await _put_meta(tx, {"sync_registered": "1", "sync_secret": ""})
+            await _put_meta(tx, {"sync_registered": "1", "sync_secret": "", "sync_enrol_key": ""})
 
     # -- outgoing -----------------------------------------------------------------------------
 
-    async def pending(self, limit: int) -> list[Change]:
+    async def pending(self, limit: int, after: int | None = None) -> list[Change]:
+        """Up to ``limit`` of this node's changes after ``after`` (default: the acknowledged ones)."""
+        after = self.acked if after is None else after
         async with self.store.read() as conn:
             rows = await conn.execute(
                 sa.select(t.change_log)
-                .where(t.change_log.c.node_id == self.store.node_id, t.change_log.c.seq > self.acked)
+                .where(t.change_log.c.node_id == self.store.node_id, t.change_log.c.seq > after)
                 .order_by(t.change_log.c.seq)
                 .limit(limit)
             )
@@ -238,21 +186,27 @@ class NodeSync:
                 Change(r.node_id, r.seq, r.hlc, r.key_id, r.kind, r.mpi_id, r.payload, r.prev_hash, r.hash) for r in rows
             ]
 
-    async def outgoing(self, limit: int, *, pull: bool = True) -> tuple[bytes, int]:
-        """A signed change set of up to ``limit`` unacknowledged changes, carrying the pull cursor."""
-        changes = await self.pending(limit)
+    async def outgoing(
+        self, limit: int, *, pull: bool = True, after: tuple[int, str] | None = None, pull_limit: int | None = None
+    ) -> tuple[bytes, list[Change]]:
+        """A signed change set of up to ``limit`` changes after ``after`` (default: the acknowledged ones).
+
+        It carries the pull cursor (``pull_limit`` 0: "where I stand", with no feed wanted in reply).
+        """
+        seq, digest = after if after is not None else (self.acked, self.meta.get(_ACKED_HASH, GENESIS_HASH))
+        changes = await self.pending(limit, seq)
         # A set is signed by one key: stop where the key changed (a rotation).
         changes = [c for c in changes if c.key_id == (changes[0].key_id if changes else "")]
         extra: dict[str, Any] = {"sent_at": int(time.time() * 1000)}
         if pull:
-            extra["pull"] = {"after": self.pull_pos, "limit": self.pull_limit}
+            extra["pull"] = {"after": self.pull_pos, "limit": self.pull_limit if pull_limit is None else pull_limit}
         key, kid = self._key_of(changes)
         sealed = seal_changes(
             changes, key, node_id=self.store.node_id, key_id=kid,
-            next_seq=self.acked + 1 if changes else self.store.seq + 1,
-            prev_hash=self.meta.get(_ACKED_HASH, GENESIS_HASH) if changes else self.store.last_hash, **extra,
+            next_seq=seq + 1 if changes else self.store.seq + 1,
+            prev_hash=digest if changes else self.store.last_hash, **extra,
         )
-        return sealed, len(changes)
+        return sealed, changes
 
     # -- incoming -----------------------------------------------------------------------------
 
@@ -343,12 +297,17 @@ class NodeSync:
                 sa.insert(t.sync_refusal).values(at=tx.now, first_seq=first, last_seq=last, code=code, reason=exc.message)
             )
 
-    async def note(self, *, success: bool, error: str | None = None) -> None:
+    async def note(self, *, success: bool, error: str | None = None, blocked: SyncError | None = None) -> None:
+        """Record how a round ended; ``blocked``: the hub refuses this node itself (revoked, quarantined)."""
         async with self.store.write("sync") as tx:
             if success:
-                await _put_meta(tx, {"sync_last_success": tx.now, "sync_last_error": ""})
+                await _put_meta(tx, {"sync_last_success": tx.now, "sync_last_error": "", "sync_blocked": ""})
             else:
-                await _put_meta(tx, {"sync_last_error": f"{tx.now} {error}"})
+                values = {"sync_last_error": f"{tx.now} {error}"}
+                if blocked is not None:
+                    values["sync_blocked"] = json.dumps(
+                        {"code": status_of(blocked)[1], "reason": blocked.message, "at": tx.now})
+                await _put_meta(tx, values)
 
     async def status(self) -> dict[str, Any]:
         await self.refresh()
@@ -368,6 +327,8 @@ class NodeSync:
             "pending_changes": self.store.seq - self.acked,
             "last_success": self.meta.get("sync_last_success") or None,
             "last_error": self.meta.get("sync_last_error") or None,
+            # The hub refuses this node itself (revoked_key, quarantined): no round can succeed.
+            "blocked": json.loads(self.meta["sync_blocked"]) if self.meta.get("sync_blocked") else None,
             "last_round": asdict(self.last_moved) if self.last_moved else None,
             "refused": [
                 {"at": r.at, "first_seq": r.first_seq, "last_seq": r.last_seq, "code": r.code, "reason": r.reason,
@@ -379,35 +340,44 @@ class NodeSync:
     # -- one round --------------------------------------------------------------------------------
 
     async def round(self, link: Link) -> Moved:
-        """Push every pending change, then pull until the hub has nothing more: one round."""
+        """Push every pending change, then pull until the hub has nothing more: one round.
+
+        Over a link whose replies come later (a bundle file) the round writes every pending
+        change set once, and the hub's bundle brings the acknowledgements back.
+        """
         async with self._round:
             await self.refresh()
             self._load_sizes()
             try:
                 moved = await self._round_inner(link)
             except SyncError as exc:
-                await self.note(success=False, error=f"{status_of(exc)[1]}: {exc.message}")
+                exc.upstream = True
+                blocked = exc if isinstance(exc, RevokedKey | Quarantined) else None
+                await self.note(success=False, error=f"{status_of(exc)[1]}: {exc.message}", blocked=blocked)
                 raise
             except LinkDown as exc:
                 await self.note(success=False, error=f"link down: {exc}")
                 raise
             finally:
                 await self._keep_sizes()
-            await self.note(success=True)
-            self.last_moved = moved
+            if link.immediate:
+                await self.note(success=True)
+                self.last_moved = moved
             return moved
 
     async def _round_inner(self, link: Link) -> Moved:
         moved = Moved()
         if not self.enrolled:
             raise SyncError("this node is not enrolled with a hub: run mpi-node enroll")
-        if not self.registered:
-            await link.register(self.registration_request())
+        if not self.registered and await link.register(self.registration_request()) is not None:
             await self.registered_by_hub()
+        if not link.immediate:
+            return await self._write_round(link, moved)
         gaps = 0
         while True:
             before = (self.acked, self.pull_pos)
-            envelope, count = await self.outgoing(self.batch)
+            envelope, changes = await self.outgoing(self.batch)
+            count = len(changes)
             started = time.monotonic()
             try:
                 reply = await link.push(envelope)
@@ -440,6 +410,22 @@ class NodeSync:
                 return moved
             if (self.acked, self.pull_pos) == before:
                 raise SyncError("the hub acknowledged nothing and sent nothing new: giving up this round")
+
+    async def _write_round(self, link: Link, moved: Moved) -> Moved:
+        """Every unacknowledged change set, once, into a link that answers later."""
+        sent = (self.acked, self.meta.get(_ACKED_HASH, GENESIS_HASH))
+        while True:
+            # No feed in reply (it comes in the hub's bundle); the pull cursor tells the hub what to put there.
+            envelope, changes = await self.outgoing(self.batch_max, after=sent, pull_limit=0)
+            if not changes and moved.requests:
+                return moved
+            await link.push(envelope)
+            moved.requests += 1
+            moved.bytes_sent += len(envelope)
+            moved.pushed += len(changes)
+            if not changes:
+                return moved
+            sent = (changes[-1].seq, changes[-1].hash)
 
     async def _keep_sizes(self) -> None:
         """Batch sizes outlive the process: the next ``mpi-node sync`` starts from what this link allows."""
@@ -476,42 +462,32 @@ class NodeSync:
     # -- files ------------------------------------------------------------------------------------
 
     async def export_bundle(self) -> tuple[bytes, int]:
-        """Everything the hub does not have yet, as a bundle file's content; (bytes, changes)."""
-        if not self.enrolled:
-            raise SyncError("this node is not enrolled with a hub: run mpi-node enroll")
-        parts: list[tuple[str, bytes]] = []
-        if not self.registered:
-            parts.append(("R", json.dumps(self.registration_request()).encode()))
-        total = 0
-        acked, acked_hash = self.acked, self.meta.get(_ACKED_HASH, GENESIS_HASH)
-        while True:
-            async with self.store.read() as conn:
-                rows = (
-                    await conn.execute(
-                        sa.select(t.change_log)
-                        .where(t.change_log.c.node_id == self.store.node_id, t.change_log.c.seq > acked)
-                        .order_by(t.change_log.c.seq)
-                        .limit(self.batch_max)
-                    )
-                ).all()
-            changes = [Change(r.node_id, r.seq, r.hlc, r.key_id, r.kind, r.mpi_id, r.payload, r.prev_hash, r.hash)
-                       for r in rows]
-            changes = [c for c in changes if c.key_id == (changes[0].key_id if changes else "")]
-            if not changes:
-                break
-            key, kid = self._key_of(changes)
-            parts.append(("E", seal_changes(
-                changes, key, node_id=self.store.node_id, key_id=kid, next_seq=acked + 1,
-                prev_hash=acked_hash, sent_at=int(time.time() * 1000), pull={"after": self.pull_pos, "limit": 0},
-            )))
-            total += len(changes)
-            acked, acked_hash = changes[-1].seq, changes[-1].hash
-        if not parts:
-            # Nothing to push: still tell the hub where this node's pull cursor stands.
-            parts.append(("E", (await self.outgoing(0))[0]))
-        return join_parts(parts), total
+        """Everything the hub does not have yet, as a bundle file's content; (bytes, changes).
+
+        The same round as over HTTP, into a ``BundleLink``; the end marker is signed with the
+        key of the first change set (the one the hub knows; a rotation inside the file names
+        the next), or for a node the hub has never heard of, with the key it registers.
+        """
+        link = BundleLink()
+        moved = await self.round(link)
+        first = await self.pending(1)
+        key, kid = self._key_of(first)
+        data = link.seal(key, sender=self.store.node_id, to=self.meta.get("hub_node_id", ""), key_id=kid)
+        return data, moved.pushed
 
     async def import_bundle(self, data: bytes) -> Moved:
-        moved = await self.incoming(data)
+        """Apply the hub's bundle: checked whole (framing, digests, the pinned hub key) before anything applies."""
+        if not self.enrolled:
+            raise SyncError("this node is not enrolled with a hub: run mpi-node enroll")
+        bundle = open_bundle(data)
+        if bundle.sender != self.meta.get("hub_node_id"):
+            raise BadEnvelope("this bundle is not from this node's hub")
+        bundle.verify(self._hub_key())
+        if bundle.header.get("to") not in (self.store.node_id, self.meta.get("sync_name")):
+            raise BadEnvelope("this bundle is for another node")
+        kinds = {kind for kind, _ in bundle.parts}
+        if not kinds <= {"A", "E"}:
+            raise BadEnvelope("a bundle from the hub holds acknowledgements and feed envelopes only")
+        moved = await self.incoming(join_parts(bundle.parts))
         await self.note(success=True)
         return moved
