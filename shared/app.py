@@ -23,6 +23,7 @@ from .matching import Matcher, NameFrequencies, Thresholds
 from .openapi import openapi_document
 from .registry import Registry
 from .routes import ROUTES, Route
+from .schemas import check_text
 from .settings import Settings
 from .storage.store import Store
 
@@ -128,6 +129,18 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
+@web.middleware
+async def _plain_text(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Path and query values with control characters are refused before any handler sees them."""
+    for name, value in request.match_info.items():
+        check_text(name, value)
+    for name, value in request.query.items():
+        check_text(f"query parameter {name!r}", name)
+        check_text(name, value)
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
 async def _openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[openapi_key])
 
@@ -150,7 +163,7 @@ def build_app(
     lifetimes: Sequence[Lifetime] = (),
 ) -> web.Application:
     """The MPI application on ``store``, with the role's own routes and jobs."""
-    app = web.Application(middlewares=[_logging, _errors, _auth], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[_logging, _errors, _auth, _plain_text], client_max_size=settings.max_body_bytes)
     frequencies = NameFrequencies()
     matcher = Matcher(
         frequencies=frequencies,

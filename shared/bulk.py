@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from .errors import ApiError
 from .matching import Matcher, NameFrequencies, Thresholds
 from .registration import register_batch
 from .registry import Registry
-from .schemas import RegisterIn, parse_body
+from .schemas import RegisterIn, decode_json, parse_body
 from .settings import Settings
 from .storage import schema as t
 from .storage.store import Store, utc_now
@@ -74,17 +73,19 @@ def _sha256(path: Path) -> str:
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line number, row) or (line number, error message) for every data line."""
+    # Bytes that are not UTF-8 become lone surrogates, which validation reports with their
+    # line number like any other bad value, instead of ending the import half-way.
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8", errors="surrogateescape") as f:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
                 try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, f"not valid JSON: {exc.msg}"
+                    yield number, decode_json(line)
+                except ApiError as exc:
+                    yield number, exc.message.replace("the body is", "the line is")
         return
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         unknown = [h for h in header if h not in _FIELDS and not h.startswith("external_ids.")]

@@ -7,6 +7,7 @@ Unknown fields are refused by name (``extra="forbid"``); every failure becomes o
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -23,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ValidationFailed
+from .errors import BadRequest, ValidationFailed
 
 __all__ = [
     "CardIn",
@@ -38,12 +39,59 @@ __all__ = [
     "ReviewQuery",
     "SearchQuery",
     "UnmergeIn",
+    "MAX_JSON_DEPTH",
+    "check_text",
+    "decode_json",
     "parse_body",
     "parse_query",
 ]
 
-_PROGRAMME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
-_DHIS2_UID = re.compile(r"^[A-Za-z][A-Za-z0-9]{10}$")
+_PROGRAMME = re.compile(r"[a-z][a-z0-9_]{1,39}")
+_DHIS2_UID = re.compile(r"[A-Za-z][A-Za-z0-9]{10}")
+_EXTERNAL_SYSTEM = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
+
+# No text field takes a control character: NUL cannot be stored by PostgreSQL at all, and
+# the others have no business in a name, a code or an identifier. Free text (a reason) may
+# hold tabs and line breaks. Lone surrogates (JSON "\ud800", undecodable import bytes)
+# cannot be encoded as UTF-8 by either database.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_FREE_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# Fields of free text, by name, wherever they appear: the only ones allowed \t \n \r.
+_FREE_TEXT = frozenset({"reason"})
+
+
+def _control_problem(value: str, free_text: bool = False) -> str | None:
+    found = (_CONTROL_FREE_TEXT if free_text else _CONTROL).search(value)
+    if found is None:
+        return None
+    return f"control characters are not allowed (U+{ord(found.group()):04X} at position {found.start()})"
+
+
+def check_text(field: str, value: str) -> None:
+    """Refuse a path or query value holding a control character: 400 validation_error."""
+    problem = _control_problem(value)
+    if problem is not None:
+        raise ValidationFailed(f"{field}: {problem}", details=[{"field": field, "message": problem}])
+
+
+def _control_details(data: Any, path: str = "") -> list[dict[str, str]]:
+    """One detail per string (key or value) of a decoded body that holds a control character."""
+    out: list[dict[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            problem = _control_problem(str(key))
+            if problem is not None:
+                out.append({"field": path or "body", "message": f"a field name: {problem}"})
+            out.extend(_control_details(value, where))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            out.extend(_control_details(value, f"{path}.{index}" if path else str(index)))
+    elif isinstance(data, str):
+        problem = _control_problem(data, free_text=path.rsplit(".", 1)[-1] in _FREE_TEXT)
+        if problem is not None:
+            out.append({"field": path or "body", "message": problem})
+    return out
 
 
 def _birth_date(value: dt.date | None) -> dt.date | None:
@@ -77,7 +125,7 @@ def _phone(value: str | None) -> str | None:
 
 
 def _programme(value: str) -> str:
-    if not _PROGRAMME.match(value):
+    if not _PROGRAMME.fullmatch(value):
         raise ValueError("programme_type is 2-40 lower-case letters, digits or _, starting with a letter")
     return value
 
@@ -88,11 +136,11 @@ def _external_ids(value: dict[str, str] | None) -> dict[str, str] | None:
     if len(value) > 20:
         raise ValueError("at most 20 external ids")
     for system, ext in value.items():
-        if not re.match(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$", system):
+        if not _EXTERNAL_SYSTEM.fullmatch(system):
             raise ValueError(f"external id system {system!r} must be 1-40 letters, digits, _ . -")
         if not ext.strip() or len(ext) > 200:
             raise ValueError(f"external id {system!r} must be 1-200 characters")
-        if system == "dhis2_uid" and not _DHIS2_UID.match(ext):
+        if system == "dhis2_uid" and not _DHIS2_UID.fullmatch(ext):
             raise ValueError("dhis2_uid must be 11 letters or digits, starting with a letter")
     return value
 
@@ -116,7 +164,7 @@ class _StrictDate(_Body):
     @classmethod
     def _iso_date_only(cls, value: Any) -> Any:
         # pydantic would take 795225600 (a Unix time) as a date; the contract says YYYY-MM-DD.
-        if value is not None and not (isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}$", value)):
+        if value is not None and not (isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)):
             raise ValueError("date must be a string in ISO 8601 format YYYY-MM-DD")
         return value
 
@@ -175,7 +223,7 @@ class MatchIn(_StrictDate):
 
 
 class LinkDhis2In(_Body):
-    dhis2_uid: Annotated[str, StringConstraints(pattern=_DHIS2_UID.pattern)]
+    dhis2_uid: Annotated[str, StringConstraints(pattern=f"^{_DHIS2_UID.pattern}$")]
     dhis2_instance_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=300)] | None = None
 
 
@@ -239,6 +287,49 @@ class UnmergeIn(_Body):
 
 M = TypeVar("M", bound=BaseModel)
 
+# No body of this API nests deeper than 3; 32 leaves room and keeps every walk shallow.
+MAX_JSON_DEPTH = 32
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(data: Any) -> int:
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                break
+            stack.extend((item, depth + 1) for item in value)
+    return deepest
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """Decode a JSON document, or raise one 400 ``invalid_json``: never a 500.
+
+    Malformed bytes, nesting deep enough to exhaust the parser's recursion, integers longer
+    than Python converts (over 4,300 digits), NaN and Infinity: all are the client's error.
+    """
+    if not raw:
+        raise BadRequest("the request needs a JSON body", code="invalid_json")
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json") from None
+    except ValueError as exc:  # bad UTF-8, an integer of thousands of digits, NaN
+        reason = "it is not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc).split(";")[0]
+        raise BadRequest(f"the body is not valid JSON: {reason}", code="invalid_json") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+    return data
+
 
 def _details(exc: ValidationError) -> list[dict[str, str]]:
     out = []
@@ -255,6 +346,10 @@ def parse_body(model: type[M], data: Any) -> M:
     """Validate a decoded JSON body, or raise one ValidationFailed listing every bad field."""
     if not isinstance(data, dict):
         raise ValidationFailed("the request body must be a JSON object")
+    control = _control_details(data)
+    if control:
+        first = control[0]
+        raise ValidationFailed(f"{first['field']}: {first['message']}", details=control)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
