@@ -3,8 +3,12 @@
 Every write runs in ``async with store.write(actor) as tx``: one database transaction,
 serialized by one lock, begun with BEGIN IMMEDIATE on SQLite. The write and the changes it
 appends to the log (``tx.change``) and its audit record (``tx.audit``) commit together or
-not at all. What the writer keeps in memory (next sequence, last hash, ID counter) is taken
-from the transaction only after it commits, so a failed write leaves no trace anywhere.
+not at all. The last sequence and hash of the change log and the ID counter are read from
+the database inside that transaction, after it holds the write lock (BEGIN IMMEDIATE on
+SQLite, ``SELECT ... FOR UPDATE`` of the counter row on PostgreSQL), so any number of
+processes may write (a serving node and ``mpi-node import``, a hub and ``mpi-hub dedup
+sweep``), one at a time. ``store.seq``, ``store.last_hash`` and ``store.counter`` are what
+this process last saw, for display only.
 
 Reads of personal data are audited too, but a read must not cost a disk flush: their
 records wait in memory for at most ``audit_flush_seconds`` and are written in batches
@@ -53,12 +57,35 @@ class Tx:
         self.actor = actor
         self.now = utc_now()
         self._store = store
-        self.seq = store.seq
-        self.last_hash = store.last_hash
-        self.counter = store.counter
+        self.seq = 0
+        self.last_hash = GENESIS_HASH
+        self.counter = 0
+        self._counter_read = 0
         self._audit: list[dict[str, Any]] = []
         self._changes: list[dict[str, Any]] = []
         self.after_commit: list[Callable[[], None]] = []
+
+    async def _load(self) -> None:
+        """Read the writer's state under the write lock: another process may have written."""
+        # Locking the counter row serializes writers on PostgreSQL; SQLite's BEGIN IMMEDIATE
+        # holds the database's write lock already (and SQLAlchemy renders no FOR UPDATE there).
+        counter = (
+            await self.conn.execute(
+                sa.select(schema.node_meta.c.value).where(schema.node_meta.c.key == "id_counter").with_for_update()
+            )
+        ).scalar()
+        self.counter = self._counter_read = int(counter or 0)
+        last = (
+            await self.conn.execute(
+                sa.select(schema.change_log.c.seq, schema.change_log.c.hash, schema.change_log.c.hlc)
+                .where(schema.change_log.c.node_id == self._store.node_id)
+                .order_by(schema.change_log.c.seq.desc())
+                .limit(1)
+            )
+        ).first()
+        if last is not None:
+            self.seq, self.last_hash = int(last.seq), str(last.hash)
+            self._store.hlc.observe(int(last.hlc))
 
     def insert_ignore(self, table: sa.Table) -> Any:
         return self._store.dialect.insert_ignore(table)
@@ -111,7 +138,7 @@ class Tx:
                 await hook(self, batch)
         if self._audit:
             await self.conn.execute(sa.insert(schema.audit_log), self._audit)
-        if self.counter != self._store.counter:
+        if self.counter != self._counter_read:
             await self.conn.execute(
                 sa.update(schema.node_meta).where(schema.node_meta.c.key == "id_counter").values(value=str(self.counter))
             )
@@ -211,6 +238,7 @@ class Store:
         async with self._lock:
             async with self.writer.begin() as conn:
                 tx = Tx(self, conn, actor)
+                await tx._load()
                 yield tx
                 await tx._flush()
             # Committed: only now does the in-memory state move on.
