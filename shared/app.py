@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from .api.http import actor, principal_key
@@ -27,7 +29,7 @@ from .schemas import check_text
 from .settings import Settings
 from .storage.store import Store
 
-__all__ = ["build_app", "configure_logging"]
+__all__ = ["build_app", "configure_logging", "route_template"]
 
 log = logging.getLogger("mpi.http")
 routes_key = web.AppKey("routes", dict)
@@ -35,7 +37,40 @@ routes_key = web.AppKey("routes", dict)
 Lifetime = Callable[[web.Application], AsyncIterator[None]]
 
 
-class _JsonFormatter(logging.Formatter):
+def _exception_text(exc: BaseException) -> str:
+    """An exception's type and, for a database error, the database's own first line.
+
+    Messages of other exceptions, and what follows the database's first line (PostgreSQL's
+    DETAIL repeats the values of a row), may carry personal data: they are left out.
+    """
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+        return f"{name}: ({type(exc.orig).__module__}.{type(exc.orig).__qualname__}) {first}"
+    return name
+
+
+class _SafeFormatter(logging.Formatter):
+    """Tracebacks as frames (file, line, function, source) and exception types: no values."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        _, exc, tb = ei
+        lines = ["Traceback (most recent call last):"]
+        for frame in traceback.extract_tb(tb):
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+            if frame.line:
+                lines.append(f"    {frame.line.strip()}")
+        chain = []
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            chain.append(_exception_text(exc))
+            exc = exc.__cause__ or exc.__context__
+        lines.append(" <- ".join(chain))
+        return "\n".join(lines)
+
+
+class _JsonFormatter(_SafeFormatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -50,16 +85,26 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure_logging(settings: Settings) -> None:
-    """Structured logs: one JSON object a line on stderr (or plain text)."""
+    """Structured logs: one JSON object a line on stderr (or plain text); no personal data.
+
+    Requests are logged by route template (``/mpi/{mpi_id}``), never by path, so no MPI ID,
+    DHIS2 UID or card token reaches the log; tracebacks carry no exception messages.
+    """
     handler = logging.StreamHandler()
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s %(fields)s", defaults={"fields": ""}))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def route_template(request: web.Request) -> str:
+    """The route a request matched, as declared (``/mpi/{mpi_id}``): what logs may name."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
 
 
 @web.middleware
@@ -76,7 +121,7 @@ async def _logging(request: web.Request, handler: Any) -> web.StreamResponse:
             extra={
                 "fields": {
                     "method": request.method,
-                    "path": request.path,
+                    "route": route_template(request),
                     "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                     "actor": actor(request),
@@ -106,7 +151,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         message = {404: "no such route", 405: f"method {request.method} is not allowed here"}.get(exc.status, exc.reason)
         return _error(ApiError(message, code=code, status=exc.status))
     except Exception:
-        log.exception("unexpected error", extra={"fields": {"method": request.method, "path": request.path}})
+        log.exception("unexpected error", extra={"fields": {"method": request.method, "route": route_template(request)}})
         return _error(ApiError("internal error: the server logged it", code="internal", status=500))
 
 
