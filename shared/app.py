@@ -6,11 +6,12 @@ written by the domain operations themselves, in the transaction of each write.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,9 +28,10 @@ from .registry import Registry
 from .routes import ROUTES, Route
 from .schemas import check_text
 from .settings import Settings
+from .storage import schema as t
 from .storage.store import Store
 
-__all__ = ["build_app", "configure_logging", "route_template"]
+__all__ = ["HealthCheck", "build_app", "configure_logging", "route_template"]
 
 log = logging.getLogger("mpi.http")
 routes_key = web.AppKey("routes", dict)
@@ -167,6 +169,8 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
         principal = await request.app[auth_key].authenticate(token.strip())
         if principal is None:
             raise Unauthorized("unknown or revoked token")
+        if principal.expired():
+            raise Unauthorized(f"this token expired at {principal.expires_at}", code="token_expired")
         if not principal.may(route.role):
             raise Forbidden(f"role {principal.role} may not do this: it needs {route.role}")
         request[principal_key] = principal
@@ -190,13 +194,32 @@ async def _openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[openapi_key])
 
 
+HealthCheck = Callable[[web.Application], Awaitable[dict[str, Any]]]
+_HEALTH_SECONDS = 5.0
+
+
 async def _health(request: web.Request) -> web.Response:
-    store = request.app[store_key]
-    return web.json_response({"status": "ok", "role": request.app[role_key], "node_id": store.node_id})
+    """GET /health: 200 when the database answers (and what the role adds), else 503."""
+    app = request.app
+    store = app[store_key]
+    body: dict[str, Any] = {"status": "ok", "role": app[role_key], "node_id": store.node_id}
+    try:
+        async with asyncio.timeout(_HEALTH_SECONDS):
+            async with store.read() as conn:
+                await conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == "node_id"))
+            body["database"] = "ok"
+            for check in app[health_checks_key]:
+                body.update(await check(app))
+    except Exception as exc:
+        log.warning("health check failed", extra={"fields": {"error": _exception_text(exc)}})
+        raise ApiError("the database cannot be read: this server cannot work", code="unavailable", status=503,
+                       role=app[role_key], database="unavailable") from None
+    return web.json_response(body)
 
 
 openapi_key = web.AppKey("openapi", dict)
 role_key = web.AppKey("role", str)
+health_checks_key = web.AppKey("health_checks", list)
 
 
 def build_app(
@@ -206,8 +229,13 @@ def build_app(
     role: str,
     extra_routes: Sequence[Route] = (),
     lifetimes: Sequence[Lifetime] = (),
+    health: Sequence[HealthCheck] = (),
 ) -> web.Application:
-    """The MPI application on ``store``, with the role's own routes and jobs."""
+    """The MPI application on ``store``, with the role's own routes, jobs and health checks.
+
+    A health check returns fields for ``GET /health`` (the node adds how far behind its sync
+    is); one that raises makes the answer 503.
+    """
     app = web.Application(middlewares=[_logging, _errors, _auth, _plain_text], client_max_size=settings.max_body_bytes)
     frequencies = NameFrequencies()
     matcher = Matcher(
@@ -221,6 +249,7 @@ def build_app(
     app[cards_key] = Cards(registry, settings)
     app[auth_key] = Auth(store)
     app[role_key] = role
+    app[health_checks_key] = list(health)
     table: dict[Any, Route] = {}
     all_routes = [*ROUTES, *extra_routes]
     for route in all_routes:

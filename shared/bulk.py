@@ -10,7 +10,8 @@ What happens to a row:
 - ``queued``: registered, but a match between probable and certain went to the review queue;
 - ``blocked``: not registered, a match at or above certain exists (its ID is reported);
 - ``error``: the row is invalid (line number and reason reported), nothing written.
-The report CSV lists every row that was not plainly created.
+The report CSV lists every row that was not plainly created; each run appends to it, so a
+resumed or repeated import keeps what the earlier runs reported.
 """
 
 from __future__ import annotations
@@ -204,11 +205,21 @@ async def import_rows(
     return stats
 
 
-def write_report(stats: ImportStats, out: TextIO) -> None:
+def write_report(stats: ImportStats, out: TextIO, *, header: bool = True) -> None:
     writer = csv.DictWriter(out, fieldnames=_REPORT_COLUMNS)
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for entry in stats.report:
         writer.writerow(entry)
+
+
+def append_report(stats: ImportStats, path: Path) -> None:
+    """Add this run's rows to the report: a resumed or repeated import never loses an earlier one's."""
+    fresh = not path.exists() or path.stat().st_size == 0
+    buffer = io.StringIO()
+    write_report(stats, buffer, header=fresh)
+    with path.open("a", encoding="utf-8", newline="") as f:
+        f.write(buffer.getvalue())
 
 
 async def import_file(store: Store, settings: Settings, path: Path, *, report: str | None, actor: str) -> int:
@@ -228,9 +239,7 @@ async def import_file(store: Store, settings: Settings, path: Path, *, report: s
     finally:
         await store.close()
     report_path = Path(report) if report else path.with_name(path.name + ".report.csv")
-    buffer = io.StringIO()
-    write_report(stats, buffer)
-    report_path.write_text(buffer.getvalue(), encoding="utf-8")
+    append_report(stats, report_path)
     rate = stats.rows / stats.seconds if stats.seconds else 0.0
     for entry in stats.report:
         if entry["action"] == "error":

@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from . import schemas
-from .api import cards, dhis2, identities, match, merge, review
+from .api import audit, cards, dhis2, identities, match, merge, review
 
 __all__ = ["REVIEW_ROUTES", "ROUTES", "Route"]
 
@@ -63,6 +63,8 @@ ROUTES: list[Route] = [
           statuses=(200, 400, 404)),
     Route("POST", "/mpi/{mpi_id}/card/revoke", cards.revoke_card, "supervisor", "Revoke the valid card",
           schemas.CardRevokeIn, statuses=(200, 400, 403, 404)),
+    Route("GET", "/audit", audit.list_audit, "admin", "Read the audit log back (newest first)",
+          query=schemas.AuditQuery, statuses=(200, 400)),
 ]
 
 # The review queue is the hub's: the role appends these (the node keeps its items for sync).

@@ -27,6 +27,7 @@ from pydantic import (
 from .errors import BadRequest, ValidationFailed
 
 __all__ = [
+    "AuditQuery",
     "CardIn",
     "CardRevokeIn",
     "LinkDhis2In",
@@ -278,6 +279,24 @@ class ReviewQuery(_Body):
 class ReviewDecisionIn(_Body):
     decision: Literal["merge", "not_same"]
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = ""
+
+
+class AuditQuery(_Body):
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    mpi_id: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
+    action: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.]{0,39}$")] | None = None
+    from_: dt.datetime | None = Field(default=None, alias="from")
+    to: dt.datetime | None = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        # A bare date or a time with no zone is taken as UTC, the zone the log is kept in.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
 
 
 class UnmergeIn(_Body):

@@ -154,6 +154,7 @@ class Store:
         self._lock = asyncio.Lock()
         self._audit_flush_seconds = audit_flush_seconds
         self._read_audit: list[dict[str, Any]] = []
+        self._token_uses: dict[str, str] = {}
         self._audit_task: asyncio.Task[None] | None = None
         self.meta: dict[str, str] = {}
         self.node_id = ""
@@ -261,15 +262,29 @@ class Store:
             {"at": utc_now(), "actor": actor, "action": action, "mpi_id": mpi_id, "detail": json.dumps(detail)}
         )
 
+    def note_token_use(self, token_hash: str) -> None:
+        """Record that a token was used now; written with the next batch of read audit."""
+        self._token_uses[token_hash] = utc_now()
+
     async def flush_read_audit(self) -> None:
-        if not self._read_audit:
+        if not self._read_audit and not self._token_uses:
             return
         batch, self._read_audit = self._read_audit, []
+        uses, self._token_uses = self._token_uses, {}
         try:
             async with self._lock, self.writer.begin() as conn:
-                await conn.execute(sa.insert(schema.audit_log), batch)
+                if batch:
+                    await conn.execute(sa.insert(schema.audit_log), batch)
+                if uses:
+                    await conn.execute(
+                        sa.update(schema.api_token)
+                        .where(schema.api_token.c.token_hash == sa.bindparam("h"))
+                        .values(last_used_at=sa.bindparam("at")),
+                        [{"h": h, "at": at} for h, at in uses.items()],
+                    )
         except Exception:
             self._read_audit[:0] = batch
+            self._token_uses = {**uses, **self._token_uses}
             raise
 
     async def _audit_loop(self) -> None:
