@@ -1,6 +1,7 @@
 """build_app: the only place where the API is wired together, for node and hub alike.
 
-Middleware order: logging (outermost), error rendering, auth and role. Audit records are
+Middleware order: logging (outermost), error rendering, body size and time, rate limits with
+auth and role, control characters in paths and queries. Audit records are
 written by the domain operations themselves, in the transaction of each write.
 """
 
@@ -20,10 +21,11 @@ from aiohttp import web
 from .api.http import actor, principal_key
 from .auth import Auth
 from .cards import Cards
-from .errors import ApiError, Forbidden, PayloadTooLarge, Unauthorized
+from .errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
 from .keys import auth_key, cards_key, registry_key, settings_key, store_key
 from .matching import Matcher, NameFrequencies, Thresholds
 from .openapi import openapi_document
+from .ratelimit import RateLimiter
 from .registry import Registry
 from .routes import ROUTES, Route
 from .schemas import check_text
@@ -133,7 +135,10 @@ async def _logging(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def _error(exc: ApiError) -> web.Response:
-    return web.json_response(exc.body(), status=exc.status)
+    response = web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+    if exc.status == 408:  # the rest of that body cannot be told from the next request
+        response.force_close()
+    return response
 
 
 @web.middleware
@@ -151,25 +156,72 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
         message = {404: "no such route", 405: f"method {request.method} is not allowed here"}.get(exc.status, exc.reason)
-        return _error(ApiError(message, code=code, status=exc.status))
+        error = ApiError(message, code=code, status=exc.status)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            error.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return _error(error)
     except Exception:
         log.exception("unexpected error", extra={"fields": {"method": request.method, "route": route_template(request)}})
         return _error(ApiError("internal error: the server logged it", code="internal", status=500))
 
 
 @web.middleware
+async def _body(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Bodies are refused by their announced size before any byte is read, and read in time.
+
+    A client announcing gigabytes gets 413 at once (aiohttp then discards what it sends for at
+    most its lingering time, 10 s, and closes); one trickling a body for longer than
+    ``body_timeout_seconds`` gets 408, then its connection is closed. Handlers read from memory.
+    """
+    settings = request.app[settings_key]
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")
+    if request.body_exists:
+        try:
+            async with asyncio.timeout(settings.body_timeout_seconds):
+                await request.read()
+        except TimeoutError:
+            raise ApiError(
+                f"the request body did not arrive within {settings.body_timeout_seconds:g} s",
+                code="request_timeout", status=408,
+            ) from None
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def _limited(limiter: RateLimiter, request: web.Request, what: str, *, spend: bool) -> None:
+    wait = limiter.spend(_client(request)) if spend else limiter.retry_after(_client(request))
+    if wait:
+        raise TooManyRequests(f"too many {what} from this address: retry in {wait} s", retry_after=wait)
+
+
+@web.middleware
 async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     match_info = request.match_info
     route: Route | None = request.app[routes_key].get(match_info.route)
+    limiters = request.app[limiters_key]
+    if route is not None and route.rate_limit is not None:
+        _limited(limiters[route.rate_limit], request, "requests", spend=True)
     if route is not None and route.role is not None:
+        failures = limiters["auth_failures"]
+        # An address that failed too often is refused before its token is even looked at:
+        # otherwise a guess that works would still stand out from the refused ones.
+        _limited(failures, request, "failed authentications", spend=False)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
+            failures.spend(_client(request))
             raise Unauthorized("this endpoint needs an Authorization: Bearer <token> header")
         principal = await request.app[auth_key].authenticate(token.strip())
         if principal is None:
+            failures.spend(_client(request))
             raise Unauthorized("unknown or revoked token")
         if principal.expired():
+            failures.spend(_client(request))
             raise Unauthorized(f"this token expired at {principal.expires_at}", code="token_expired")
         if not principal.may(route.role):
             raise Forbidden(f"role {principal.role} may not do this: it needs {route.role}")
@@ -220,6 +272,12 @@ async def _health(request: web.Request) -> web.Response:
 openapi_key = web.AppKey("openapi", dict)
 role_key = web.AppKey("role", str)
 health_checks_key = web.AppKey("health_checks", list)
+limiters_key = web.AppKey("limiters", dict)
+
+
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    # No versions of aiohttp or Python for a scanner to match against.
+    response.headers["Server"] = "mpi"
 
 
 def build_app(
@@ -236,7 +294,7 @@ def build_app(
     A health check returns fields for ``GET /health`` (the node adds how far behind its sync
     is); one that raises makes the answer 503.
     """
-    app = web.Application(middlewares=[_logging, _errors, _auth, _plain_text], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[_logging, _errors, _body, _auth, _plain_text], client_max_size=settings.max_body_bytes)
     frequencies = NameFrequencies()
     matcher = Matcher(
         frequencies=frequencies,
@@ -250,6 +308,11 @@ def build_app(
     app[auth_key] = Auth(store)
     app[role_key] = role
     app[health_checks_key] = list(health)
+    app[limiters_key] = {
+        "verify": RateLimiter(settings.verify_rate_per_minute),
+        "auth_failures": RateLimiter(settings.auth_failures_per_minute),
+    }
+    app.on_response_prepare.append(_server_header)
     table: dict[Any, Route] = {}
     all_routes = [*ROUTES, *extra_routes]
     for route in all_routes:

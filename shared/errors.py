@@ -8,10 +8,12 @@
     ├── NotFound              404  not_found
     ├── Conflict              409  conflict / already_merged / ...
     │   └── Duplicate         409  duplicate_detected (existing_mpi_id, similarity_score, ...)
-    └── PayloadTooLarge       413  payload_too_large
+    ├── PayloadTooLarge       413  payload_too_large
+    └── TooManyRequests       429  rate_limited (with a Retry-After header)
 
 The body is ``{"status": code, "error": message, ...extra}``, the shape of the 409 in the
-API reference; ``details`` carries per-field information where there is some.
+API reference; ``details`` carries per-field information where there is some. ``headers``
+are sent with the answer (``Retry-After``, ``Allow``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "PayloadTooLarge",
+    "TooManyRequests",
     "Unauthorized",
     "ValidationFailed",
 ]
@@ -43,6 +46,7 @@ class ApiError(Exception):
         if status is not None:
             self.status = status
         self.extra = extra
+        self.headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
         return {"status": self.code, "error": self.message, **self.extra}
@@ -84,3 +88,12 @@ class Duplicate(Conflict):
 class PayloadTooLarge(ApiError):
     status = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **extra)
+        self.headers["Retry-After"] = str(retry_after)
