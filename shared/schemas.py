@@ -146,14 +146,26 @@ def _external_ids(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
+# What each type enforces is also written into its JSON schema, so /openapi.json states it.
+_COUNTRIES = sorted(c.alpha_2 for c in pycountry.countries)
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 BirthDate = Annotated[dt.date | None, AfterValidator(_birth_date)]
 Gender = Literal["M", "F", "U"]
 Region = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
-Phone = Annotated[str | None, AfterValidator(_phone)]
-ExternalIds = Annotated[dict[str, Annotated[str, StringConstraints(strict=True)]] | None, AfterValidator(_external_ids)]
-Programme = Annotated[str, AfterValidator(_programme)]
+Country = Annotated[
+    str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country), Field(json_schema_extra={"enum": _COUNTRIES})
+]
+Phone = Annotated[
+    str | None, AfterValidator(_phone), Field(json_schema_extra={"pattern": r"^\+[1-9][0-9]{6,14}$"})
+]
+ExternalIds = Annotated[
+    dict[str, Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]] | None,
+    AfterValidator(_external_ids),
+    Field(json_schema_extra={"maxProperties": 20, "propertyNames": {"pattern": f"^{_EXTERNAL_SYSTEM.pattern}$"}}),
+]
+Programme = Annotated[
+    str, AfterValidator(_programme), Field(json_schema_extra={"pattern": f"^{_PROGRAMME.pattern}$"})
+]
 
 
 class _Body(BaseModel):
