@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from shared.app import build_app
-from shared.keys import node_sync_key, registry_key
+from shared.keys import node_sync_key, registry_key, store_key
 from shared.routes import Route
 from shared.settings import Settings
 from shared.sync.node import NodeSync
@@ -27,6 +27,7 @@ NODE_ROUTES = [
 
 async def _sync_health(app: web.Application) -> dict[str, Any]:
     """How far behind the hub this node is, for GET /health."""
+    await app[store_key].refresh()  # an import by another process moved the log on
     status = await app[node_sync_key].status()
     return {
         "sync": {

@@ -216,6 +216,29 @@ class Store:
             max_hlc = (await conn.execute(sa.select(sa.func.max(schema.change_log.c.hlc)))).scalar()
             self.hlc = Hlc(int(max_hlc or 0))
 
+    async def refresh(self) -> None:
+        """Re-read the last sequence, hash and ID counter: another process may have written.
+
+        Writes never need this (they read them under the write lock); code that reports or
+        compares ``store.seq`` outside a write (sync status, acknowledgements) does.
+        """
+        async with self.reader.connect() as conn:
+            counter = (
+                await conn.execute(sa.select(schema.node_meta.c.value).where(schema.node_meta.c.key == "id_counter"))
+            ).scalar()
+            last = (
+                await conn.execute(
+                    sa.select(schema.change_log.c.seq, schema.change_log.c.hash, schema.change_log.c.hlc)
+                    .where(schema.change_log.c.node_id == self.node_id)
+                    .order_by(schema.change_log.c.seq.desc())
+                    .limit(1)
+                )
+            ).first()
+        self.counter = int(counter or 0)
+        if last is not None:
+            self.seq, self.last_hash = int(last.seq), str(last.hash)
+            self.hlc.observe(int(last.hlc))
+
     async def initialise(self, meta: dict[str, str]) -> None:
         """Record the node's identity (node id, country, region, key id...) once, at init."""
         async with self.writer.begin() as conn:
