@@ -26,6 +26,7 @@ from .keys import auth_key, cards_key, registry_key, settings_key, store_key
 from .matching import Matcher, NameFrequencies, Thresholds
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
+from .redact import exception_text
 from .registry import Registry
 from .routes import ROUTES, Route
 from .schemas import check_text
@@ -39,19 +40,6 @@ log = logging.getLogger("mpi.http")
 routes_key = web.AppKey("routes", dict)
 
 Lifetime = Callable[[web.Application], AsyncIterator[None]]
-
-
-def _exception_text(exc: BaseException) -> str:
-    """An exception's type and, for a database error, the database's own first line.
-
-    Messages of other exceptions, and what follows the database's first line (PostgreSQL's
-    DETAIL repeats the values of a row), may carry personal data: they are left out.
-    """
-    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
-        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
-        return f"{name}: ({type(exc.orig).__module__}.{type(exc.orig).__qualname__}) {first}"
-    return name
 
 
 class _SafeFormatter(logging.Formatter):
@@ -68,7 +56,7 @@ class _SafeFormatter(logging.Formatter):
         seen: set[int] = set()
         while exc is not None and id(exc) not in seen:
             seen.add(id(exc))
-            chain.append(_exception_text(exc))
+            chain.append(exception_text(exc))
             exc = exc.__cause__ or exc.__context__
         lines.append(" <- ".join(chain))
         return "\n".join(lines)
@@ -263,7 +251,7 @@ async def _health(request: web.Request) -> web.Response:
             for check in app[health_checks_key]:
                 body.update(await check(app))
     except Exception as exc:
-        log.warning("health check failed", extra={"fields": {"error": _exception_text(exc)}})
+        log.warning("health check failed", extra={"fields": {"error": exception_text(exc)}})
         raise ApiError("the database cannot be read: this server cannot work", code="unavailable", status=503,
                        role=app[role_key], database="unavailable") from None
     return web.json_response(body)

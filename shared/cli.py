@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import pycountry
+import sqlalchemy as sa
 
 from .auth import ROLES, Auth, expiry
 from .matching import Matcher, NameFrequencies, Thresholds
+from .redact import exception_text
 from .registry import Registry
 from .settings import Settings, SettingsError
 from .storage.store import NotInitialised, Store
@@ -80,6 +82,9 @@ def run(main: Callable[[argparse.Namespace], Awaitable[int] | int], args: argpar
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except sa.exc.SQLAlchemyError as exc:  # the database's own line, never the statement's values
+        print(f"error: {exception_text(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # anything else is a bug, but the user still gets one line
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

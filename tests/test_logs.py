@@ -70,8 +70,9 @@ def _check(log: Path, secrets: list[str]) -> list[dict[str, Any]]:
     routes = {r.get("route") for r in records if r.get("msg") == "request"}
     assert {"/mpi/{mpi_id}", "/mpi/verify/{token}", "/mpi/resolve-dhis2/{dhis2_uid}", "/mpi/register"} <= routes, routes
     errors = [r for r in records if r.get("msg") == "unexpected error"]
-    assert errors and "Traceback" in errors[0]["exc"] and "IntegrityError" in errors[0]["exc"] \
-        or "InternalError" in errors[0]["exc"] or "RaiseException" in errors[0]["exc"], errors
+    assert errors and "Traceback" in errors[0]["exc"], records
+    # The database's own first line is kept: an operator still sees what went wrong.
+    assert "the disk said no" in errors[0]["exc"], errors
     return records
 
 
