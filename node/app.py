@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from shared.app import build_app
-from shared.keys import node_sync_key, registry_key
+from shared.keys import node_sync_key, registry_key, store_key
 from shared.routes import Route
 from shared.settings import Settings
 from shared.sync.node import NodeSync
@@ -23,9 +25,25 @@ NODE_ROUTES = [
 ]
 
 
+async def _sync_health(app: web.Application) -> dict[str, Any]:
+    """How far behind the hub this node is, for GET /health."""
+    await app[store_key].refresh()  # an import by another process moved the log on
+    status = await app[node_sync_key].status()
+    return {
+        "sync": {
+            "enrolled": status["enrolled"],
+            "pending_changes": status["pending_changes"],
+            "behind": status["pending_changes"] > 0,
+            "last_success": status["last_success"],
+            "last_error": status["last_error"],
+        }
+    }
+
+
 def create_app(settings: Settings) -> web.Application:
     store = node_store(settings)
-    app = build_app(settings, store, role="node", extra_routes=NODE_ROUTES, lifetimes=[sync_scheduler])
+    app = build_app(settings, store, role="node", extra_routes=NODE_ROUTES, lifetimes=[sync_scheduler],
+                    health=[_sync_health])
     app[node_sync_key] = NodeSync(
         store, app[registry_key], load_keys(settings.data_dir),
         batch_max=settings.sync_batch_max, request_seconds=settings.sync_request_seconds,

@@ -1,33 +1,41 @@
 """build_app: the only place where the API is wired together, for node and hub alike.
 
-Middleware order: logging (outermost), error rendering, auth and role. Audit records are
+Middleware order: logging (outermost), error rendering, body size and time, rate limits with
+auth and role, control characters in paths and queries. Audit records are
 written by the domain operations themselves, in the transaction of each write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from .api.http import actor, principal_key
 from .auth import Auth
 from .cards import Cards
-from .errors import ApiError, Forbidden, PayloadTooLarge, Unauthorized
+from .errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
 from .keys import auth_key, cards_key, registry_key, settings_key, store_key
 from .matching import Matcher, NameFrequencies, Thresholds
 from .openapi import openapi_document
+from .ratelimit import RateLimiter
+from .redact import exception_text
 from .registry import Registry
 from .routes import ROUTES, Route
+from .schemas import check_text
 from .settings import Settings
+from .storage import schema as t
 from .storage.store import Store
 from .sync.errors import LinkDown, SyncError, http_answer
 
-__all__ = ["build_app", "configure_logging"]
+__all__ = ["HealthCheck", "build_app", "configure_logging", "route_template"]
 
 log = logging.getLogger("mpi.http")
 routes_key = web.AppKey("routes", dict)
@@ -35,7 +43,27 @@ routes_key = web.AppKey("routes", dict)
 Lifetime = Callable[[web.Application], AsyncIterator[None]]
 
 
-class _JsonFormatter(logging.Formatter):
+class _SafeFormatter(logging.Formatter):
+    """Tracebacks as frames (file, line, function, source) and exception types: no values."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        _, exc, tb = ei
+        lines = ["Traceback (most recent call last):"]
+        for frame in traceback.extract_tb(tb):
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+            if frame.line:
+                lines.append(f"    {frame.line.strip()}")
+        chain = []
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            chain.append(exception_text(exc))
+            exc = exc.__cause__ or exc.__context__
+        lines.append(" <- ".join(chain))
+        return "\n".join(lines)
+
+
+class _JsonFormatter(_SafeFormatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
@@ -50,16 +78,26 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure_logging(settings: Settings) -> None:
-    """Structured logs: one JSON object a line on stderr (or plain text)."""
+    """Structured logs: one JSON object a line on stderr (or plain text); no personal data.
+
+    Requests are logged by route template (``/mpi/{mpi_id}``), never by path, so no MPI ID,
+    DHIS2 UID or card token reaches the log; tracebacks carry no exception messages.
+    """
     handler = logging.StreamHandler()
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s %(fields)s", defaults={"fields": ""}))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def route_template(request: web.Request) -> str:
+    """The route a request matched, as declared (``/mpi/{mpi_id}``): what logs may name."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
 
 
 @web.middleware
@@ -76,7 +114,7 @@ async def _logging(request: web.Request, handler: Any) -> web.StreamResponse:
             extra={
                 "fields": {
                     "method": request.method,
-                    "path": request.path,
+                    "route": route_template(request),
                     "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                     "actor": actor(request),
@@ -86,7 +124,10 @@ async def _logging(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def _error(exc: ApiError) -> web.Response:
-    return web.json_response(exc.body(), status=exc.status)
+    response = web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+    if exc.status == 408:  # the rest of that body cannot be told from the next request
+        response.force_close()
+    return response
 
 
 @web.middleware
@@ -107,27 +148,88 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
         message = {404: "no such route", 405: f"method {request.method} is not allowed here"}.get(exc.status, exc.reason)
-        return _error(ApiError(message, code=code, status=exc.status))
+        error = ApiError(message, code=code, status=exc.status)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            error.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return _error(error)
     except Exception:
-        log.exception("unexpected error", extra={"fields": {"method": request.method, "path": request.path}})
+        log.exception("unexpected error", extra={"fields": {"method": request.method, "route": route_template(request)}})
         return _error(ApiError("internal error: the server logged it", code="internal", status=500))
+
+
+@web.middleware
+async def _body(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Bodies are refused by their announced size before any byte is read, and read in time.
+
+    A client announcing gigabytes gets 413 at once (aiohttp then discards what it sends for at
+    most its lingering time, 10 s, and closes); one trickling a body for longer than
+    ``body_timeout_seconds`` gets 408, then its connection is closed. Handlers read from memory.
+    """
+    settings = request.app[settings_key]
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")
+    if request.body_exists:
+        try:
+            async with asyncio.timeout(settings.body_timeout_seconds):
+                await request.read()
+        except TimeoutError:
+            raise ApiError(
+                f"the request body did not arrive within {settings.body_timeout_seconds:g} s",
+                code="request_timeout", status=408,
+            ) from None
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def _limited(limiter: RateLimiter, request: web.Request, what: str, *, spend: bool) -> None:
+    wait = limiter.spend(_client(request)) if spend else limiter.retry_after(_client(request))
+    if wait:
+        raise TooManyRequests(f"too many {what} from this address: retry in {wait} s", retry_after=wait)
 
 
 @web.middleware
 async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     match_info = request.match_info
     route: Route | None = request.app[routes_key].get(match_info.route)
+    limiters = request.app[limiters_key]
+    if route is not None and route.rate_limit is not None:
+        _limited(limiters[route.rate_limit], request, "requests", spend=True)
     if route is not None and route.role is not None:
+        failures = limiters["auth_failures"]
+        # An address that failed too often is refused before its token is even looked at:
+        # otherwise a guess that works would still stand out from the refused ones.
+        _limited(failures, request, "failed authentications", spend=False)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
+            failures.spend(_client(request))
             raise Unauthorized("this endpoint needs an Authorization: Bearer <token> header")
         principal = await request.app[auth_key].authenticate(token.strip())
         if principal is None:
+            failures.spend(_client(request))
             raise Unauthorized("unknown or revoked token")
+        if principal.expired():
+            failures.spend(_client(request))
+            raise Unauthorized(f"this token expired at {principal.expires_at}", code="token_expired")
         if not principal.may(route.role):
             raise Forbidden(f"role {principal.role} may not do this: it needs {route.role}")
         request[principal_key] = principal
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+@web.middleware
+async def _plain_text(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Path and query values with control characters are refused before any handler sees them."""
+    for name, value in request.match_info.items():
+        check_text(name, value)
+    for name, value in request.query.items():
+        check_text(f"query parameter {name!r}", name)
+        check_text(name, value)
     response: web.StreamResponse = await handler(request)
     return response
 
@@ -136,13 +238,38 @@ async def _openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[openapi_key])
 
 
+HealthCheck = Callable[[web.Application], Awaitable[dict[str, Any]]]
+_HEALTH_SECONDS = 5.0
+
+
 async def _health(request: web.Request) -> web.Response:
-    store = request.app[store_key]
-    return web.json_response({"status": "ok", "role": request.app[role_key], "node_id": store.node_id})
+    """GET /health: 200 when the database answers (and what the role adds), else 503."""
+    app = request.app
+    store = app[store_key]
+    body: dict[str, Any] = {"status": "ok", "role": app[role_key], "node_id": store.node_id}
+    try:
+        async with asyncio.timeout(_HEALTH_SECONDS):
+            async with store.read() as conn:
+                await conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == "node_id"))
+            body["database"] = "ok"
+            for check in app[health_checks_key]:
+                body.update(await check(app))
+    except Exception as exc:
+        log.warning("health check failed", extra={"fields": {"error": exception_text(exc)}})
+        raise ApiError("the database cannot be read: this server cannot work", code="unavailable", status=503,
+                       role=app[role_key], database="unavailable") from None
+    return web.json_response(body)
 
 
 openapi_key = web.AppKey("openapi", dict)
 role_key = web.AppKey("role", str)
+health_checks_key = web.AppKey("health_checks", list)
+limiters_key = web.AppKey("limiters", dict)
+
+
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    # No versions of aiohttp or Python for a scanner to match against.
+    response.headers["Server"] = "mpi"
 
 
 def build_app(
@@ -152,9 +279,14 @@ def build_app(
     role: str,
     extra_routes: Sequence[Route] = (),
     lifetimes: Sequence[Lifetime] = (),
+    health: Sequence[HealthCheck] = (),
 ) -> web.Application:
-    """The MPI application on ``store``, with the role's own routes and jobs."""
-    app = web.Application(middlewares=[_logging, _errors, _auth], client_max_size=settings.max_body_bytes)
+    """The MPI application on ``store``, with the role's own routes, jobs and health checks.
+
+    A health check returns fields for ``GET /health`` (the node adds how far behind its sync
+    is); one that raises makes the answer 503.
+    """
+    app = web.Application(middlewares=[_logging, _errors, _body, _auth, _plain_text], client_max_size=settings.max_body_bytes)
     frequencies = NameFrequencies()
     matcher = Matcher(
         frequencies=frequencies,
@@ -167,6 +299,12 @@ def build_app(
     app[cards_key] = Cards(registry, settings)
     app[auth_key] = Auth(store)
     app[role_key] = role
+    app[health_checks_key] = list(health)
+    app[limiters_key] = {
+        "verify": RateLimiter(settings.verify_rate_per_minute),
+        "auth_failures": RateLimiter(settings.auth_failures_per_minute),
+    }
+    app.on_response_prepare.append(_server_header)
     table: dict[Any, Route] = {}
     all_routes = [*ROUTES, *extra_routes]
     for route in all_routes:

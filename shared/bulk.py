@@ -10,7 +10,8 @@ What happens to a row:
 - ``queued``: registered, but a match between probable and certain went to the review queue;
 - ``blocked``: not registered, a match at or above certain exists (its ID is reported);
 - ``error``: the row is invalid (line number and reason reported), nothing written.
-The report CSV lists every row that was not plainly created.
+The report CSV lists every row that was not plainly created; each run appends to it, so a
+resumed or repeated import keeps what the earlier runs reported.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -33,7 +33,7 @@ from .errors import ApiError, BadRequest
 from .matching import Matcher, NameFrequencies, Thresholds
 from .registration import register_batch
 from .registry import Registry
-from .schemas import RegisterIn, parse_body
+from .schemas import RegisterIn, decode_json, parse_body
 from .settings import Settings
 from .storage import schema as t
 from .storage.store import Store, utc_now
@@ -74,17 +74,19 @@ def _sha256(path: Path) -> str:
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line number, row) or (line number, error message) for every data line."""
+    # Bytes that are not UTF-8 become lone surrogates, which validation reports with their
+    # line number like any other bad value, instead of ending the import half-way.
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8", errors="surrogateescape") as f:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
                 try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, f"not valid JSON: {exc.msg}"
+                    yield number, decode_json(line)
+                except ApiError as exc:
+                    yield number, exc.message.replace("the body is", "the line is")
         return
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         unknown = [h for h in header if h not in _FIELDS and not h.startswith("external_ids.")]
@@ -202,11 +204,21 @@ async def import_rows(
     return stats
 
 
-def write_report(stats: ImportStats, out: TextIO) -> None:
+def write_report(stats: ImportStats, out: TextIO, *, header: bool = True) -> None:
     writer = csv.DictWriter(out, fieldnames=_REPORT_COLUMNS)
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for entry in stats.report:
         writer.writerow(entry)
+
+
+def append_report(stats: ImportStats, path: Path) -> None:
+    """Add this run's rows to the report: a resumed or repeated import never loses an earlier one's."""
+    fresh = not path.exists() or path.stat().st_size == 0
+    buffer = io.StringIO()
+    write_report(stats, buffer, header=fresh)
+    with path.open("a", encoding="utf-8", newline="") as f:
+        f.write(buffer.getvalue())
 
 
 async def import_file(store: Store, settings: Settings, path: Path, *, report: str | None, actor: str) -> int:
@@ -226,9 +238,7 @@ async def import_file(store: Store, settings: Settings, path: Path, *, report: s
     finally:
         await store.close()
     report_path = Path(report) if report else path.with_name(path.name + ".report.csv")
-    buffer = io.StringIO()
-    write_report(stats, buffer)
-    report_path.write_text(buffer.getvalue(), encoding="utf-8")
+    append_report(stats, report_path)
     rate = stats.rows / stats.seconds if stats.seconds else 0.0
     for entry in stats.report:
         if entry["action"] == "error":

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import pycountry
+import sqlalchemy as sa
 
-from .auth import ROLES, Auth
+from .auth import ROLES, Auth, expiry
 from .matching import Matcher, NameFrequencies, Thresholds
+from .redact import exception_text
 from .registry import Registry
 from .settings import Settings, SettingsError
 from .storage.store import NotInitialised, Store
@@ -83,6 +86,9 @@ def run(main: Callable[[argparse.Namespace], Awaitable[int] | int], args: argpar
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except sa.exc.SQLAlchemyError as exc:  # the database's own line, never the statement's values
+        print(f"error: {exception_text(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # anything else is a bug, but the user still gets one line
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -99,6 +105,13 @@ def add_token_commands(sub: Any, store_args: Callable[[argparse.ArgumentParser],
     store_args(create)
     create.add_argument("--role", required=True, choices=sorted(ROLES, key=ROLES.__getitem__))
     create.add_argument("--name", required=True)
+    create.add_argument(
+        "--expires", default=None, metavar="DURATION|DATE",
+        help="when the token stops working: 90d, 12h, 30m, 45s, 2w, or 2027-01-31 (default: never)",
+    )
+    listing = token_sub.add_parser("list", help="every token: name, role, state, created, last used, expiry (never the token)")
+    store_args(listing)
+    listing.add_argument("--json", action="store_true", help="one JSON object a line")
     revoke = token_sub.add_parser("revoke", help="revoke every token of a name")
     store_args(revoke)
     revoke.add_argument("--name", required=True)
@@ -110,13 +123,28 @@ async def token_command(store: Store, args: argparse.Namespace) -> int:
         await store.load_state()
         auth = Auth(store)
         if args.token_command == "create":
-            print(await auth.create_token(args.role, args.name))
+            expires_at = expiry(args.expires) if args.expires else None
+            print(await auth.create_token(args.role, args.name, expires_at))
+        elif args.token_command == "list":
+            _print_tokens(await auth.list_tokens(), as_json=args.json)
         else:
             count = await auth.revoke_token(args.name)
             print(f"revoked {count} token(s) named {args.name}")
     finally:
         await store.close()
     return 0
+
+
+def _print_tokens(tokens: list[dict[str, Any]], *, as_json: bool) -> None:
+    if as_json:
+        for token in tokens:
+            print(json.dumps(token))
+        return
+    columns = ["name", "role", "state", "created_at", "last_used_at", "expires_at"]
+    rows = [[str(token[c] or "-") for c in columns] for token in tokens]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    for row in [columns, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def registry_for(store: Store, settings: Settings) -> Registry:

@@ -17,10 +17,12 @@
     │   ├── NotMerged               409  not_merged / not_directly_merged (an unmerge with no merge to undo)
     │   ├── AlreadyDecided          409  already_decided (a review item)
     │   └── CorruptMergeChain       409  corrupt_merge_chain
-    └── PayloadTooLarge             413  payload_too_large
+    ├── PayloadTooLarge             413  payload_too_large
+    └── TooManyRequests             429  rate_limited (with a Retry-After header)
 
 The body is ``{"status": code, "error": message, ...extra}``, the shape of the 409 in the
-API reference; ``details`` carries per-field information where there is some.
+API reference; ``details`` carries per-field information where there is some. ``headers``
+are sent with the answer (``Retry-After``, ``Allow``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "NotMerged",
     "PayloadTooLarge",
     "SameIdentity",
+    "TooManyRequests",
     "Unauthorized",
     "ValidationFailed",
 ]
@@ -61,6 +64,7 @@ class ApiError(Exception):
         if status is not None:
             self.status = status
         self.extra = extra
+        self.headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
         return {"status": self.code, "error": self.message, **self.extra}
@@ -138,3 +142,12 @@ class AlreadyDecided(Conflict):
 
 class CorruptMergeChain(Conflict):
     code = "corrupt_merge_chain"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **extra)
+        self.headers["Retry-After"] = str(retry_after)

@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from . import schemas
-from .api import cards, dhis2, identities, match, merge, review
+from .api import audit, cards, dhis2, identities, match, merge, review
 
 __all__ = ["REVIEW_ROUTES", "ROUTES", "Route"]
 
@@ -30,6 +30,7 @@ class Route:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     statuses: tuple[int, ...] = (200,)
+    rate_limit: str | None = None  # a per-address limit of its own: "verify"
 
 
 # Fixed paths come before /mpi/{mpi_id}: the router tries routes in this order.
@@ -46,7 +47,7 @@ ROUTES: list[Route] = [
           schemas.UnmergeIn, statuses=(200, 400, 403, 404, 409)),
     Route("GET", "/mpi/qr-config", cards.qr_config, "registrar", "The active QR configuration"),
     Route("GET", "/mpi/verify/{token}", cards.verify_card, None, "Verify a card QR token (public)",
-          statuses=(200, 400, 404)),
+          statuses=(200, 400, 404, 429), rate_limit="verify"),
     Route("GET", "/mpi/resolve-dhis2/{dhis2_uid}", dhis2.resolve_dhis2, "registrar", "Resolve a DHIS2 UID",
           statuses=(200, 400, 404)),
     Route("GET", "/mpi/{mpi_id}", identities.get_identity, "registrar", "Full details of an identity",
@@ -63,6 +64,8 @@ ROUTES: list[Route] = [
           statuses=(200, 400, 404)),
     Route("POST", "/mpi/{mpi_id}/card/revoke", cards.revoke_card, "supervisor", "Revoke the valid card",
           schemas.CardRevokeIn, statuses=(200, 400, 403, 404)),
+    Route("GET", "/audit", audit.list_audit, "admin", "Read the audit log back (newest first)",
+          query=schemas.AuditQuery, statuses=(200, 400)),
 ]
 
 # The review queue is the hub's: the role appends these (the node keeps its items for sync).

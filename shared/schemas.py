@@ -7,6 +7,7 @@ Unknown fields are refused by name (``extra="forbid"``); every failure becomes o
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -23,9 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ValidationFailed
+from .errors import BadRequest, ValidationFailed
 
 __all__ = [
+    "AuditQuery",
     "CardIn",
     "CardRevokeIn",
     "LinkDhis2In",
@@ -38,12 +40,59 @@ __all__ = [
     "ReviewQuery",
     "SearchQuery",
     "UnmergeIn",
+    "MAX_JSON_DEPTH",
+    "check_text",
+    "decode_json",
     "parse_body",
     "parse_query",
 ]
 
-_PROGRAMME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
-_DHIS2_UID = re.compile(r"^[A-Za-z][A-Za-z0-9]{10}$")
+_PROGRAMME = re.compile(r"[a-z][a-z0-9_]{1,39}")
+_DHIS2_UID = re.compile(r"[A-Za-z][A-Za-z0-9]{10}")
+_EXTERNAL_SYSTEM = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
+
+# No text field takes a control character: NUL cannot be stored by PostgreSQL at all, and
+# the others have no business in a name, a code or an identifier. Free text (a reason) may
+# hold tabs and line breaks. Lone surrogates (JSON "\ud800", undecodable import bytes)
+# cannot be encoded as UTF-8 by either database.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_FREE_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# Fields of free text, by name, wherever they appear: the only ones allowed \t \n \r.
+_FREE_TEXT = frozenset({"reason"})
+
+
+def _control_problem(value: str, free_text: bool = False) -> str | None:
+    found = (_CONTROL_FREE_TEXT if free_text else _CONTROL).search(value)
+    if found is None:
+        return None
+    return f"control characters are not allowed (U+{ord(found.group()):04X} at position {found.start()})"
+
+
+def check_text(field: str, value: str) -> None:
+    """Refuse a path or query value holding a control character: 400 validation_error."""
+    problem = _control_problem(value)
+    if problem is not None:
+        raise ValidationFailed(f"{field}: {problem}", details=[{"field": field, "message": problem}])
+
+
+def _control_details(data: Any, path: str = "") -> list[dict[str, str]]:
+    """One detail per string (key or value) of a decoded body that holds a control character."""
+    out: list[dict[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            problem = _control_problem(str(key))
+            if problem is not None:
+                out.append({"field": path or "body", "message": f"a field name: {problem}"})
+            out.extend(_control_details(value, where))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            out.extend(_control_details(value, f"{path}.{index}" if path else str(index)))
+    elif isinstance(data, str):
+        problem = _control_problem(data, free_text=path.rsplit(".", 1)[-1] in _FREE_TEXT)
+        if problem is not None:
+            out.append({"field": path or "body", "message": problem})
+    return out
 
 
 def _birth_date(value: dt.date | None) -> dt.date | None:
@@ -77,7 +126,7 @@ def _phone(value: str | None) -> str | None:
 
 
 def _programme(value: str) -> str:
-    if not _PROGRAMME.match(value):
+    if not _PROGRAMME.fullmatch(value):
         raise ValueError("programme_type is 2-40 lower-case letters, digits or _, starting with a letter")
     return value
 
@@ -88,23 +137,35 @@ def _external_ids(value: dict[str, str] | None) -> dict[str, str] | None:
     if len(value) > 20:
         raise ValueError("at most 20 external ids")
     for system, ext in value.items():
-        if not re.match(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$", system):
+        if not _EXTERNAL_SYSTEM.fullmatch(system):
             raise ValueError(f"external id system {system!r} must be 1-40 letters, digits, _ . -")
         if not ext.strip() or len(ext) > 200:
             raise ValueError(f"external id {system!r} must be 1-200 characters")
-        if system == "dhis2_uid" and not _DHIS2_UID.match(ext):
+        if system == "dhis2_uid" and not _DHIS2_UID.fullmatch(ext):
             raise ValueError("dhis2_uid must be 11 letters or digits, starting with a letter")
     return value
 
 
+# What each type enforces is also written into its JSON schema, so /openapi.json states it.
+_COUNTRIES = sorted(c.alpha_2 for c in pycountry.countries)
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 BirthDate = Annotated[dt.date | None, AfterValidator(_birth_date)]
 Gender = Literal["M", "F", "U"]
 Region = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
-Phone = Annotated[str | None, AfterValidator(_phone)]
-ExternalIds = Annotated[dict[str, Annotated[str, StringConstraints(strict=True)]] | None, AfterValidator(_external_ids)]
-Programme = Annotated[str, AfterValidator(_programme)]
+Country = Annotated[
+    str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country), Field(json_schema_extra={"enum": _COUNTRIES})
+]
+Phone = Annotated[
+    str | None, AfterValidator(_phone), Field(json_schema_extra={"pattern": r"^\+[1-9][0-9]{6,14}$"})
+]
+ExternalIds = Annotated[
+    dict[str, Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]] | None,
+    AfterValidator(_external_ids),
+    Field(json_schema_extra={"maxProperties": 20, "propertyNames": {"pattern": f"^{_EXTERNAL_SYSTEM.pattern}$"}}),
+]
+Programme = Annotated[
+    str, AfterValidator(_programme), Field(json_schema_extra={"pattern": f"^{_PROGRAMME.pattern}$"})
+]
 
 
 class _Body(BaseModel):
@@ -116,7 +177,7 @@ class _StrictDate(_Body):
     @classmethod
     def _iso_date_only(cls, value: Any) -> Any:
         # pydantic would take 795225600 (a Unix time) as a date; the contract says YYYY-MM-DD.
-        if value is not None and not (isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}$", value)):
+        if value is not None and not (isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)):
             raise ValueError("date must be a string in ISO 8601 format YYYY-MM-DD")
         return value
 
@@ -175,7 +236,7 @@ class MatchIn(_StrictDate):
 
 
 class LinkDhis2In(_Body):
-    dhis2_uid: Annotated[str, StringConstraints(pattern=_DHIS2_UID.pattern)]
+    dhis2_uid: Annotated[str, StringConstraints(pattern=f"^{_DHIS2_UID.pattern}$")]
     dhis2_instance_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=300)] | None = None
 
 
@@ -232,12 +293,73 @@ class ReviewDecisionIn(_Body):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = ""
 
 
+class AuditQuery(_Body):
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    mpi_id: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
+    action: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.]{0,39}$")] | None = None
+    from_: dt.datetime | None = Field(default=None, alias="from")
+    to: dt.datetime | None = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        # A bare date or a time with no zone is taken as UTC, the zone the log is kept in.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+
 class UnmergeIn(_Body):
     mpi_id: str
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
 
 M = TypeVar("M", bound=BaseModel)
+
+# No body of this API nests deeper than 3; 32 leaves room and keeps every walk shallow.
+MAX_JSON_DEPTH = 32
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(data: Any) -> int:
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                break
+            stack.extend((item, depth + 1) for item in value)
+    return deepest
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """Decode a JSON document, or raise one 400 ``invalid_json``: never a 500.
+
+    Malformed bytes, nesting deep enough to exhaust the parser's recursion, integers longer
+    than Python converts (over 4,300 digits), NaN and Infinity: all are the client's error.
+    """
+    if not raw:
+        raise BadRequest("the request needs a JSON body", code="invalid_json")
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json") from None
+    except ValueError as exc:  # bad UTF-8, an integer of thousands of digits, NaN
+        reason = "it is not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc).split(";")[0]
+        raise BadRequest(f"the body is not valid JSON: {reason}", code="invalid_json") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+    return data
 
 
 def _details(exc: ValidationError) -> list[dict[str, str]]:
@@ -255,6 +377,10 @@ def parse_body(model: type[M], data: Any) -> M:
     """Validate a decoded JSON body, or raise one ValidationFailed listing every bad field."""
     if not isinstance(data, dict):
         raise ValidationFailed("the request body must be a JSON object")
+    control = _control_details(data)
+    if control:
+        first = control[0]
+        raise ValidationFailed(f"{first['field']}: {first['message']}", details=control)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -37,6 +37,11 @@ class Settings:
     possible_threshold: float = _setting(0.70, "score at or above which a match is 'possible' (lowest reported)")
     candidate_limit: int = _setting(300, "most candidates read from the blocking index for one query")
     max_body_bytes: int = _setting(262_144, "largest request body accepted; larger ones answer 413")
+    body_timeout_seconds: float = _setting(30.0, "longest a client may take to send a request body; slower ones answer 408")
+    verify_rate_per_minute: int = _setting(60, "per client address: most GET /mpi/verify requests a minute, then 429 (0: no limit)")
+    auth_failures_per_minute: int = _setting(
+        10, "per client address: most failed authentications a minute, then 429 even for a good token (0: no limit)"
+    )
     sqlite_synchronous: str = _setting("FULL", "SQLite synchronous pragma: FULL survives power loss, NORMAL only a crash")
     qr_enabled: bool = _setting(True, "whether cards carry a QR code")
     qr_position: str = _setting("bottom-right", "where the QR sits on the printed card")
@@ -68,6 +73,10 @@ class Settings:
             raise SettingsError("candidate_limit must be at least 1")
         if self.max_body_bytes < 1024:
             raise SettingsError("max_body_bytes must be at least 1024")
+        if self.body_timeout_seconds <= 0:
+            raise SettingsError("body_timeout_seconds must be positive")
+        if self.verify_rate_per_minute < 0 or self.auth_failures_per_minute < 0:
+            raise SettingsError("rate limits must be 0 (no limit) or more")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise SettingsError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
         if self.qr_position not in QR_POSITIONS:

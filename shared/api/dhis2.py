@@ -11,7 +11,7 @@ from ..keys import registry_key
 from ..schemas import LinkDhis2In
 from .http import actor, answer, read_body
 
-_UID = re.compile(r"^[A-Za-z][A-Za-z0-9]{10}$")
+_UID = re.compile(r"[A-Za-z][A-Za-z0-9]{10}")
 
 
 async def link_dhis2(request: web.Request) -> web.Response:
@@ -23,6 +23,6 @@ async def link_dhis2(request: web.Request) -> web.Response:
 async def resolve_dhis2(request: web.Request) -> web.Response:
     """GET /mpi/resolve-dhis2/{dhis2_uid}"""
     uid = request.match_info["dhis2_uid"]
-    if not _UID.match(uid):
+    if not _UID.fullmatch(uid):
         raise BadRequest("a DHIS2 UID is 11 letters or digits, starting with a letter", code="invalid_dhis2_uid")
     return answer(await request.app[registry_key].resolve_dhis2(uid, actor(request)))

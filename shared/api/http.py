@@ -9,25 +9,22 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ..auth import Principal
-from ..errors import BadRequest
-from ..schemas import parse_body
+from ..schemas import decode_json, parse_body
 
-__all__ = ["actor", "answer", "principal_key", "read_body"]
+__all__ = ["actor", "answer", "principal_key", "read_body", "read_json"]
 
 M = TypeVar("M", bound=BaseModel)
 principal_key = web.RequestKey("principal", Principal)
 
 
+async def read_json(request: web.Request) -> Any:
+    """The request's body decoded as JSON (413 past the size limit, 400 when malformed)."""
+    return decode_json(await request.read())
+
+
 async def read_body(request: web.Request, model: type[M]) -> M:
     """The request's JSON body validated against ``model`` (413 past the size limit)."""
-    raw = await request.read()
-    if not raw:
-        raise BadRequest("the request needs a JSON body", code="invalid_json")
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    return parse_body(model, data)
+    return parse_body(model, await read_json(request))
 
 
 def actor(request: web.Request) -> str:

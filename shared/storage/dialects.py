@@ -72,6 +72,7 @@ class SqliteDialect:
             pool_size=pool_size,
             max_overflow=0,
             connect_args={"timeout": 30},
+            hide_parameters=True,  # an error's text must not carry names, birth dates, phones
         )
         synchronous = self.synchronous
 
@@ -119,7 +120,7 @@ class PostgresDialect:
         self.url = _async_url(url)
 
     def create_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
-        engine = create_async_engine(self.url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+        engine = create_async_engine(self.url, pool_size=8, max_overflow=4, pool_pre_ping=True, hide_parameters=True)
         return engine, engine
 
     def insert_ignore(self, table: sa.Table) -> Any:

@@ -67,8 +67,38 @@ _name_token_v1 = sa.Table(
 )
 
 
+# api_token and audit_log as version 1 made them; migration 20 adds expiry, last use, an index.
+_api_token_v1 = sa.Table(
+    "api_token",
+    sa.MetaData(),
+    sa.Column("pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.String(24), nullable=False),
+    sa.Column("revoked_at", sa.String(24), nullable=True),
+)
+
+_audit_log_v1 = sa.Table(
+    "audit_log",
+    sa.MetaData(),
+    sa.Column("pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(24), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("mpi_id", sa.String(18), nullable=True),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    sa.Index("ix_audit_mpi_id", "mpi_id"),
+)
+
+
 def _v1_initial(conn: Connection) -> None:
-    frozen = {schema.review_item.name: _review_item_v1, schema.name_token.name: _name_token_v1}
+    frozen = {
+        schema.review_item.name: _review_item_v1,
+        schema.name_token.name: _name_token_v1,
+        schema.api_token.name: _api_token_v1,
+        schema.audit_log.name: _audit_log_v1,
+    }
     schema.metadata.create_all(conn, tables=[t for t in _V1_TABLES if t.name not in frozen])
     for table in frozen.values():
         table.create(conn)
@@ -110,6 +140,12 @@ def _v11_unmerge(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.merge_unlink])
 
 
+def _v20_tokens_and_audit(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE api_token ADD COLUMN expires_at VARCHAR(24)")
+    conn.exec_driver_sql("ALTER TABLE api_token ADD COLUMN last_used_at VARCHAR(24)")
+    conn.exec_driver_sql("CREATE INDEX ix_audit_at ON audit_log (at)")
+
+
 def _v40_sync_holdings(conn: Connection) -> None:
     """The hub's holdings of out-of-scope identities, and the pushed changes it set aside."""
     schema.metadata.create_all(conn, tables=[schema.sync_holding, schema.sync_setaside])
@@ -121,6 +157,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (2, "sync", _v2_sync),
     (10, "dedup", _v10_dedup),
     (11, "unmerge", _v11_unmerge),
+    (20, "token_expiry", _v20_tokens_and_audit),
     # 40-49: sync security and holdings (branch syncsec).
     (40, "sync_holdings", _v40_sync_holdings),
 ]

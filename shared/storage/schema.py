@@ -130,6 +130,8 @@ api_token = sa.Table(
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.String(24), nullable=False),
     sa.Column("revoked_at", sa.String(24), nullable=True),
+    sa.Column("expires_at", sa.String(24), nullable=True),  # None: never
+    sa.Column("last_used_at", sa.String(24), nullable=True),
 )
 
 audit_log = sa.Table(
@@ -142,6 +144,7 @@ audit_log = sa.Table(
     sa.Column("mpi_id", sa.String(18), nullable=True),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     sa.Index("ix_audit_mpi_id", "mpi_id"),
+    sa.Index("ix_audit_at", "at"),
 )
 
 change_log = sa.Table(

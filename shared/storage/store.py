@@ -3,8 +3,12 @@
 Every write runs in ``async with store.write(actor) as tx``: one database transaction,
 serialized by one lock, begun with BEGIN IMMEDIATE on SQLite. The write and the changes it
 appends to the log (``tx.change``) and its audit record (``tx.audit``) commit together or
-not at all. What the writer keeps in memory (next sequence, last hash, ID counter) is taken
-from the transaction only after it commits, so a failed write leaves no trace anywhere.
+not at all. The last sequence and hash of the change log and the ID counter are read from
+the database inside that transaction, after it holds the write lock (BEGIN IMMEDIATE on
+SQLite, ``SELECT ... FOR UPDATE`` of the counter row on PostgreSQL), so any number of
+processes may write (a serving node and ``mpi-node import``, a hub and ``mpi-hub dedup
+sweep``), one at a time. ``store.seq``, ``store.last_hash`` and ``store.counter`` are what
+this process last saw, for display only.
 
 Reads of personal data are audited too, but a read must not cost a disk flush: their
 records wait in memory for at most ``audit_flush_seconds`` and are written in batches
@@ -53,12 +57,35 @@ class Tx:
         self.actor = actor
         self.now = utc_now()
         self._store = store
-        self.seq = store.seq
-        self.last_hash = store.last_hash
-        self.counter = store.counter
+        self.seq = 0
+        self.last_hash = GENESIS_HASH
+        self.counter = 0
+        self._counter_read = 0
         self._audit: list[dict[str, Any]] = []
         self._changes: list[dict[str, Any]] = []
         self.after_commit: list[Callable[[], None]] = []
+
+    async def _load(self) -> None:
+        """Read the writer's state under the write lock: another process may have written."""
+        # Locking the counter row serializes writers on PostgreSQL; SQLite's BEGIN IMMEDIATE
+        # holds the database's write lock already (and SQLAlchemy renders no FOR UPDATE there).
+        counter = (
+            await self.conn.execute(
+                sa.select(schema.node_meta.c.value).where(schema.node_meta.c.key == "id_counter").with_for_update()
+            )
+        ).scalar()
+        self.counter = self._counter_read = int(counter or 0)
+        last = (
+            await self.conn.execute(
+                sa.select(schema.change_log.c.seq, schema.change_log.c.hash, schema.change_log.c.hlc)
+                .where(schema.change_log.c.node_id == self._store.node_id)
+                .order_by(schema.change_log.c.seq.desc())
+                .limit(1)
+            )
+        ).first()
+        if last is not None:
+            self.seq, self.last_hash = int(last.seq), str(last.hash)
+            self._store.hlc.observe(int(last.hlc))
 
     def insert_ignore(self, table: sa.Table) -> Any:
         return self._store.dialect.insert_ignore(table)
@@ -111,7 +138,7 @@ class Tx:
                 await hook(self, batch)
         if self._audit:
             await self.conn.execute(sa.insert(schema.audit_log), self._audit)
-        if self.counter != self._store.counter:
+        if self.counter != self._counter_read:
             await self.conn.execute(
                 sa.update(schema.node_meta).where(schema.node_meta.c.key == "id_counter").values(value=str(self.counter))
             )
@@ -127,6 +154,7 @@ class Store:
         self._lock = asyncio.Lock()
         self._audit_flush_seconds = audit_flush_seconds
         self._read_audit: list[dict[str, Any]] = []
+        self._token_uses: dict[str, str] = {}
         self._audit_task: asyncio.Task[None] | None = None
         self.meta: dict[str, str] = {}
         self.node_id = ""
@@ -188,6 +216,29 @@ class Store:
             max_hlc = (await conn.execute(sa.select(sa.func.max(schema.change_log.c.hlc)))).scalar()
             self.hlc = Hlc(int(max_hlc or 0))
 
+    async def refresh(self) -> None:
+        """Re-read the last sequence, hash and ID counter: another process may have written.
+
+        Writes never need this (they read them under the write lock); code that reports or
+        compares ``store.seq`` outside a write (sync status, acknowledgements) does.
+        """
+        async with self.reader.connect() as conn:
+            counter = (
+                await conn.execute(sa.select(schema.node_meta.c.value).where(schema.node_meta.c.key == "id_counter"))
+            ).scalar()
+            last = (
+                await conn.execute(
+                    sa.select(schema.change_log.c.seq, schema.change_log.c.hash, schema.change_log.c.hlc)
+                    .where(schema.change_log.c.node_id == self.node_id)
+                    .order_by(schema.change_log.c.seq.desc())
+                    .limit(1)
+                )
+            ).first()
+        self.counter = int(counter or 0)
+        if last is not None:
+            self.seq, self.last_hash = int(last.seq), str(last.hash)
+            self.hlc.observe(int(last.hlc))
+
     async def initialise(self, meta: dict[str, str]) -> None:
         """Record the node's identity (node id, country, region, key id...) once, at init."""
         async with self.writer.begin() as conn:
@@ -211,6 +262,7 @@ class Store:
         async with self._lock:
             async with self.writer.begin() as conn:
                 tx = Tx(self, conn, actor)
+                await tx._load()
                 yield tx
                 await tx._flush()
             # Committed: only now does the in-memory state move on.
@@ -233,15 +285,29 @@ class Store:
             {"at": utc_now(), "actor": actor, "action": action, "mpi_id": mpi_id, "detail": json.dumps(detail)}
         )
 
+    def note_token_use(self, token_hash: str) -> None:
+        """Record that a token was used now; written with the next batch of read audit."""
+        self._token_uses[token_hash] = utc_now()
+
     async def flush_read_audit(self) -> None:
-        if not self._read_audit:
+        if not self._read_audit and not self._token_uses:
             return
         batch, self._read_audit = self._read_audit, []
+        uses, self._token_uses = self._token_uses, {}
         try:
             async with self._lock, self.writer.begin() as conn:
-                await conn.execute(sa.insert(schema.audit_log), batch)
+                if batch:
+                    await conn.execute(sa.insert(schema.audit_log), batch)
+                if uses:
+                    await conn.execute(
+                        sa.update(schema.api_token)
+                        .where(schema.api_token.c.token_hash == sa.bindparam("h"))
+                        .values(last_used_at=sa.bindparam("at")),
+                        [{"h": h, "at": at} for h, at in uses.items()],
+                    )
         except Exception:
             self._read_audit[:0] = batch
+            self._token_uses = {**uses, **self._token_uses}
             raise
 
     async def _audit_loop(self) -> None:
