@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,10 @@ class Settings:
     auto_merge_threshold: float = _setting(0.99, "hub: score at or above which dedup merges a pair with no hard conflict")
     dedup_interval_seconds: float = _setting(5.0, "hub: how often new registrations from nodes are checked (0: only on demand, POST /dedup/run)")
     dedup_sweep_hours: float = _setting(24.0, "hub: hours between two full dedup sweeps (0: never by itself)")
+    fhir_base_url: str = _setting("", "FHIR: public base URL for Location and Bundle links (empty: the request's own host)")
+    fhir_mpi_id_system: str = _setting("https://api.oomus.health/fhir/sid/mpi-id", "FHIR: identifier system of the MPI ID")
+    fhir_dhis2_system: str = _setting("https://dhis2.sante.gov.sn", "FHIR: identifier system of DHIS2 UIDs, naming the DHIS2 instance")
+    fhir_identifier_base: str = _setting("https://api.oomus.health/fhir/sid/", "FHIR: system of any other external id: this prefix + its name")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object a line) or text")
 
@@ -83,6 +88,13 @@ class Settings:
             raise SettingsError("auto_merge_threshold must be between probable_threshold and 1")
         if self.dedup_interval_seconds < 0 or self.dedup_sweep_hours < 0:
             raise SettingsError("dedup_interval_seconds and dedup_sweep_hours must be >= 0")
+        for name in ("fhir_mpi_id_system", "fhir_dhis2_system", "fhir_identifier_base"):
+            if not re.match(r"^(https?://|urn:)\S+$", getattr(self, name)):
+                raise SettingsError(f"{name} must be an absolute URI (http(s):// or urn:)")
+        if len({self.fhir_mpi_id_system, self.fhir_dhis2_system, self.fhir_identifier_base}) < 3:
+            raise SettingsError("the FHIR identifier systems must differ from each other")
+        if self.fhir_base_url and not re.match(r"^https?://\S+$", self.fhir_base_url):
+            raise SettingsError("fhir_base_url must be empty or an http(s):// URL")
         if self.log_format not in ("json", "text"):
             raise SettingsError("log_format must be json or text")
 

@@ -1,0 +1,324 @@
+"""The one door from the FHIR face into the identity layer.
+
+Every call FHIR makes into the registry goes through ``FhirService``, so that the calls can
+be re-pointed in one place when the identity layer moves. Two kinds of code live here:
+
+- calls of the identity operations: ``Registry.register``, ``patch``, ``match``, ``find``,
+  ``view``, ``external_ids_of``, and ``Store.read`` / ``Store.audit_read``;
+- a few narrow read-only queries the native operations lack, each a ``_query_*`` function
+  at the bottom of this module, reading the tables ``/mpi/search`` reads (identity,
+  name_token, external_id, programme): a row by ID without following merges, the IDs merged
+  into an identity, views of many identities at once, an external id holder, and the Patient
+  search with gender, identifier and family/given filters. They are candidates to fold into
+  the identity layer.
+
+Nothing here writes: every write is a native operation, with its own change log and audit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..errors import BadRequest, NotFound
+from ..matching import name_tokens
+from ..registry import Found, Registry, api_time, check_id
+from ..schemas import MatchIn, PatchIn, RegisterIn
+from ..storage import schema as t
+from .resources import Systems
+from .search import Criteria
+
+__all__ = ["FhirService", "Match", "Record", "normalise_id"]
+
+_CHAIN_LIMIT = 64
+
+
+def normalise_id(text: str) -> str:
+    """An MPI ID as the registry writes it; 400 for a malformed one or a wrong check character."""
+    return check_id(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One identity as FHIR shows it: the native view, and its merge links."""
+
+    view: dict[str, Any]
+    replaces: tuple[str, ...] = ()
+    replaced_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    record: Record
+    score: float
+    band: str  # certain, probable, possible or unlikely, as /mpi/match says
+
+
+class FhirService:
+    def __init__(self, registry: Registry, systems: Systems) -> None:
+        self.registry = registry
+        self.store = registry.store
+        self.systems = systems
+
+    # -- writes: native operations --------------------------------------------------------
+
+    async def create(self, body: RegisterIn, actor: str) -> Record:
+        """POST /fhir/Patient: the native registration (same matcher, same 409)."""
+        created = await self.registry.register(body, actor)
+        async with self.store.read() as conn:
+            found = await self.registry.find(conn, created["mpi_id"])
+            return Record(await self.registry.view(conn, found))
+
+    async def update(self, mpi_id: str, body: PatchIn, actor: str) -> Record:
+        """PUT /fhir/Patient/{id}: the native PATCH (a merged-away ID writes to its canonical)."""
+        view = await self.registry.patch(mpi_id, body, actor)
+        view.pop("merged_from", None)
+        async with self.store.read() as conn:
+            replaces = await _query_replaces(conn, [view["mpi_id"]])
+        return Record(view, tuple(replaces.get(view["mpi_id"], [])))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def read(self, mpi_id: str, actor: str) -> Record:
+        """GET /fhir/Patient/{id}: a merged-away ID answers its own (inactive) Patient."""
+        async with self.store.read() as conn:
+            found = await self.registry.find(conn, mpi_id)
+            if found.merged_from:
+                row = await _query_identity(conn, found.requested)
+                view = await self.registry.view(conn, Found(row, row.mpi_id))
+                replaced_by: str | None = found.row.mpi_id
+            else:
+                view = await self.registry.view(conn, found)
+                replaced_by = None
+            replaces = await _query_replaces(conn, [view["mpi_id"]])
+        self.store.audit_read(actor, "read", found.row.mpi_id, requested=found.requested, api="fhir")
+        return Record(view, tuple(replaces.get(view["mpi_id"], [])), replaced_by)
+
+    async def match(self, body: MatchIn, actor: str) -> list[Match]:
+        """POST /fhir/Patient/$match: the native ``/mpi/match`` (it audits), then the Patients."""
+        answer = await self.registry.match(body, actor)
+        ids = [m["mpi_id"] for m in answer["matches"]]
+        async with self.store.read() as conn:
+            rows = await _query_identities(conn, ids)
+            records = await self._records(conn, rows)
+        by_id = {r.view["mpi_id"]: r for r in records}
+        return [
+            Match(by_id[m["mpi_id"]], m["similarity_score"], m["confidence"])
+            for m in answer["matches"]
+            if m["mpi_id"] in by_id
+        ]
+
+    async def search(self, criteria: Criteria, actor: str) -> tuple[int, list[Record]]:
+        """GET /fhir/Patient: (total, one page of active Patients ordered by name)."""
+        async with self.store.read() as conn:
+            total, rows = await _query_search(conn, self.registry, self.systems, criteria)
+            records = await self._records(conn, rows)
+        self.store.audit_read(actor, "search", None, returned=[r.view["mpi_id"] for r in records], api="fhir")
+        return total, records
+
+    async def resolve(self, system: str, value: str, actor: str) -> Record:
+        """GET /fhir/Patient/$ihe-pix: the identity holding an identifier, following merges."""
+        async with self.store.read() as conn:
+            if system == self.systems.mpi_id:
+                found = await self.registry.find(conn, value)
+            else:
+                native = self.systems.native(system)
+                holder = await _query_holder(conn, native, value) if native else None
+                if holder is None:
+                    raise NotFound(f"no Patient has the identifier {system}|{value}")
+                found = await self.registry.find(conn, holder)
+            view = await self.registry.view(conn, found)
+        self.store.audit_read(actor, "pix_query", found.row.mpi_id, system=system, api="fhir")
+        return Record(view)
+
+    async def _records(self, conn: AsyncConnection, rows: list[Any]) -> list[Record]:
+        views = await _query_views(conn, self.registry, rows)
+        replaces = await _query_replaces(conn, [v["mpi_id"] for v in views])
+        return [Record(v, tuple(replaces.get(v["mpi_id"], []))) for v in views]
+
+
+# -- narrow queries the identity layer does not have (yet) -----------------------------------
+
+
+async def _query_identity(conn: AsyncConnection, mpi_id: str) -> Any:
+    """The identity row of exactly this ID, merged or not (``Registry.find`` follows merges)."""
+    return (await conn.execute(sa.select(t.identity).where(t.identity.c.mpi_id == mpi_id))).one()
+
+
+async def _query_identities(conn: AsyncConnection, mpi_ids: list[str]) -> list[Any]:
+    if not mpi_ids:
+        return []
+    rows = (await conn.execute(sa.select(t.identity).where(t.identity.c.mpi_id.in_(mpi_ids)))).all()
+    order = {mpi_id: n for n, mpi_id in enumerate(mpi_ids)}
+    return sorted(rows, key=lambda r: order[r.mpi_id])
+
+
+async def _query_replaces(conn: AsyncConnection, mpi_ids: list[str]) -> dict[str, list[str]]:
+    """{ID: every ID merged into it, directly or through a chain}, one query per chain level."""
+    out: dict[str, list[str]] = {}
+    root = {mpi_id: mpi_id for mpi_id in mpi_ids}
+    frontier = list(mpi_ids)
+    for _ in range(_CHAIN_LIMIT):
+        if not frontier:
+            break
+        rows = (
+            await conn.execute(
+                sa.select(t.identity.c.mpi_id, t.identity.c.merged_into)
+                .where(t.identity.c.merged_into.in_(frontier))
+                .order_by(t.identity.c.merged_at, t.identity.c.mpi_id)
+            )
+        ).all()
+        frontier = []
+        for mpi_id, into in rows:
+            if mpi_id in root:
+                continue
+            root[mpi_id] = root[into]
+            out.setdefault(root[into], []).append(mpi_id)
+            frontier.append(mpi_id)
+    return out
+
+
+async def _query_views(conn: AsyncConnection, registry: Registry, rows: list[Any]) -> list[dict[str, Any]]:
+    """``Registry.view`` of many identities in three queries instead of two per identity."""
+    pks = [r.pk for r in rows]
+    external = await registry.external_ids_of(conn, pks)
+    programmes: dict[int, list[dict[str, str]]] = {pk: [] for pk in pks}
+    if pks:
+        p = t.programme
+        result = await conn.execute(
+            sa.select(p.c.identity_pk, p.c.programme_type, p.c.linked_at)
+            .where(p.c.identity_pk.in_(pks))
+            .order_by(p.c.identity_pk, p.c.linked_at, p.c.programme_type)
+        )
+        for pk, kind, at in result:
+            programmes[pk].append({"programme_type": kind, "linked_at": api_time(at)})
+    return [
+        {
+            "mpi_id": r.mpi_id,
+            "first_name": r.first_name,
+            "last_name": r.last_name,
+            "date_of_birth": r.date_of_birth.isoformat() if r.date_of_birth else None,
+            "gender": r.gender,
+            "region_code": r.region_code,
+            "country_code": r.country_code,
+            "phone_number": r.phone_number,
+            "programmes": programmes[r.pk],
+            "external_ids": external[r.pk],
+            "status": r.status,
+            "created_at": api_time(r.created_at),
+            "updated_at": api_time(r.updated_at),
+        }
+        for r in rows
+    ]
+
+
+async def _query_holder(conn: AsyncConnection, system: str, value: str) -> str | None:
+    """The MPI ID that holds external id ``system``/``value`` (merges not followed)."""
+    return (
+        await conn.execute(
+            sa.select(t.identity.c.mpi_id)
+            .join(t.external_id, t.external_id.c.identity_pk == t.identity.c.pk)
+            .where(t.external_id.c.system == system, t.external_id.c.value == value)
+        )
+    ).scalar()
+
+
+def _prefix(column: Any, word: str) -> tuple[Any, Any]:
+    """``column`` begins with ``word``, as an index range (tokens are upper-case letters)."""
+    return column >= word, column < word[:-1] + chr(ord(word[-1]) + 1)
+
+
+def _words_match(words: list[str], text: str) -> bool:
+    tokens = name_tokens(text)
+    return all(any(tok.startswith(w) for tok in tokens) for w in words)
+
+
+async def _query_search(
+    conn: AsyncConnection, registry: Registry, systems: Systems, c: Criteria
+) -> tuple[int, list[Any]]:
+    """The Patient search: (total, the page's identity rows), active identities only.
+
+    Every name word narrows through the ``name_token`` index (the rarest word drives, the
+    others are index probes). The index does not say whether a word is in the first or the
+    last name, so with ``family`` or ``given`` the narrowed (pk, names) are read and checked
+    here before counting and paging; otherwise SQL counts and pages.
+    """
+    i, nt = t.identity, t.name_token
+    conditions: list[Any] = [i.c.status == "active"]
+    for raw in c.ids:
+        try:
+            found = await registry.find(conn, raw)
+        except (NotFound, BadRequest):
+            return 0, []
+        conditions.append(i.c.pk == found.row.pk)
+    for system, value in c.identifiers:
+        conditions.append(await _identifier_condition(conn, registry, systems, system, value))
+    words = c.words
+    if words:
+        freq = registry.frequencies
+
+        def share(w: str) -> float:
+            return max(freq.first_name_share(w), freq.last_name_share(w)) - len(w) * 1e-9
+
+        driver, *others = sorted(dict.fromkeys(words), key=share)
+        conditions.append(i.c.pk.in_(sa.select(nt.c.identity_pk).where(*_prefix(nt.c.token, driver))))
+        for n, word in enumerate(others):
+            probe = nt.alias(f"fw{n}")
+            conditions.append(sa.exists().where(probe.c.identity_pk == i.c.pk, *_prefix(probe.c.token, word)))
+    for r in c.birthdate:
+        if r.low is not None:
+            conditions.append(i.c.date_of_birth >= r.low)
+        if r.high is not None:
+            conditions.append(i.c.date_of_birth <= r.high)
+    if c.gender is not None:
+        conditions.append(i.c.gender == c.gender if c.gender else sa.false())
+    if c.region is not None:
+        conditions.append(i.c.region_code == c.region)
+    order = (i.c.last_name, i.c.first_name, i.c.pk)
+    if c.family or c.given:
+        narrowed = (
+            await conn.execute(sa.select(i.c.pk, i.c.first_name, i.c.last_name).where(*conditions).order_by(*order))
+        ).all()
+        kept = [
+            r.pk for r in narrowed
+            if _words_match(c.family, r.last_name) and _words_match(c.given, r.first_name)
+        ]
+        page = kept[c.offset : c.offset + c.count]
+        rows = (await conn.execute(sa.select(i).where(i.c.pk.in_(page)))).all() if page else []
+        position = {pk: n for n, pk in enumerate(page)}
+        return len(kept), sorted(rows, key=lambda r: position[r.pk])
+    total = (await conn.execute(sa.select(sa.func.count()).select_from(i).where(*conditions))).scalar_one()
+    if c.count == 0 or c.offset >= total:
+        return int(total), []
+    rows = (await conn.execute(sa.select(i).where(*conditions).order_by(*order).limit(c.count).offset(c.offset))).all()
+    return int(total), list(rows)
+
+
+async def _identifier_condition(
+    conn: AsyncConnection, registry: Registry, systems: Systems, system: str | None, value: str
+) -> Any:
+    """The identities holding an identifier: the MPI ID (following merges) or an external id."""
+    i, e = t.identity, t.external_id
+    mpi_pk: int | None = None
+    if system is None or system == systems.mpi_id:
+        try:
+            mpi_pk = (await registry.find(conn, value)).row.pk
+        except NotFound:
+            mpi_pk = None
+        except BadRequest:
+            if system is not None:
+                raise  # an MPI ID with a typo: 400 as natively
+    if system == systems.mpi_id:
+        return i.c.pk == mpi_pk if mpi_pk is not None else sa.false()
+    if system is None:
+        holders = sa.select(e.c.identity_pk).where(e.c.value == value)
+    else:
+        native = systems.native(system)
+        if native is None:
+            return sa.false()
+        holders = sa.select(e.c.identity_pk).where(e.c.system == native, e.c.value == value)
+    held = i.c.pk.in_(holders)
+    return sa.or_(held, i.c.pk == mpi_pk) if mpi_pk is not None else held
