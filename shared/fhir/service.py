@@ -98,18 +98,22 @@ class FhirService:
         return Record(view, tuple(replaces.get(view["mpi_id"], [])), replaced_by)
 
     async def match(self, body: MatchIn, actor: str) -> list[Match]:
-        """POST /fhir/Patient/$match: the native ``/mpi/match`` (it audits), then the Patients."""
-        answer = await self.registry.match(body, actor)
-        ids = [m["mpi_id"] for m in answer["matches"]]
+        """POST /fhir/Patient/$match: what ``/mpi/match`` ranks, in one read with the Patients.
+
+        ``Registry.match`` answers IDs only; FHIR needs each identity whole, so this ranks
+        with the same ``Registry.person`` and ``Registry.rank`` in the connection that then
+        reads the matches' ids, programmes and merges (one more query), and audits as it does.
+        """
+        person = self.registry.person(body)
         async with self.store.read() as conn:
-            rows = await _query_identities(conn, ids)
-            records = await self._records(conn, rows)
-        by_id = {r.view["mpi_id"]: r for r in records}
-        return [
-            Match(by_id[m["mpi_id"]], m["similarity_score"], m["confidence"])
-            for m in answer["matches"]
-            if m["mpi_id"] in by_id
+            ranked = await self.registry.rank(conn, person, body.limit, body.min_score)
+            records = await self._records(conn, [row for row, _ in ranked])
+        matches = [
+            Match(record, result.score, result.band or "unlikely")
+            for record, (_, result) in zip(records, ranked, strict=True)
         ]
+        self.store.audit_read(actor, "match", None, returned=[m.record.view["mpi_id"] for m in matches], api="fhir")
+        return matches
 
     async def search(self, criteria: Criteria, actor: str) -> tuple[int, list[Record]]:
         """GET /fhir/Patient: (total, one page of active Patients ordered by name)."""
@@ -135,8 +139,7 @@ class FhirService:
         return Record(view)
 
     async def _records(self, conn: AsyncConnection, rows: list[Any]) -> list[Record]:
-        views = await _query_views(conn, self.registry, rows)
-        replaces = await _query_replaces(conn, [v["mpi_id"] for v in views])
+        views, replaces = await _query_views(conn, rows)
         return [Record(v, tuple(replaces.get(v["mpi_id"], []))) for v in views]
 
 
@@ -146,14 +149,6 @@ class FhirService:
 async def _query_identity(conn: AsyncConnection, mpi_id: str) -> Any:
     """The identity row of exactly this ID, merged or not (``Registry.find`` follows merges)."""
     return (await conn.execute(sa.select(t.identity).where(t.identity.c.mpi_id == mpi_id))).one()
-
-
-async def _query_identities(conn: AsyncConnection, mpi_ids: list[str]) -> list[Any]:
-    if not mpi_ids:
-        return []
-    rows = (await conn.execute(sa.select(t.identity).where(t.identity.c.mpi_id.in_(mpi_ids)))).all()
-    order = {mpi_id: n for n, mpi_id in enumerate(mpi_ids)}
-    return sorted(rows, key=lambda r: order[r.mpi_id])
 
 
 async def _query_replaces(conn: AsyncConnection, mpi_ids: list[str]) -> dict[str, list[str]]:
@@ -181,21 +176,46 @@ async def _query_replaces(conn: AsyncConnection, mpi_ids: list[str]) -> dict[str
     return out
 
 
-async def _query_views(conn: AsyncConnection, registry: Registry, rows: list[Any]) -> list[dict[str, Any]]:
-    """``Registry.view`` of many identities in three queries instead of two per identity."""
+async def _query_views(conn: AsyncConnection, rows: list[Any]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """``Registry.view`` of many identity rows, and the IDs merged into each, in one query.
+
+    One UNION ALL reads the rows' external ids, programmes and the IDs merged directly into
+    them (a longer merge chain, rare, costs one query a level more).
+    """
+    if not rows:
+        return [], {}
     pks = [r.pk for r in rows]
-    external = await registry.external_ids_of(conn, pks)
-    programmes: dict[int, list[dict[str, str]]] = {pk: [] for pk in pks}
-    if pks:
-        p = t.programme
-        result = await conn.execute(
-            sa.select(p.c.identity_pk, p.c.programme_type, p.c.linked_at)
-            .where(p.c.identity_pk.in_(pks))
-            .order_by(p.c.identity_pk, p.c.linked_at, p.c.programme_type)
-        )
-        for pk, kind, at in result:
-            programmes[pk].append({"programme_type": kind, "linked_at": api_time(at)})
-    return [
+    mpi_ids = [r.mpi_id for r in rows]
+    e, p, i = t.external_id, t.programme, t.identity
+    text = sa.String(40)
+    extras = sa.union_all(
+        sa.select(sa.literal("e"), sa.cast(e.c.identity_pk, text), e.c.system, e.c.value).where(
+            e.c.identity_pk.in_(pks)
+        ),
+        sa.select(sa.literal("p"), sa.cast(p.c.identity_pk, text), p.c.programme_type, p.c.linked_at).where(
+            p.c.identity_pk.in_(pks)
+        ),
+        sa.select(sa.literal("m"), i.c.merged_into, i.c.mpi_id, i.c.merged_at).where(i.c.merged_into.in_(mpi_ids)),
+    )
+    external: dict[int, dict[str, str]] = {pk: {} for pk in pks}
+    programmes: dict[int, list[tuple[str, str]]] = {pk: [] for pk in pks}
+    merged: list[tuple[str, str, str]] = []
+    for kind, key, a, b in await conn.execute(extras):
+        if kind == "e":
+            external[int(key)][a] = b
+        elif kind == "p":
+            programmes[int(key)].append((b, a))
+        else:
+            merged.append((b or "", a, key))
+    replaces: dict[str, list[str]] = {}
+    for _, source, target in sorted(merged):
+        replaces.setdefault(target, []).append(source)
+    if merged:
+        deeper = await _query_replaces(conn, [source for _, source, _ in merged])
+        root = {source: target for _, source, target in merged}
+        for source, further in deeper.items():
+            replaces[root[source]].extend(further)
+    views = [
         {
             "mpi_id": r.mpi_id,
             "first_name": r.first_name,
@@ -205,7 +225,7 @@ async def _query_views(conn: AsyncConnection, registry: Registry, rows: list[Any
             "region_code": r.region_code,
             "country_code": r.country_code,
             "phone_number": r.phone_number,
-            "programmes": programmes[r.pk],
+            "programmes": [{"programme_type": kind, "linked_at": api_time(at)} for at, kind in sorted(programmes[r.pk])],
             "external_ids": external[r.pk],
             "status": r.status,
             "created_at": api_time(r.created_at),
@@ -213,6 +233,7 @@ async def _query_views(conn: AsyncConnection, registry: Registry, rows: list[Any
         }
         for r in rows
     ]
+    return views, replaces
 
 
 async def _query_holder(conn: AsyncConnection, system: str, value: str) -> str | None:
