@@ -23,7 +23,7 @@ from fhir.resources.R4B.patient import Patient
 from shared import ids
 from shared.fhir import FHIR_ROUTES
 from shared.fhir.resources import MATCH_GRADE, PROGRAMME_EXTENSION
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.storage import schema as t
 
 MPI = Settings().fhir_mpi_id_system
@@ -525,3 +525,53 @@ def test_readme_documents_the_fhir_face() -> None:
         assert f"`{route.method} {route.path}`" in readme, route.path
     for text in (MATCH_GRADE, PROGRAMME_EXTENSION, "MPI_FHIR_BASE_URL", "OperationOutcome"):
         assert text in readme, text
+
+
+# -- malformed input everywhere: 4xx OperationOutcome, never the native shape, never a 500 ----
+
+MALFORMED: list[Any] = [
+    "not json", [], 42, None, {"unknown": 1}, {"resourceType": 12}, {"resourceType": "Patient", "name": "x"},
+    {"resourceType": "Patient", "name": [{"family": "A", "given": "B"}]},
+    {"resourceType": "Patient", "identifier": [{"system": 1, "value": ["x"]}]},
+    {"resourceType": "Patient", "telecom": [{"system": "phone", "value": 5}], "address": [{"state": ["DKR"]}]},
+    {"resourceType": "Patient", "gender": ["male"], "birthDate": 19950315},
+    {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": "x"}]},
+    {"resourceType": "Parameters", "parameter": [{"name": "count", "valueInteger": 1.5}]},
+    {"resourceType": "Parameters", "parameter": "x"},
+    {"resourceType": "Patient", "id": 7, "name": [{"family": "\u0085"}]},
+]
+
+
+@pytest.mark.parametrize("route", [r for r in FHIR_ROUTES if r.method in ("POST", "PUT")],
+                         ids=lambda r: f"{r.method} {r.path}")
+async def test_malformed_bodies_are_4xx_operation_outcomes(fhir: Fhir, route: Any) -> None:
+    mpi_id = await fhir.api.register(**AMINATA)
+    path = route.path.replace("{id}", mpi_id)
+    for body in MALFORMED:
+        data = body if isinstance(body, str) else json.dumps(body)
+        status, answer, _ = await fhir.call(route.method, path, data=data, role="admin")
+        assert 400 <= status < 500, (body, answer)
+        assert_outcome(status, answer, status)
+    status, answer, _ = await fhir.call(route.method, path, data=b"{" + b" " * 300_000 + b"}", role="admin")
+    assert_outcome(status, answer, 413)
+
+
+@pytest.mark.parametrize("route", [r for r in FHIR_ROUTES if r.method == "GET"], ids=lambda r: f"{r.method} {r.path}")
+async def test_odd_queries_never_fail_the_server(fhir: Fhir, route: Any) -> None:
+    path = route.path.replace("{id}", "SN-DKR-26-AAAAAAAA")
+    for query in ["", "?%00=1", "?_count=99999999999", "?sourceIdentifier=%7C", "?identifier=%7C%7C",
+                  "?birthdate=eq", "?name=%27%27", "?_offset=-3", "?family=%C3%A9%CC%81"]:
+        status, answer, _ = await fhir.call("GET", path + query, role="admin")
+        assert status < 500, (query, answer)
+        if status >= 400:
+            assert_outcome(status, answer, status)
+
+
+def test_fhir_settings_must_be_absolute_uris() -> None:
+    with pytest.raises(SettingsError):
+        Settings(fhir_dhis2_system="dhis2")
+    with pytest.raises(SettingsError):
+        Settings(fhir_mpi_id_system=Settings().fhir_dhis2_system)
+    with pytest.raises(SettingsError):
+        Settings(fhir_base_url="ftp://x")
+    assert Settings.from_env({"MPI_FHIR_DHIS2_SYSTEM": "urn:dhis2:uid"}).fhir_dhis2_system == "urn:dhis2:uid"

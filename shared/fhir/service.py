@@ -3,13 +3,15 @@
 Every call FHIR makes into the registry goes through ``FhirService``, so that the calls can
 be re-pointed in one place when the identity layer moves. Two kinds of code live here:
 
-- calls of the identity operations: ``Registry.register``, ``patch``, ``match``, ``find``,
-  ``view``, ``external_ids_of``, and ``Store.read`` / ``Store.audit_read``;
+- calls of the identity operations: ``Registry.register``, ``patch``, ``find``, ``view``,
+  ``person`` and ``rank`` (what ``Registry.match`` does, in a read that goes on to load the
+  matched Patients), ``frequencies`` (to pick the rarest name word), and ``Store.read`` /
+  ``Store.audit_read``;
 - a few narrow read-only queries the native operations lack, each a ``_query_*`` function
   at the bottom of this module, reading the tables ``/mpi/search`` reads (identity,
   name_token, external_id, programme): a row by ID without following merges, the IDs merged
-  into an identity, views of many identities at once, an external id holder, and the Patient
-  search with gender, identifier and family/given filters. They are candidates to fold into
+  into an identity, views of many identities at once (one UNION ALL), an external id's
+  holder, and the Patient search with gender, identifier and family/given filters. They are candidates to fold into
   the identity layer.
 
 Nothing here writes: every write is a native operation, with its own change log and audit.
