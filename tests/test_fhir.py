@@ -333,6 +333,19 @@ async def test_search_filters(fhir: Fhir) -> None:
     assert found == [p["fatoumata"]]
 
 
+async def test_post_search_takes_the_parameters_in_a_form(fhir: Fhir) -> None:
+    p = await _population(fhir.api)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, body, _ = await fhir.call("POST", "/fhir/Patient/_search?gender=female", data="family=diallo&given=ami",
+                                      headers=form)
+    assert status == 200, body
+    Bundle.model_validate(body)
+    assert [e["resource"]["id"] for e in body["entry"]] == [p["aminata"]]
+    assert "family=diallo" in body["link"][0]["url"] and "gender=female" in body["link"][0]["url"]
+    assert_outcome(*(await fhir.call("POST", "/fhir/Patient/_search", data="phone=1", headers=form))[:2], 400)
+    assert_outcome(*(await fhir.call("POST", "/fhir/Patient/_search", {"family": "diallo"}))[:2], 415)
+
+
 async def test_search_pages_with_total_and_next_links(fhir: Fhir) -> None:
     for n in range(7):
         await fhir.api.register(first_name=f"Awa{chr(65 + n)}", last_name="Sow", date_of_birth=f"19{60 + n}-01-01",
@@ -552,7 +565,9 @@ async def test_malformed_bodies_are_4xx_operation_outcomes(fhir: Fhir, route: An
         status, answer, _ = await fhir.call(route.method, path, data=data, role="admin")
         assert 400 <= status < 500, (body, answer)
         assert_outcome(status, answer, status)
-    status, answer, _ = await fhir.call(route.method, path, data=b"{" + b" " * 300_000 + b"}", role="admin")
+    form = {"Content-Type": "application/x-www-form-urlencoded"} if path.endswith("_search") else {}
+    status, answer, _ = await fhir.call(route.method, path, data=b"{" + b" " * 300_000 + b"}", role="admin",
+                                        headers=form)
     assert_outcome(status, answer, 413)
 
 

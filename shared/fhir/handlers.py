@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
+from multidict import MultiDict, MultiMapping
 
 from ..api.http import actor
 from ..errors import BadRequest, Forbidden
@@ -35,6 +36,7 @@ __all__ = [
     "pix_query",
     "read_patient",
     "search_patients",
+    "search_patients_post",
     "update_patient",
 ]
 
@@ -134,27 +136,45 @@ async def update_patient(request: web.Request) -> web.Response:
     return _answer(request, record, 200, headers)
 
 
-def _page_url(request: web.Request, criteria: Criteria, offset: int) -> str:
-    params = [(k, v) for k, v in request.query.items() if k not in ("_offset", "_count")]
-    params += [("_count", str(criteria.count)), ("_offset", str(offset))]
-    return f"{_base(request)}/Patient?{urlencode(params)}"
+def _page_url(request: web.Request, params: MultiMapping[str], criteria: Criteria, offset: int) -> str:
+    kept = [(k, v) for k, v in params.items() if k not in ("_offset", "_count")]
+    kept += [("_count", str(criteria.count)), ("_offset", str(offset))]
+    return f"{_base(request)}/Patient?{urlencode(kept)}"
 
 
-async def search_patients(request: web.Request) -> web.Response:
-    """GET /fhir/Patient"""
-    criteria = parse_search(request.query)
+async def _search(request: web.Request, params: MultiMapping[str]) -> web.Response:
+    criteria = parse_search(params)
     total, records = await _service(request).search(criteria, actor(request))
     base, systems = _base(request), _systems(request)
     following = criteria.offset + criteria.count
-    next_url = _page_url(request, criteria, following) if criteria.count and following < total else None
+    next_url = _page_url(request, params, criteria, following) if criteria.count and following < total else None
     return fhir_response(
         bundle(
             (_entry(base, r, systems, {"mode": "match"}) for r in records),
             total=total,
-            self_url=_page_url(request, criteria, criteria.offset),
+            self_url=_page_url(request, params, criteria, criteria.offset),
             next_url=next_url,
         )
     )
+
+
+async def search_patients(request: web.Request) -> web.Response:
+    """GET /fhir/Patient"""
+    return await _search(request, request.query)
+
+
+async def search_patients_post(request: web.Request) -> web.Response:
+    """POST /fhir/Patient/_search (the same search, parameters in a form body)"""
+    declared = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if declared != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
+    form = await request.post()
+    params: MultiDict[str] = MultiDict(request.query)
+    for key, value in form.items():
+        if not isinstance(value, str):
+            raise BadRequest(f"{key} must be text", code="invalid_search")
+        params.add(key, value)
+    return await _search(request, params)
 
 
 def _match_parameters(body: Any) -> tuple[Any, bool, int]:

@@ -23,6 +23,8 @@ FHIR_ROUTES: list[Route] = [
           statuses=(201, 400, 409, 413, 415, 422)),
     Route("GET", "/fhir/Patient", handlers.search_patients, "registrar", "FHIR Patient search (IHE PDQm)",
           statuses=(200, 400)),
+    Route("POST", "/fhir/Patient/_search", handlers.search_patients_post, "registrar",
+          "FHIR Patient search with a form body (IHE PDQm)", statuses=(200, 400, 413, 415)),
     Route("POST", "/fhir/Patient/$match", handlers.match_patients, "registrar", "FHIR Patient $match (IHE PDQm)",
           statuses=(200, 400, 413, 415, 422)),
     Route("GET", "/fhir/Patient/$ihe-pix", handlers.pix_query, "registrar", "IHE PIXm identifier cross-reference",
@@ -40,9 +42,11 @@ _OUTCOME = {
     "properties": {"resourceType": {"const": "OperationOutcome"}, "issue": {"type": "array"}},
 }
 _RESOURCE = {"type": "object", "required": ["resourceType"], "properties": {"resourceType": {"type": "string"}}}
+_SEARCH_QUERY = [(name, doc) for name, _, _, doc in SEARCH_PARAMS] + [
+    ("_count", "page size, 0-200 (default 20)"), ("_offset", "where the page starts (next links set it)")]
 _QUERY: dict[str, list[tuple[str, str]]] = {
-    "/fhir/Patient": [(name, doc) for name, _, _, doc in SEARCH_PARAMS]
-    + [("_count", "page size, 0-200 (default 20)"), ("_offset", "where the page starts (next links set it)")],
+    "/fhir/Patient": _SEARCH_QUERY,
+    "/fhir/Patient/_search": _SEARCH_QUERY,
     "/fhir/Patient/$ihe-pix": [("sourceIdentifier", "system|value (required)"),
                                ("targetSystem", "identifier system(s) to return; repeatable")],
 }
@@ -76,14 +80,17 @@ def fhir_openapi_paths(routes: Sequence[Route]) -> dict[str, dict[str, Any]]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"{(\w+)}", route.path)
         ]
-        if route.method == "GET":
+        if route.method == "GET" or route.path.endswith("/_search"):
             params += [
                 {"name": name, "in": "query", "required": False, "description": doc, "schema": {"type": "string"}}
                 for name, doc in _QUERY.get(route.path, [])
             ]
         if params:
             operation["parameters"] = params
-        if route.method in ("POST", "PUT"):
+        if route.path.endswith("/_search"):
+            form = {"type": "object", "properties": {name: {"type": "string"} for name, _ in _SEARCH_QUERY}}
+            operation["requestBody"] = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": form}}}
+        elif route.method in ("POST", "PUT"):
             operation["requestBody"] = {
                 "required": True,
                 "content": {_FHIR_JSON: {"schema": _RESOURCE}, "application/json": {"schema": _RESOURCE}},
