@@ -157,6 +157,30 @@ async def test_merged_id_answers_an_inactive_patient_replaced_by_the_canonical(f
     assert canonical["link"] == [{"other": {"reference": f"Patient/{source}"}, "type": "replaces"}]
 
 
+async def test_a_chain_of_merges_is_linked_both_ways(fhir: Fhir) -> None:
+    first = await fhir.api.register(**{**AMINATA, "external_ids": {}})
+    second = await fhir.api.register(**{**AMINATA, "first_name": "Aminta", "external_ids": {}, "force_create": True})
+    third = await fhir.api.register(**{**AMINATA, "first_name": "Amy", "external_ids": {}, "force_create": True})
+    for source, target in ((first, second), (second, third)):
+        status, _ = await fhir.api.post("/mpi/merge", {"source_mpi_id": source, "target_mpi_id": target,
+                                                       "reason": "same"}, role="supervisor")
+        assert status == 200
+
+    def links(resource: dict[str, Any]) -> set[tuple[str, str]]:
+        return {(link["type"], link["other"]["reference"]) for link in resource.get("link", [])}
+
+    _, body, _ = await fhir.call("GET", f"/fhir/Patient/{first}")
+    assert links(body) == {("replaced-by", f"Patient/{third}")}
+    _, body, _ = await fhir.call("GET", f"/fhir/Patient/{second}")
+    assert links(body) == {("replaced-by", f"Patient/{third}"), ("replaces", f"Patient/{first}")}
+    _, body, _ = await fhir.call("GET", f"/fhir/Patient/{third}")
+    assert links(body) == {("replaces", f"Patient/{first}"), ("replaces", f"Patient/{second}")}
+    _, found = await _search(fhir, "given=amy")
+    assert found == [third]
+    _, bundle_body, _ = await fhir.call("GET", "/fhir/Patient?given=amy")
+    assert links(bundle_body["entry"][0]["resource"]) == links(body)
+
+
 async def test_read_errors_are_operation_outcomes(fhir: Fhir) -> None:
     unknown = ids.mint("SN", "DKR", 26, 5, 77)
     assert_outcome(*(await fhir.call("GET", f"/fhir/Patient/{unknown}"))[:2], 404)

@@ -154,41 +154,61 @@ async def _query_identity(conn: AsyncConnection, mpi_id: str) -> Any:
 
 
 async def _query_replaces(conn: AsyncConnection, mpi_ids: list[str]) -> dict[str, list[str]]:
-    """{ID: every ID merged into it, directly or through a chain}, one query per chain level."""
-    out: dict[str, list[str]] = {}
-    root = {mpi_id: mpi_id for mpi_id in mpi_ids}
+    """{ID: every ID merged into it, directly or through another merged ID}.
+
+    Merge groups are found through ``merge_link`` (what sync settles groups from; indexed
+    both ways), then their identity rows by ID: ``identity.merged_into`` alone is no good
+    for this on SQLite, where ANALYZE sees a column of NULLs and scans the whole table.
+    """
+    ml = t.merge_link
+    seen = set(mpi_ids)
     frontier = list(mpi_ids)
     for _ in range(_CHAIN_LIMIT):
         if not frontier:
             break
-        rows = (
-            await conn.execute(
-                sa.select(t.identity.c.mpi_id, t.identity.c.merged_into)
-                .where(t.identity.c.merged_into.in_(frontier))
-                .order_by(t.identity.c.merged_at, t.identity.c.mpi_id)
-            )
-        ).all()
-        frontier = []
-        for mpi_id, into in rows:
-            if mpi_id in root:
+        links = await conn.execute(
+            sa.select(ml.c.source, ml.c.target).where(sa.or_(ml.c.source.in_(frontier), ml.c.target.in_(frontier)))
+        )
+        frontier = sorted({end for link in links for end in link} - seen)
+        seen.update(frontier)
+    if len(seen) == len(set(mpi_ids)):
+        return {}
+    i = t.identity
+    rows = (
+        await conn.execute(
+            sa.select(i.c.mpi_id, i.c.merged_into).where(i.c.mpi_id.in_(sorted(seen))).order_by(i.c.merged_at, i.c.mpi_id)
+        )
+    ).all()
+    children: dict[str, list[str]] = {}
+    for mpi_id, into in rows:
+        if into is not None:
+            children.setdefault(into, []).append(mpi_id)
+    out: dict[str, list[str]] = {}
+    for wanted in mpi_ids:
+        below: list[str] = []
+        todo = list(children.get(wanted, []))
+        while todo and len(below) < _CHAIN_LIMIT * _CHAIN_LIMIT:
+            current = todo.pop(0)
+            if current in below or current == wanted:
                 continue
-            root[mpi_id] = root[into]
-            out.setdefault(root[into], []).append(mpi_id)
-            frontier.append(mpi_id)
+            below.append(current)
+            todo.extend(children.get(current, []))
+        if below:
+            out[wanted] = below
     return out
 
 
 async def _query_views(conn: AsyncConnection, rows: list[Any]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """``Registry.view`` of many identity rows, and the IDs merged into each, in one query.
 
-    One UNION ALL reads the rows' external ids, programmes and the IDs merged directly into
-    them (a longer merge chain, rare, costs one query a level more).
+    One UNION ALL reads the rows' external ids, programmes and merge links; only identities
+    with merge links (rare) cost the queries of ``_query_replaces`` more.
     """
     if not rows:
         return [], {}
     pks = [r.pk for r in rows]
     mpi_ids = [r.mpi_id for r in rows]
-    e, p, i = t.external_id, t.programme, t.identity
+    e, p, ml = t.external_id, t.programme, t.merge_link
     text = sa.String(40)
     extras = sa.union_all(
         sa.select(sa.literal("e"), sa.cast(e.c.identity_pk, text), e.c.system, e.c.value).where(
@@ -197,26 +217,21 @@ async def _query_views(conn: AsyncConnection, rows: list[Any]) -> tuple[list[dic
         sa.select(sa.literal("p"), sa.cast(p.c.identity_pk, text), p.c.programme_type, p.c.linked_at).where(
             p.c.identity_pk.in_(pks)
         ),
-        sa.select(sa.literal("m"), i.c.merged_into, i.c.mpi_id, i.c.merged_at).where(i.c.merged_into.in_(mpi_ids)),
+        sa.select(sa.literal("m"), ml.c.source, ml.c.target, ml.c.target).where(
+            sa.or_(ml.c.source.in_(mpi_ids), ml.c.target.in_(mpi_ids))
+        ),
     )
     external: dict[int, dict[str, str]] = {pk: {} for pk in pks}
     programmes: dict[int, list[tuple[str, str]]] = {pk: [] for pk in pks}
-    merged: list[tuple[str, str, str]] = []
+    linked = False
     for kind, key, a, b in await conn.execute(extras):
         if kind == "e":
             external[int(key)][a] = b
         elif kind == "p":
             programmes[int(key)].append((b, a))
         else:
-            merged.append((b or "", a, key))
-    replaces: dict[str, list[str]] = {}
-    for _, source, target in sorted(merged):
-        replaces.setdefault(target, []).append(source)
-    if merged:
-        deeper = await _query_replaces(conn, [source for _, source, _ in merged])
-        root = {source: target for _, source, target in merged}
-        for source, further in deeper.items():
-            replaces[root[source]].extend(further)
+            linked = True
+    replaces = await _query_replaces(conn, mpi_ids) if linked else {}
     views = [
         {
             "mpi_id": r.mpi_id,
