@@ -19,6 +19,7 @@ Nothing here writes: every write is a native operation, with its own change log 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,8 +270,14 @@ def _prefix(column: Any, word: str) -> tuple[Any, Any]:
     return column >= word, column < word[:-1] + chr(ord(word[-1]) + 1)
 
 
+@functools.lru_cache(maxsize=65_536)
+def _tokens(text: str) -> tuple[str, ...]:
+    # Names repeat (thousands of Diallo): fold each spelling once, not once a row.
+    return tuple(name_tokens(text))
+
+
 def _words_match(words: list[str], text: str) -> bool:
-    tokens = name_tokens(text)
+    tokens = _tokens(text)
     return all(any(tok.startswith(w) for tok in tokens) for w in words)
 
 
