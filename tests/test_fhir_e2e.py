@@ -66,6 +66,8 @@ async def test_a_fhir_client_drives_a_node_and_its_hub(hub: Hub, tmp_path: Path)
         assert len(everyone) == 5 and len({p.id for p in everyone}) == 5
         found = await client.resources("Patient").search(family="dia", given="ami").fetch()
         assert [p.id for p in found] == [mpi_id]
+        found = await client.resources("Patient").search(identifier=f"{DHIS2}|abcDEF123gh").fetch()
+        assert [p.id for p in found] == [mpi_id]
 
         read = await client.reference("Patient", mpi_id).to_resource()
         read["telecom"] = [{"system": "phone", "value": "+221771234567"}]
@@ -91,6 +93,8 @@ async def test_a_fhir_client_drives_a_node_and_its_hub(hub: Hub, tmp_path: Path)
 
         node.sync()
         at_hub = _client(hub)
+        statement = await at_hub.execute("metadata", method="get")
+        assert statement["software"]["name"] == "MPI hub"
         same = await at_hub.reference("Patient", mpi_id).to_resource()
         assert same["telecom"][0]["value"] == "+221771234567"
         pix = await at_hub.execute("Patient/$ihe-pix", method="get",
