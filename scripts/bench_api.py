@@ -11,6 +11,11 @@ latency grows with size.
 
     .venv/bin/python scripts/bench_api.py --sizes 10000,100000 --requests 400
     .venv/bin/python scripts/bench_api.py --sizes 1000000 --requests 400 --keep /tmp/mpi-1m
+    .venv/bin/python scripts/bench_api.py --sizes 10000,100000 --fhir   # also FHIR $match vs /mpi/match
+
+With ``--fhir`` each match query is also put to ``POST /fhir/Patient/$match`` (the same
+person as a FHIR Parameters, right after the native call), and the report gives the ratio of
+the two p95s (target: FHIR within 1.5x of native).
 """
 
 from __future__ import annotations
@@ -47,6 +52,19 @@ from shared.settings import Settings  # noqa: E402
 from shared.storage import schema as t  # noqa: E402
 
 TARGETS_MS = {"register": 20.0, "match": 15.0, "search": 15.0, "get": 5.0}
+FHIR_RATIO_TARGET = 1.5
+_FHIR_GENDER = {"M": "male", "F": "female", "U": "unknown"}
+
+
+def _fhir_match(query: dict[str, Any]) -> dict[str, Any]:
+    """The Parameters of POST /fhir/Patient/$match for a /mpi/match body."""
+    patient: dict[str, Any] = {"resourceType": "Patient", "name": [{"family": query["last_name"],
+                                                                  "given": [query["first_name"]]}]}
+    if query.get("date_of_birth"):
+        patient["birthDate"] = query["date_of_birth"]
+    if query.get("gender"):
+        patient["gender"] = _FHIR_GENDER[query["gender"]]
+    return {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": patient}]}
 
 
 def _body(rec: dict[str, Any]) -> dict[str, Any]:
@@ -134,11 +152,15 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def drive(port: int, token: str, rows: list[Any], requests: int, seed: int, size: int) -> dict[str, Any]:
+async def drive(
+    port: int, token: str, rows: list[Any], requests: int, seed: int, size: int, fhir: bool = False
+) -> dict[str, Any]:
     rng = random.Random(seed)
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     timings: dict[str, list[float]] = {"get": [], "search": [], "match": [], "register": []}
+    if fhir:
+        timings["fhir_match"] = []
     statuses: dict[str, dict[int, int]] = {k: {} for k in timings}
 
     async with aiohttp.ClientSession(headers=headers) as session:
@@ -168,6 +190,8 @@ async def drive(port: int, token: str, rows: list[Any], requests: int, seed: int
                 "gender": row.gender,
             }
             await call("match", "POST", "/mpi/match", json={k: v for k, v in query.items() if v})
+            if fhir:
+                await call("fhir_match", "POST", "/fhir/Patient/$match", json=_fhir_match(query))
         new_people = [_body(r) for r in _people(requests * 2, seed + 7_777)]
         for body in new_people:
             body.pop("external_ids", None)
@@ -187,7 +211,7 @@ async def drive(port: int, token: str, rows: list[Any], requests: int, seed: int
     }
 
 
-def run_size(size: int, requests: int, seed: int, keep: Path | None) -> dict[str, Any]:
+def run_size(size: int, requests: int, seed: int, keep: Path | None, fhir: bool = False) -> dict[str, Any]:
     data = keep if keep else Path(tempfile.mkdtemp(prefix=f"mpi-bench-{size}-"))
     fresh = not (data / "mpi.sqlite3").exists()
     if fresh:
@@ -223,7 +247,7 @@ def run_size(size: int, requests: int, seed: int, keep: Path | None) -> dict[str
                     raise SystemExit(f"node died: {proc.stderr.read() if proc.stderr else ''}") from None
                 time.sleep(0.1)
         startup = time.perf_counter() - started
-        result = asyncio.run(drive(port, token, rows, requests, seed, size))
+        result = asyncio.run(drive(port, token, rows, requests, seed, size, fhir))
         rss, peak = _rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -250,6 +274,8 @@ def report(results: list[dict[str, Any]]) -> str:
     for r in results:
         factor = 2.0 if r["size"] >= 1_000_000 else 1.0
         for kind, lat in r["latency_ms"].items():
+            if kind not in TARGETS_MS:
+                continue
             target = TARGETS_MS[kind] * factor
             mark = "met" if lat["p95"] <= target else "NOT met"
             lines.append(f"| {r['size']:,} | {kind} | {lat['p50']} | {lat['p95']} | {lat['p99']} | <= {target:g} ({mark}) |")
@@ -259,6 +285,15 @@ def report(results: list[dict[str, Any]]) -> str:
             f"| {r['size']:,} | {r['register_per_s']} | {r['rss_mb']} ({r['peak_rss_mb']}) | {r['startup_s']} "
             f"| {r['db_mb']} | {r['load_per_s']} |"
         )
+    fhir = [r for r in results if "fhir_match" in r["latency_ms"]]
+    if fhir:
+        lines += ["", f"| identities | /mpi/match p95 ms | FHIR $match p95 ms | ratio (target <= {FHIR_RATIO_TARGET:g}) "
+                  "| FHIR $match p50 ms |", "|---|---|---|---|---|"]
+        for r in fhir:
+            native, face = r["latency_ms"]["match"], r["latency_ms"]["fhir_match"]
+            ratio = face["p95"] / native["p95"]
+            mark = "met" if ratio <= FHIR_RATIO_TARGET else "NOT met"
+            lines.append(f"| {r['size']:,} | {native['p95']} | {face['p95']} | {ratio:.2f} ({mark}) | {face['p50']} |")
     lines += ["", "statuses: " + "; ".join(f"{r['size']:,}: {json.dumps(r['statuses'])}" for r in results)]
     return "\n".join(lines)
 
@@ -270,9 +305,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, default=None, help="reuse or keep this node folder (one size only)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "api.json")
+    parser.add_argument("--fhir", action="store_true", help="also time POST /fhir/Patient/$match against /mpi/match")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    results = [run_size(size, args.requests, args.seed, args.keep) for size in sizes]
+    results = [run_size(size, args.requests, args.seed, args.keep, args.fhir) for size in sizes]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(report(results))

@@ -22,6 +22,7 @@ from .api.http import actor, principal_key
 from .auth import Auth
 from .cards import Cards
 from .errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
+from .fhir import FHIR_ROUTES, fhir_errors, fhir_openapi_paths
 from .keys import auth_key, cards_key, registry_key, settings_key, store_key
 from .matching import Matcher, NameFrequencies, Thresholds
 from .openapi import openapi_document
@@ -286,7 +287,8 @@ def build_app(
     A health check returns fields for ``GET /health`` (the node adds how far behind its sync
     is); one that raises makes the answer 503.
     """
-    app = web.Application(middlewares=[_logging, _errors, _body, _auth, _plain_text], client_max_size=settings.max_body_bytes)
+    # fhir_errors renders errors under /fhir as OperationOutcome (auth's included); it stands aside elsewhere.
+    app = web.Application(middlewares=[_logging, _errors, fhir_errors, _body, _auth, _plain_text], client_max_size=settings.max_body_bytes)
     frequencies = NameFrequencies()
     matcher = Matcher(
         frequencies=frequencies,
@@ -307,13 +309,14 @@ def build_app(
     app.on_response_prepare.append(_server_header)
     table: dict[Any, Route] = {}
     all_routes = [*ROUTES, *extra_routes]
-    for route in all_routes:
+    for route in [*all_routes, *FHIR_ROUTES]:
         added = app.router.add_route(route.method, route.path, route.handler)
         table[added] = route
     app[routes_key] = table
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/health", _health)
     app[openapi_key] = openapi_document(all_routes, role)
+    app[openapi_key]["paths"].update(fhir_openapi_paths(FHIR_ROUTES))
 
     async def _storage(app: web.Application) -> AsyncIterator[None]:
         await store.open()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,10 @@ class Settings:
         "help": "hub: secret (32+ characters) sealing the hub's signing key; else hub_key_file"})
     hub_key_file: str = _setting("", "hub: file holding the key that seals the hub's signing key "
                                  "(default ~/.config/mpi/hub.key; mpi-hub init makes it)")
+    fhir_base_url: str = _setting("", "FHIR: public base URL for Location and Bundle links (empty: the request's own host)")
+    fhir_mpi_id_system: str = _setting("https://api.oomus.health/fhir/sid/mpi-id", "FHIR: identifier system of the MPI ID")
+    fhir_dhis2_system: str = _setting("https://dhis2.sante.gov.sn", "FHIR: identifier system of DHIS2 UIDs, naming the DHIS2 instance")
+    fhir_identifier_base: str = _setting("https://api.oomus.health/fhir/sid/", "FHIR: system of any other external id: this prefix + its name")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object a line) or text")
 
@@ -99,6 +104,13 @@ class Settings:
             raise SettingsError("dedup_interval_seconds and dedup_sweep_hours must be >= 0")
         if self.hub_key_secret and len(self.hub_key_secret) < 32:
             raise SettingsError("hub_key_secret must be at least 32 characters (random ones)")
+        for name in ("fhir_mpi_id_system", "fhir_dhis2_system", "fhir_identifier_base"):
+            if not re.match(r"^(https?://|urn:)\S+$", getattr(self, name)):
+                raise SettingsError(f"{name} must be an absolute URI (http(s):// or urn:)")
+        if len({self.fhir_mpi_id_system, self.fhir_dhis2_system, self.fhir_identifier_base}) < 3:
+            raise SettingsError("the FHIR identifier systems must differ from each other")
+        if self.fhir_base_url and not re.match(r"^https?://\S+$", self.fhir_base_url):
+            raise SettingsError("fhir_base_url must be empty or an http(s):// URL")
         if self.log_format not in ("json", "text"):
             raise SettingsError("log_format must be json or text")
 
