@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from shared.app import build_app
+from shared.console import CONSOLE_ROUTES, NODE_CONSOLE_ROUTES
 from shared.keys import node_sync_key, registry_key
 from shared.routes import Route
 from shared.settings import Settings
@@ -25,7 +26,8 @@ NODE_ROUTES = [
 
 def create_app(settings: Settings) -> web.Application:
     store = node_store(settings)
-    app = build_app(settings, store, role="node", extra_routes=NODE_ROUTES, lifetimes=[sync_scheduler])
+    app = build_app(settings, store, role="node", extra_routes=NODE_ROUTES, lifetimes=[sync_scheduler],
+                    console_routes=[*CONSOLE_ROUTES, *NODE_CONSOLE_ROUTES])
     app[node_sync_key] = NodeSync(
         store, app[registry_key], load_keys(settings.data_dir),
         batch_max=settings.sync_batch_max, request_seconds=settings.sync_request_seconds,

@@ -17,6 +17,8 @@ from aiohttp import web
 from .api.http import actor, principal_key
 from .auth import Auth
 from .cards import Cards
+from .console import PREFIX as CONSOLE_PREFIX
+from .console import console_app
 from .errors import ApiError, Forbidden, PayloadTooLarge, Unauthorized
 from .keys import auth_key, cards_key, registry_key, settings_key, store_key
 from .matching import Matcher, NameFrequencies, Thresholds
@@ -113,7 +115,8 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
 async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     match_info = request.match_info
     route: Route | None = request.app[routes_key].get(match_info.route)
-    if route is not None and route.role is not None:
+    # The console's pages check their own session (shared/console/app.py), not a bearer token.
+    if route is not None and route.role is not None and not request.path.startswith(f"{CONSOLE_PREFIX}/"):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -148,8 +151,9 @@ def build_app(
     role: str,
     extra_routes: Sequence[Route] = (),
     lifetimes: Sequence[Lifetime] = (),
+    console_routes: Sequence[Route] = (),
 ) -> web.Application:
-    """The MPI application on ``store``, with the role's own routes and jobs."""
+    """The MPI application on ``store``, with the role's own routes and jobs (and console pages)."""
     app = web.Application(middlewares=[_logging, _errors, _auth], client_max_size=settings.max_body_bytes)
     frequencies = NameFrequencies()
     matcher = Matcher(
@@ -172,6 +176,8 @@ def build_app(
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/health", _health)
     app[openapi_key] = openapi_document(all_routes, role)
+    if console_routes:
+        app.add_subapp(CONSOLE_PREFIX, console_app(console_routes))
 
     async def _storage(app: web.Application) -> AsyncIterator[None]:
         await store.open()

@@ -51,6 +51,8 @@ class Settings:
     auto_merge_threshold: float = _setting(0.99, "hub: score at or above which dedup merges a pair with no hard conflict")
     dedup_interval_seconds: float = _setting(5.0, "hub: how often new registrations from nodes are checked (0: only on demand, POST /dedup/run)")
     dedup_sweep_hours: float = _setting(24.0, "hub: hours between two full dedup sweeps (0: never by itself)")
+    console_idle_minutes: float = _setting(30.0, "console: minutes without activity after which a console session ends")
+    console_secret: str = _setting("", "console: key signing session cookies (empty: a random key kept in the database)")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object a line) or text")
 
@@ -83,6 +85,8 @@ class Settings:
             raise SettingsError("auto_merge_threshold must be between probable_threshold and 1")
         if self.dedup_interval_seconds < 0 or self.dedup_sweep_hours < 0:
             raise SettingsError("dedup_interval_seconds and dedup_sweep_hours must be >= 0")
+        if not 0 < self.console_idle_minutes <= 7 * 24 * 60:
+            raise SettingsError("console_idle_minutes must be more than 0 and at most a week")
         if self.log_format not in ("json", "text"):
             raise SettingsError("log_format must be json or text")
 
