@@ -109,8 +109,9 @@ async def _console(request: web.Request, handler: Any) -> web.StreamResponse:
     if route is None:
         return response  # the stylesheet: no cookie, cached
     final = request[session_key]
+    # A browser-session cookie: the server ends it when idle, and can then say so.
     response.set_cookie(COOKIE, seal(state.key, final.touched(now)), path=f"{PREFIX}/", httponly=True,
-                        samesite="Strict", secure=_secure(request), max_age=int(settings.console_idle_minutes * 60))
+                        samesite="Strict", secure=_secure(request))
     response.headers.update(_HEADERS)
     response.headers["Cache-Control"] = "no-store"
     return response
