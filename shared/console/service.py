@@ -340,5 +340,5 @@ def _skew_seconds(envelope: bytes, received_at: str) -> float | None:
         return None
     if not isinstance(sent, int):
         return None
-    received = dt.datetime.fromisoformat(received_at[:19]).replace(tzinfo=dt.UTC).timestamp()
+    received = dt.datetime.fromisoformat(received_at.replace("Z", "+00:00")).timestamp()
     return round(sent / 1000 - received, 1)
