@@ -183,11 +183,30 @@ class ConsoleService:
             return [dict(r._mapping) for r in rows]
 
     async def history(self, mpi_id: str) -> list[dict[str, Any]]:
-        """What happened to an identity and those merged into it: the audit log's writes, and merge links
-        that arrived by sync (those have no audit row at this replica)."""
-        group = [mpi_id, *[m["mpi_id"] for m in await self.merged_into(mpi_id)]]
+        """What happened to an identity and to those merged into it, now or before an unmerge.
+
+        The audit log's writes about the group (a merge and an unmerge are audited on their
+        source), and merge links that arrived by sync (those have no audit row at this replica).
+        Every lookup is by an indexed ID column: the audit log is never scanned.
+        """
         a = t.audit_log
         async with self.store.read() as conn:
+            links = (
+                await conn.execute(
+                    sa.select(t.merge_link).where(sa.or_(t.merge_link.c.source == mpi_id, t.merge_link.c.target == mpi_id))
+                )
+            ).all()
+            unlinks = (
+                await conn.execute(
+                    sa.select(t.merge_unlink).where(
+                        sa.or_(t.merge_unlink.c.source == mpi_id, t.merge_unlink.c.target == mpi_id)
+                    )
+                )
+            ).all()
+            members = (
+                await conn.execute(sa.select(t.identity.c.mpi_id).where(t.identity.c.merged_into == mpi_id))
+            ).scalars().all()
+            group = sorted({mpi_id, *members, *(r.source for r in links), *(r.source for r in unlinks)})
             audit = (
                 await conn.execute(
                     sa.select(a.c.at, a.c.actor, a.c.action, a.c.mpi_id, a.c.detail)
@@ -196,29 +215,8 @@ class ConsoleService:
                     .limit(500)
                 )
             ).all()
-            # A merge is audited on its source: the target's page finds it through the detail too.
-            into = (
-                await conn.execute(
-                    sa.select(a.c.at, a.c.actor, a.c.action, a.c.mpi_id, a.c.detail)
-                    .where(a.c.action.in_(("merge", "unmerge")), a.c.detail.contains(f'"target": "{mpi_id}"'))
-                    .order_by(a.c.at, a.c.pk)
-                    .limit(500)
-                )
-            ).all()
-            links = (
-                await conn.execute(
-                    sa.select(t.merge_link).where(sa.or_(t.merge_link.c.source.in_(group), t.merge_link.c.target == mpi_id))
-                )
-            ).all()
-            unlinks = (
-                await conn.execute(
-                    sa.select(t.merge_unlink).where(
-                        sa.or_(t.merge_unlink.c.source.in_(group), t.merge_unlink.c.target == mpi_id)
-                    )
-                )
-            ).all()
         events: dict[tuple[str, str, str, str | None], dict[str, Any]] = {}
-        for r in [*audit, *into]:
+        for r in audit:
             detail = json.loads(r.detail or "{}")
             events[(r.at, r.actor, r.action, r.mpi_id)] = {
                 "at": r.at, "actor": r.actor, "action": r.action, "mpi_id": r.mpi_id, "detail": detail,
@@ -311,18 +309,11 @@ class ConsoleService:
         async with self.store.read() as conn:
             pending = (await conn.execute(sa.select(sa.func.count()).select_from(t.dedup_pending))).scalar_one()
             jobs = [dict(r._mapping) for r in await conn.execute(sa.select(t.dedup_progress).order_by(t.dedup_progress.c.job))]
-            total = (
-                await conn.execute(sa.select(sa.func.count()).select_from(t.identity).where(t.identity.c.status == "active"))
-            ).scalar_one()
+            # A sweep walks identities in key order: how far it is, from the largest key (no count of the registry).
+            top = (await conn.execute(sa.select(sa.func.max(t.identity.c.pk)))).scalar() or 0
             for job in jobs:
-                done = (
-                    await conn.execute(
-                        sa.select(sa.func.count()).select_from(t.identity).where(
-                            t.identity.c.status == "active", t.identity.c.pk <= job["last_pk"]
-                        )
-                    )
-                ).scalar_one()
-                job["percent"] = 100 if job["finished_at"] else int(100 * done / total) if total else 100
+                done = min(int(job["last_pk"]), top)
+                job["percent"] = 100 if job["finished_at"] or not top else int(100 * done / top)
         return {"pending": int(pending), "jobs": jobs}
 
 
