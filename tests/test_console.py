@@ -7,8 +7,8 @@ the edges a browser does not reach easily (a forged Origin, an idle session, a r
 from __future__ import annotations
 
 import ast
-import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from shared.app import build_app
 from shared.auth import Auth
 from shared.console import CONSOLE_ROUTES, HUB_CONSOLE_ROUTES, NODE_CONSOLE_ROUTES
 from shared.console.i18n import FRENCH, format_date, format_when, negotiate
-from shared.console.session import Session, read, seal
+from shared.console.session import COOKIE, Session, read, seal
 from shared.routes import REVIEW_ROUTES
 from shared.settings import Settings
 from shared.storage import schema as t
@@ -82,7 +82,7 @@ async def console(tmp_path: Path, request: pytest.FixtureRequest, aiohttp_client
     tokens = {role: await auth.create_token(role, f"c-{role}") for role in ("registrar", "supervisor", "admin")}
     await store.close()
     fresh, _ = make_store("sqlite", tmp_path, request)
-    settings = Settings(data_dir=str(tmp_path), audit_flush_seconds=0.05, console_idle_minutes=0.02)
+    settings = Settings(data_dir=str(tmp_path), audit_flush_seconds=0.05, console_idle_minutes=30)
     routes = [*CONSOLE_ROUTES, *[r for r in HUB_CONSOLE_ROUTES if r.path != "/nodes"]]
     app = build_app(settings, fresh, role="node", extra_routes=REVIEW_ROUTES, console_routes=routes)
     client = await aiohttp_client(app)
@@ -143,9 +143,20 @@ async def test_the_session_ends_after_inactivity_and_with_its_token(console: Con
     await console.sign_in()
     status, _ = await console.page("/console/review")
     assert status == 200
-    await asyncio.sleep(1.5)  # console_idle_minutes=0.02: 1.2 s
-    status, html = await console.page("/console/review")
-    assert status == 401 and "without activity" in html
+    jar = console.client.session.cookie_jar
+    value = next(c.value for c in jar if c.key == COOKIE)
+    key = bytes.fromhex(console.store.meta["console_secret"])
+    session, _ = read(key, value, idle_seconds=60)
+    assert session is not None and session.name == "c-supervisor"
+    jar.clear()
+    idle = seal(key, session.touched(time.time() - 31 * 60))  # MPI_CONSOLE_IDLE_MINUTES=30
+    status, html = await console.page("/console/review", headers={"Cookie": f"{COOKIE}={idle}"})
+    assert status == 401 and "without activity" in html and "Diallo" not in html
+    jar.clear()  # the refusal handed out a fresh visitor's cookie
+    recent = seal(key, session.touched(time.time() - 29 * 60))
+    status, _ = await console.page("/console/review", headers={"Cookie": f"{COOKIE}={recent}"})
+    assert status == 200
+    jar.clear()
     await console.sign_in("admin")
     await console.auth.revoke_token("c-admin")
     status, html = await console.page("/console/review")
