@@ -7,19 +7,25 @@ not depend on their order. Set MPI_CONSOLE_SCREENSHOTS=DIR to keep screenshots o
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from cluster import Hub, Node, cli, sync_now
+from cluster import Hub, Node, sync_now
 from conftest import pg_url
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from shared.auth import Auth
+from shared.storage.dialects import PostgresDialect
+from shared.storage.store import Store
 
 CHROMIUM = os.environ.get("MPI_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -31,9 +37,9 @@ PAGE_BUDGET = 150 * 1024
 @dataclass
 class Cluster:
     hub: Hub
-    node: Node
     supervisor: str
     registrar: str
+    tmp: Path
 
     def pair(self, first: str, last: str) -> tuple[str, str, int]:
         """Two registrations of one person at the hub (the second forced): one open review item."""
@@ -49,31 +55,48 @@ class Cluster:
         return ids[0], ids[1], int(item)
 
 
+async def _tokens(url: str) -> tuple[str, str]:
+    """A supervisor's and a registrar's token, made as the CLI makes them (in process: each CLI start costs seconds)."""
+    store = Store(PostgresDialect(url))
+    await store.open()
+    try:
+        auth = Auth(store)
+        return await auth.create_token("supervisor", "sup"), await auth.create_token("registrar", "clerk")
+    finally:
+        await store.close()
+
+
 @pytest.fixture(scope="module")
 def cluster(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A hub process on its own database, for the whole module."""
     name = f"mpi_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     hub = Hub(pg_url(name))
-    tmp = tmp_path_factory.mktemp("console")
-    node: Node | None = None
     try:
+        # Playwright's sync API may hold this thread's event loop already: the store gets a thread of its own.
+        with ThreadPoolExecutor(1) as pool:
+            supervisor, registrar = pool.submit(asyncio.run, _tokens(hub.database_url)).result()
         hub.start()
-        token = ["token", "create", "--database-url", hub.database_url, "--role"]
-        supervisor = cli("hub", *token, "supervisor", "--name", "sup").stdout.strip()
-        registrar = cli("hub", *token, "registrar", "--name", "clerk").stdout.strip()
-        node = Node(tmp / "dakar", hub.enroll("dakar", "DKR", tmp / "dakar.json", hub.url))
-        node.start()
-        for _ in range(2):  # one person twice at the node: a force_create item there
-            node.register(first_name="Ndeye", last_name="Faye", date_of_birth="1979-02-11", gender="F")
-        sync_now(node)
-        yield Cluster(hub, node, supervisor, registrar)
+        yield Cluster(hub, supervisor, registrar, tmp_path_factory.mktemp("console"))
     finally:
-        if node is not None:
-            node.stop()
         hub.stop()
         with psycopg.connect(pg_server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def node(cluster: Cluster) -> Iterator[Node]:
+    """A node enrolled with the hub, serving, with one person registered twice (a force_create item), synced."""
+    enrolled = Node(cluster.tmp / "dakar", cluster.hub.enroll("dakar", "DKR", cluster.tmp / "dakar.json", cluster.hub.url))
+    try:
+        enrolled.start()
+        for _ in range(2):
+            enrolled.register(first_name="Ndeye", last_name="Faye", date_of_birth="1979-02-11", gender="F")
+        sync_now(enrolled)
+        yield enrolled
+    finally:
+        enrolled.stop()
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +183,8 @@ def test_decisions_made_in_the_browser_are_seen_through_the_api(context: Browser
     assert a1
 
 
-def test_the_nodes_page_shows_the_enrolled_node_and_the_dedup(context: BrowserContext, cluster: Cluster) -> None:
+def test_the_nodes_page_shows_the_enrolled_node_and_the_dedup(context: BrowserContext, cluster: Cluster,
+                                                              node: Node) -> None:
     page = context.new_page()
     sign_in(page, cluster.hub.url, cluster.supervisor, "/console/nodes")
     row = page.locator("table.nodes tbody tr", has_text="dakar")
@@ -209,9 +233,9 @@ def test_a_page_weighs_under_150_kb_and_fits_a_phone(browser: Browser, cluster: 
         ctx.close()
 
 
-def test_a_node_shows_its_sync_and_its_review_items_read_only(context: BrowserContext, cluster: Cluster) -> None:
+def test_a_node_shows_its_sync_and_its_review_items_read_only(context: BrowserContext, node: Node) -> None:
     page = context.new_page()
-    sign_in(page, cluster.node.url, cluster.node.token, "/console/sync")
+    sign_in(page, node.url, node.token, "/console/sync")
     expect(page.get_by_role("heading", name="Sync status")).to_be_visible()
     expect(page.locator("table.fields")).to_contain_text("Pending changes")
     expect(page.locator("table.fields")).to_contain_text("Last success")
