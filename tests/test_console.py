@@ -256,3 +256,17 @@ def test_the_readme_documents_every_console_page() -> None:
     for route in [*CONSOLE_ROUTES, *HUB_CONSOLE_ROUTES, *NODE_CONSOLE_ROUTES]:
         shown = f"`{route.method} /console{route.path}`"
         assert shown in readme, shown
+
+
+async def test_an_item_naming_one_identity_shows_its_detail_and_no_decision(console: Console) -> None:
+    mpi_id = (await console.api("POST", "/mpi/register", {**AMINATA, "external_ids": {}}, role="registrar"))[1]["mpi_id"]
+    async with console.store.write("test") as tx:  # what sync opens for a concurrent edit of one field
+        await tx.conn.execute(sa.insert(t.review_item).values(
+            reason="concurrent_edit", mpi_ids=f'["{mpi_id}"]', matched_fields='["last_name"]', status="open",
+            actor="sync:node-x", created_at=tx.now, detail='{"field": "last_name", "values": ["Diallo", "Dialo"]}'))
+    await console.sign_in()
+    _, queue = await console.api("GET", "/review")
+    item = queue["items"][-1]["id"]
+    status, html = await console.page(f"/console/review/{item}")
+    assert status == 200 and "Dialo" in html and mpi_id in html
+    assert 'value="merge"' not in html and "not a pair" in html

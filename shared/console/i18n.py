@@ -78,6 +78,10 @@ FRENCH: dict[str, str] = {
     "The newer registration is merged into the older one, which keeps its ID.":
         "L'enregistrement le plus récent est fusionné dans le plus ancien, qui garde son ID.",
     "This item was decided already.": "Cet élément a déjà été tranché.",
+    "This item names one identity, not a pair: it cannot be decided as a merge here.":
+        "Cet élément ne nomme qu'une identité, pas une paire : il ne peut pas être tranché par une fusion ici.",
+    "supervisor": "superviseur",
+    "admin": "administrateur",
     "At a node, review items are shown read-only: the hub decides them once this node has synced.":
         "Sur un nœud, les éléments de revue sont en lecture seule : le hub les tranche une fois ce nœud synchronisé.",
     "settled since (the pair was merged or marked different)": "réglé depuis (paire fusionnée ou déclarée différente)",

@@ -47,12 +47,13 @@ async def queue(request: web.Request) -> web.Response:
     })
 
 
-def _rows(left: dict[str, Any] | None, right: dict[str, Any] | None, matched: list[str]) -> list[dict[str, Any]]:
+def _rows(people: list[dict[str, Any] | None], matched: list[str]) -> list[dict[str, Any]]:
+    """One row a field: each side's value, whether they differ, whether the matcher counted it."""
     rows = []
     for name, label in FIELDS:
-        a = (left or {}).get(name)
-        b = (right or {}).get(name)
-        rows.append({"name": name, "label": label, "a": a, "b": b, "differs": (a or "") != (b or ""),
+        values = [(person or {}).get(name) for person in people]
+        rows.append({"name": name, "label": label, "values": values,
+                     "differs": len({v or "" for v in values}) > 1,
                      "matched": name in matched or name.removesuffix("_name") in matched})
     return rows
 
@@ -72,8 +73,6 @@ async def review_item(request: web.Request) -> web.Response:
         except NotFound:
             person, cards = None, []
         sides.append({"requested": mpi_id, "person": person, "cards": cards})
-    while len(sides) < 2:
-        sides.append({"requested": "", "person": None, "cards": []})
     origins = await adapter.registrations([s["requested"] for s in sides if s["requested"]])
     band = None
     if item["similarity_score"] is not None:
@@ -84,10 +83,14 @@ async def review_item(request: web.Request) -> web.Response:
     settled = False
     if not request.app[state_key].decides and len(item["mpi_ids"]) == 2:
         settled = bool(await adapter.settled([item["mpi_ids"]]))
-    external = sorted({k for s in sides if s["person"] for k in s["person"]["external_ids"]})
+    external = [
+        {"system": system, "values": [(s["person"] or {}).get("external_ids", {}).get(system) for s in sides]}
+        for system in sorted({k for s in sides if s["person"] for k in s["person"]["external_ids"]})
+    ]
     return render(request, "review_item.html", {
         "title": "Review item", "item": item, "band": band, "sides": sides, "origins": origins, "settled": settled,
-        "rows": _rows(sides[0]["person"], sides[1]["person"], item["matched_fields"]), "external": external,
+        "rows": _rows([s["person"] for s in sides], item["matched_fields"]), "external": external,
+        "pair": len(item["mpi_ids"]) == 2,
     })
 
 
