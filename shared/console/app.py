@@ -49,7 +49,7 @@ def _own_origin(request: web.Request) -> str:
     return f"{'https' if _secure(request) else 'http'}://{request.host}"
 
 
-def sign_in_page(request: web.Request, message: str, status: int) -> web.Response:
+def _sign_in_page(request: web.Request, message: str, status: int) -> web.Response:
     """The sign-in form, in place of whatever was asked for; it comes back there after."""
     target = request.path_qs if request.method in _SAFE and request.path != f"{PREFIX}/sign-in" else ""
     return render(request, "signin.html", {"title": "Sign in", "message": message, "next": target}, status)
@@ -66,14 +66,14 @@ async def _guarded(request: web.Request, handler: Any, route: Route | None, sess
         allowed = origin_allowed(request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), _own_origin(request))
         if not allowed or sent != csrf_token(state.key, session):
             if principal is None:
-                return sign_in_page(request, "The form had expired: please try again.", 403)
+                return _sign_in_page(request, "The form had expired: please try again.", 403)
             return render(request, "error.html", {"title": "Refused",
                                                   "message": "This request did not come from a console page and was refused."}, 403)
     if route is not None and route.role is not None:
         if principal is None:
             message = "Your session has ended after a time without activity: sign in again." if expired else \
                 "Sign in to see this page."
-            return sign_in_page(request, message, 401)
+            return _sign_in_page(request, message, 401)
         if not principal.may(route.role):
             return render(request, "error.html", {"title": "Refused", "message": "Your role may not do this."}, 403)
     response: web.StreamResponse = await handler(request)
@@ -86,7 +86,9 @@ async def _console(request: web.Request, handler: Any) -> web.StreamResponse:
     settings = request.config_dict[settings_key]
     adapter = service(request)
     if state.key is None:
-        state.key = await adapter.signing_key(settings.console_secret)
+        async with state.key_lock:  # two first requests at once must not make two keys
+            if state.key is None:
+                state.key = await adapter.signing_key(settings.console_secret)
     request[lang_key] = negotiate(request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language", ""))
     now = time.time()
     session, expired = read(state.key, request.cookies.get(COOKIE), settings.console_idle_minutes * 60, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ class ConsoleState:
     paths: frozenset[str]
     key: bytes | None = None
     decides: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    key_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 state_key = web.AppKey("console_state", ConsoleState)
