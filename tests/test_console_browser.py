@@ -198,6 +198,7 @@ def test_the_nodes_page_shows_the_enrolled_node_and_the_dedup(context: BrowserCo
 
 
 def test_the_page_follows_a_french_browser_and_the_switch(browser: Browser, cluster: Cluster) -> None:
+    cluster.pair("Sokhna", "Diouf")  # an item, so that the queue shows a date
     ctx = browser.new_context(locale="fr-FR", viewport={"width": 1366, "height": 768})
     try:
         page = ctx.new_page()
