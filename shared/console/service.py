@@ -80,6 +80,14 @@ class ConsoleService:
         assert self.node_sync is not None
         return await self.node_sync.status()
 
+    def band(self, score: float | None) -> str | None:
+        """The confidence band of a score, by the matcher's thresholds (as GET /review reports it)."""
+        if score is None:
+            return None
+        th = self.registry.matcher.thresholds
+        return "certain" if score >= th.certain else "probable" if score >= th.probable else \
+            "possible" if score >= th.possible else None
+
     # == 2. reads the domain lacks: the console's own queries ===================================
 
     async def signing_key(self, configured: str) -> bytes:

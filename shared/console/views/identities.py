@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ...registry import check_id
 from ...schemas import SearchQuery, parse_body
 from ..context import render, see_other, service, who
 from .review import FIELDS
@@ -44,7 +43,7 @@ async def identity(request: web.Request) -> web.Response:
 
 async def unmerge(request: web.Request) -> web.Response:
     """POST /console/identities/{mpi_id}/unmerge: the merged-away identity is active again."""
-    mpi_id = check_id(request.match_info["mpi_id"])
     form = await request.post()
-    await service(request).unmerge(mpi_id, str(form.get("reason", "")), who(request))
+    done = await service(request).unmerge(request.match_info["mpi_id"], str(form.get("reason", "")), who(request))
+    mpi_id = done["mpi_id"]  # as the domain normalised it
     return see_other(f"/console/identities/{mpi_id}?unmerged={mpi_id}")

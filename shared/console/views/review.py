@@ -74,12 +74,7 @@ async def review_item(request: web.Request) -> web.Response:
             person, cards = None, []
         sides.append({"requested": mpi_id, "person": person, "cards": cards})
     origins = await adapter.registrations([s["requested"] for s in sides if s["requested"]])
-    band = None
-    if item["similarity_score"] is not None:
-        th = adapter.registry.matcher.thresholds
-        score = item["similarity_score"]
-        band = "certain" if score >= th.certain else "probable" if score >= th.probable else \
-            "possible" if score >= th.possible else None
+    band = adapter.band(item["similarity_score"])
     settled = False
     if not request.app[state_key].decides and len(item["mpi_ids"]) == 2:
         settled = bool(await adapter.settled([item["mpi_ids"]]))
