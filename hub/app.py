@@ -8,6 +8,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from shared.app import build_app
+from shared.console import CONSOLE_ROUTES, HUB_CONSOLE_ROUTES
 from shared.crypto import SEALED_META, open_signing_key, sealing_key
 from shared.dedup import Dedup
 from shared.keys import hub_sync_key, registry_key, settings_key, store_key
@@ -48,7 +49,8 @@ async def _hub_key(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     store = hub_store(settings)
-    app = build_app(settings, store, role="hub", extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[_hub_key, dedup_scheduler])
+    app = build_app(settings, store, role="hub", extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[_hub_key, dedup_scheduler],
+                    console_routes=[*CONSOLE_ROUTES, *HUB_CONSOLE_ROUTES])
     app[dedup_runner_key] = DedupRunner(Dedup(app[registry_key], auto_merge=settings.auto_merge_threshold))
     app[hub_sync_key] = HubSync(store, app[registry_key], max_skew_seconds=settings.max_clock_skew_seconds)
     return app

@@ -21,6 +21,8 @@ from aiohttp import web
 from .api.http import actor, principal_key
 from .auth import Auth
 from .cards import Cards
+from .console import PREFIX as CONSOLE_PREFIX
+from .console import console_app
 from .errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
 from .fhir import FHIR_ROUTES, fhir_errors, fhir_openapi_paths
 from .keys import auth_key, cards_key, registry_key, settings_key, store_key
@@ -199,7 +201,8 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     limiters = request.app[limiters_key]
     if route is not None and route.rate_limit is not None:
         _limited(limiters[route.rate_limit], request, "requests", spend=True)
-    if route is not None and route.role is not None:
+    # The console's pages check their own session (shared/console/app.py), not a bearer token.
+    if route is not None and route.role is not None and not request.path.startswith(f"{CONSOLE_PREFIX}/"):
         failures = limiters["auth_failures"]
         # An address that failed too often is refused before its token is even looked at:
         # otherwise a guess that works would still stand out from the refused ones.
@@ -281,8 +284,9 @@ def build_app(
     extra_routes: Sequence[Route] = (),
     lifetimes: Sequence[Lifetime] = (),
     health: Sequence[HealthCheck] = (),
+    console_routes: Sequence[Route] = (),
 ) -> web.Application:
-    """The MPI application on ``store``, with the role's own routes, jobs and health checks.
+    """The MPI application on ``store``, with the role's own routes, jobs, health checks and console pages.
 
     A health check returns fields for ``GET /health`` (the node adds how far behind its sync
     is); one that raises makes the answer 503.
@@ -317,6 +321,8 @@ def build_app(
     app.router.add_get("/health", _health)
     app[openapi_key] = openapi_document(all_routes, role)
     app[openapi_key]["paths"].update(fhir_openapi_paths(FHIR_ROUTES))
+    if console_routes:
+        app.add_subapp(CONSOLE_PREFIX, console_app(console_routes))
 
     async def _storage(app: web.Application) -> AsyncIterator[None]:
         await store.open()

@@ -66,6 +66,8 @@ class Settings:
     fhir_mpi_id_system: str = _setting("https://api.oomus.health/fhir/sid/mpi-id", "FHIR: identifier system of the MPI ID")
     fhir_dhis2_system: str = _setting("https://dhis2.sante.gov.sn", "FHIR: identifier system of DHIS2 UIDs, naming the DHIS2 instance")
     fhir_identifier_base: str = _setting("https://api.oomus.health/fhir/sid/", "FHIR: system of any other external id: this prefix + its name")
+    console_idle_minutes: float = _setting(30.0, "console: minutes without activity after which a console session ends")
+    console_secret: str = _setting("", "console: key signing session cookies (empty: a random key kept in the database)")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object a line) or text")
 
@@ -111,6 +113,8 @@ class Settings:
             raise SettingsError("the FHIR identifier systems must differ from each other")
         if self.fhir_base_url and not re.match(r"^https?://\S+$", self.fhir_base_url):
             raise SettingsError("fhir_base_url must be empty or an http(s):// URL")
+        if not 0 < self.console_idle_minutes <= 7 * 24 * 60:
+            raise SettingsError("console_idle_minutes must be more than 0 and at most a week")
         if self.log_format not in ("json", "text"):
             raise SettingsError("log_format must be json or text")
 

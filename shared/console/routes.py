@@ -1,0 +1,35 @@
+"""The console's route table, of the same shape as shared/routes.py: path (under /console),
+handler, least role (None: public) and summary. The console middleware reads it as the API's
+auth reads ``ROUTES``; each role appends its own pages.
+"""
+
+from __future__ import annotations
+
+from ..routes import Route
+from .views import identities, nodes, review, signin, sync
+
+__all__ = ["CONSOLE_ROUTES", "HUB_CONSOLE_ROUTES", "NODE_CONSOLE_ROUTES"]
+
+CONSOLE_ROUTES: list[Route] = [
+    Route("GET", "/", signin.home, "supervisor", "The console's home: the review queue"),
+    Route("GET", "/sign-in", signin.sign_in_form, None, "The sign-in form"),
+    Route("POST", "/sign-in", signin.sign_in, None, "Sign in with a supervisor's or admin's token"),
+    Route("POST", "/sign-out", signin.sign_out, "supervisor", "Sign out"),
+    Route("POST", "/language", signin.switch_language, None, "Switch between English and French"),
+    Route("GET", "/review", review.queue, "supervisor", "Open review items, filtered, with counts by reason"),
+    Route("GET", "/review/{id}", review.review_item, "supervisor", "One review item, both registrations side by side"),
+    Route("GET", "/identities", identities.search, "supervisor", "Search identities"),
+    Route("GET", "/identities/{mpi_id}", identities.identity, "supervisor", "An identity and its history"),
+    Route("POST", "/identities/{mpi_id}/unmerge", identities.unmerge, "supervisor", "Undo the merge of this ID"),
+]
+
+# The hub decides review items and watches its nodes and dedup.
+HUB_CONSOLE_ROUTES: list[Route] = [
+    Route("POST", "/review/{id}/decision", review.decide_item, "supervisor", "Merge, or not the same person"),
+    Route("GET", "/nodes", nodes.nodes, "supervisor", "Enrolled nodes, their state and backlog; the dedup"),
+]
+
+# A node shows its review items read-only (the hub decides them) and its sync status.
+NODE_CONSOLE_ROUTES: list[Route] = [
+    Route("GET", "/sync", sync.sync, "supervisor", "This node's sync with the hub"),
+]

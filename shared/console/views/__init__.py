@@ -1,0 +1,1 @@
+"""One module per console page group: sign-in, review, identities, nodes (hub), sync (node)."""
