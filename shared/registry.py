@@ -20,7 +20,7 @@ from .errors import Duplicate, NotFound
 from .identities import edit, register, search, views
 from .identities import merge as merging
 from .identities import unmerge as unmerging
-from .identities.fields import DEMOGRAPHIC, Found, Row, api_time, check_id
+from .identities.fields import DEMOGRAPHIC, Row, api_time, check_id
 from .identities.lookup import external_ids_of, find, find_whole, programme_count
 from .matching import Matcher, MatchResult, NameFrequencies, Person, person_of, query_keys
 from .review.items import open_pair_review
@@ -28,7 +28,7 @@ from .schemas import LinkDhis2In, MatchIn, MergeIn, PatchIn, ProgrammeIn, Regist
 from .storage import schema as t
 from .storage.store import Store, Tx, utc_now
 
-__all__ = ["Registry", "api_time", "check_id", "person_of"]
+__all__ = ["Registry"]
 
 
 class Registry:
@@ -53,10 +53,6 @@ class Registry:
                 self.frequencies.add(person_of(row))
 
     # -- reads ------------------------------------------------------------------------
-
-    async def find(self, conn: AsyncConnection, mpi_id: str) -> Found:
-        """The canonical identity for an ID, following merges; 404 when no such ID exists."""
-        return await find(conn, mpi_id)
 
     async def get(self, mpi_id: str, actor: str) -> dict[str, Any]:
         """GET /mpi/{mpi_id}: one statement, on the reader."""
