@@ -78,6 +78,8 @@ class Bench:
         self.folder = folder
         self.db = f"mpi_bench_{uuid.uuid4().hex[:10]}"
         self.url = PG.rsplit("/", 1)[0] + "/" + self.db
+        # The hub's signing key is sealed with a key file: this run's, in its own folder.
+        ENV.setdefault("MPI_HUB_KEY_FILE", str(folder / "hub.key"))
         cli("hub", "init", "--database-url", self.url, "--country", "SN")
         self.port = _free_port()
         self.hub = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--database-url", self.url, "--port",

@@ -77,6 +77,8 @@ def call(url: str, method: str, path: str, token: str | None = None, body: Any =
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mpi-demo-"))
+    # The hub's signing key is sealed with a key file kept outside its database: the demo's own.
+    ENV.setdefault("MPI_HUB_KEY_FILE", str(work / "hub.key"))
     db = f"mpi_demo_{uuid.uuid4().hex[:8]}"
     url = PG.rsplit("/", 1)[0] + "/" + db
     procs: list[subprocess.Popen[bytes]] = []

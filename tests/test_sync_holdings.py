@@ -44,3 +44,29 @@ def test_an_identity_registered_at_another_regions_node_stays_current_there(hub:
     finally:
         d.stop()
         t.stop()
+
+
+def test_a_merge_of_a_held_identity_brings_its_canonical_identity_to_the_holder(hub: Hub, tmp_path: Path) -> None:
+    d = Node(tmp_path / "d", hub.enroll("dkr", "DKR", tmp_path / "d.json", hub.url))
+    d.start()
+    try:
+        khady = d.register(**KHADY)
+        sync_now(d)
+        status, body = hub.call("POST", "/mpi/register", {
+            "first_name": "Mariama", "last_name": "Sarr", "date_of_birth": "1975-02-03", "gender": "F",
+            "region_code": "THI", "country_code": "SN"}, token=hub.token)
+        assert status == 201, body
+        other = body["mpi_id"]
+        status, body = hub.call("POST", "/mpi/merge", {"source_mpi_id": khady, "target_mpi_id": other,
+                                                        "reason": "same person"}, token=hub.token)
+        assert status == 200, body
+        sync_now(d)
+        status, body = d.call("GET", f"/mpi/{khady}")
+        assert status == 200 and body["mpi_id"] == other and body["merged_from"] == khady, body
+        assert identities(d)[other] == identities(hub)[other]
+        status, _ = hub.call("PATCH", f"/mpi/{other}", {"phone_number": "+221770000044"}, token=hub.token)
+        assert status == 200
+        sync_now(d)
+        assert identities(d)[other][7] == "+221770000044"
+    finally:
+        d.stop()

@@ -1,10 +1,10 @@
 """The node's side of sync: what it pushes, what it does with the hub's replies, and its state.
 
 A round is push then pull over any ``Link`` (HTTP in ``node/sync_client.py``; a bundle file
-in ``transports.py``, whose reply comes back as the hub's bundle): change sets of unacknowledged changes, sized from the measured link speed so
-that each request stays well under the timeout, each carrying the node's pull cursor so that
-the reply holds the acknowledgement and what to pull (one round trip when there is nothing
-to do). Every hub envelope is checked against the hub key pinned at enrolment and applied
+in ``transports.py``, whose reply comes back as the hub's bundle): change sets of
+unacknowledged changes, sized from the measured link speed so that each request stays well
+under the timeout, each carrying the node's pull cursor so that the reply holds the
+acknowledgement and what to pull (one round trip when there is nothing to do). Every hub envelope is checked against the hub key pinned at enrolment and applied
 together with the cursor in one SQLite transaction. A refusal is kept, with its reason, for
 ``GET /sync/status``.
 """
