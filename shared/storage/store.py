@@ -152,6 +152,7 @@ class Store:
         self.writer: AsyncEngine
         self.reader: AsyncEngine
         self._lock = asyncio.Lock()
+        self._flush_lock = asyncio.Lock()
         self._audit_flush_seconds = audit_flush_seconds
         self._read_audit: list[dict[str, Any]] = []
         self._token_uses: dict[str, str] = {}
@@ -290,6 +291,13 @@ class Store:
         self._token_uses[token_hash] = utc_now()
 
     async def flush_read_audit(self) -> None:
+        """Write the waiting read audit; returns once all that was waiting when called is written."""
+        # One flush at a time: a caller that finds the list empty because the periodic flush
+        # took it must still wait until that batch is committed (GET /audit reads it next).
+        async with self._flush_lock:
+            await self._flush_read_audit()
+
+    async def _flush_read_audit(self) -> None:
         if not self._read_audit and not self._token_uses:
             return
         batch, self._read_audit = self._read_audit, []
