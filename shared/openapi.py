@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .routes import Route
 
-__all__ = ["openapi_document"]
+__all__ = ["openapi_document", "statuses_of"]
 
 _ERROR: dict[str, Any] = {
     "type": "object",
@@ -122,11 +122,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _retry_after() -> dict[str, Any]:
+def retry_after_header() -> dict[str, Any]:
     return {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
 
 
-def _statuses(route: Route) -> list[int]:
+def statuses_of(route: Route) -> list[int]:
     """Every status the route can answer: its own, and those the middlewares add."""
     codes = set(route.statuses)
     codes.add(400)  # a control character in a path or query value
@@ -144,11 +144,11 @@ def _statuses(route: Route) -> list[int]:
 def _responses(route: Route) -> dict[str, Any]:
     out: dict[str, Any] = {}
     name = route.handler.__name__
-    for code in _statuses(route):
+    for code in statuses_of(route):
         if code >= 400:
             response = _json(_VERIFY_NOT_FOUND if (name == "verify_card" and code == 404) else _ERROR, "error")
             if code == 429:
-                response["headers"] = _retry_after()
+                response["headers"] = retry_after_header()
             out[str(code)] = response
         elif name in _BINARY:
             out[str(code)] = {"description": "signed reply parts", "content": {"application/octet-stream": {}}}

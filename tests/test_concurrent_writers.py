@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cluster import ENV, ROOT, Hub, Node, Server, cli, free_port
 
 from shared.sync.changelog import GENESIS_HASH, change_hash
@@ -105,8 +104,6 @@ def test_a_serving_hub_keeps_writing_after_a_dedup_sweep(hub: Hub) -> None:
     ))
 
 
-@pytest.mark.xfail(strict=True, reason="shared/sync/node.py (sync owner): NodeSync.refresh() must also call "
-                   "store.refresh(), or an acknowledgement beyond the stale store.seq reads as a restored backup")
 def test_a_serving_node_syncs_what_a_concurrent_import_wrote(hub: Hub, tmp_path: Path) -> None:
     enrolment = hub.enroll("dakar-1", "DKR", tmp_path / "dakar-1.json", hub.url)
     node = Node(tmp_path / "node", enrolment)

@@ -148,8 +148,6 @@ def test_the_hub_refuses_nul_and_malformed_json_with_400(hub: Hub) -> None:
     assert status == 201, body
 
 
-@pytest.mark.xfail(reason="hub/api/nodes.py (sync owner) decodes /sync/enroll itself: it must call "
-                          "shared.api.http.read_json", strict=True)
 def test_the_hubs_public_enroll_refuses_malformed_json_with_400(hub: Hub) -> None:
     for data in (DEEP, HUGE_INT):
         status, body = _raw(hub.url, "POST", "/sync/enroll", data)

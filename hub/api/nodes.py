@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
-from shared.api.http import answer
+from shared.api.http import answer, read_json
 from shared.errors import BadRequest
 from shared.keys import hub_sync_key
 
@@ -15,11 +13,7 @@ __all__ = ["list_nodes", "register_node"]
 
 async def register_node(request: web.Request) -> web.Response:
     """POST /sync/enroll"""
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("the body is not valid JSON", code="invalid_json") from None
+    body = await read_json(request)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
     return answer(await request.app[hub_sync_key].register(body))

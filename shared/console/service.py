@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..auth import Principal
+from ..identities import find
 from ..registry import Registry
 from ..review.queue import decide, list_reviews
 from ..schemas import ReviewDecisionIn, ReviewQuery, SearchQuery, UnmergeIn, parse_body
@@ -170,7 +171,7 @@ class ConsoleService:
     async def cards_of(self, mpi_id: str) -> list[dict[str, Any]]:
         """Every card of the identity an ID leads to, newest first (no token hash)."""
         async with self.store.read() as conn:
-            found = await self.registry.find(conn, mpi_id)
+            found = await find(conn, mpi_id)
             rows = await conn.execute(
                 sa.select(t.card.c.card_code, t.card.c.campaign_id, t.card.c.programme_type, t.card.c.status,
                           t.card.c.issued_at, t.card.c.revoked_at)
@@ -260,7 +261,7 @@ class ConsoleService:
             roots: dict[str, str] = {}
             for mpi_id in flat:
                 try:
-                    roots[mpi_id] = (await self.registry.find(conn, mpi_id)).row.mpi_id
+                    roots[mpi_id] = (await find(conn, mpi_id)).row.mpi_id
                 except Exception:  # an ID this replica no longer holds (evicted): nothing to say
                     roots[mpi_id] = mpi_id
         out = set()

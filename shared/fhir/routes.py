@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..openapi import retry_after_header, statuses_of
 from ..routes import Route
 from . import handlers
 from .search import SEARCH_PARAMS
@@ -62,8 +63,10 @@ def fhir_openapi_paths(routes: Sequence[Route]) -> dict[str, dict[str, Any]]:
                 if code < 400
                 else {"description": "OperationOutcome", "content": {_FHIR_JSON: {"schema": _OUTCOME}}}
             )
-            for code in route.statuses
+            for code in statuses_of(route)  # the middlewares' statuses too (401, 403, 408, 413, 429...)
         }
+        if "429" in responses:
+            responses["429"]["headers"] = retry_after_header()
         operation: dict[str, Any] = {
             "summary": route.summary,
             "operationId": f"fhir_{route.handler.__name__}",
@@ -74,8 +77,6 @@ def fhir_openapi_paths(routes: Sequence[Route]) -> dict[str, dict[str, Any]]:
             operation["security"] = []
         else:
             operation["x-required-role"] = route.role
-            for code, what in (("401", "missing or bad token"), ("403", "role not allowed")):
-                responses.setdefault(code, {"description": what, "content": {_FHIR_JSON: {"schema": _OUTCOME}}})
         params: list[dict[str, Any]] = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in re.findall(r"{(\w+)}", route.path)

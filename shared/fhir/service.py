@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import BadRequest, NotFound
-from ..identities import Found, api_time, check_id, find_whole, view
+from ..identities import Found, api_time, check_id, find, find_whole, view
 from ..matching import name_tokens
 from ..registry import Registry
 from ..schemas import MatchIn, PatchIn, RegisterIn
@@ -295,7 +295,7 @@ async def _query_search(
     conditions: list[Any] = [i.c.status == "active"]
     for raw in c.ids:
         try:
-            found = await registry.find(conn, raw)
+            found = await find(conn, raw)
         except (NotFound, BadRequest):
             return 0, []
         conditions.append(i.c.pk == found.row.pk)
@@ -350,7 +350,7 @@ async def _identifier_condition(
     mpi_pk: int | None = None
     if system is None or system == systems.mpi_id:
         try:
-            mpi_pk = (await registry.find(conn, value)).row.pk
+            mpi_pk = (await find(conn, value)).row.pk
         except NotFound:
             mpi_pk = None
         except BadRequest:

@@ -119,7 +119,8 @@ class NodeSync:
         return int(self.meta.get(_PULL, "0"))
 
     async def refresh(self) -> None:
-        """Re-read the sync state: another process (``mpi-node sync``) may have moved it."""
+        """Re-read the sync state: another process (``mpi-node sync``, an import) may have moved it."""
+        await self.store.refresh()  # the change log too: an acknowledgement may reach past what this process wrote
         async with self.store.read() as conn:
             rows = await conn.execute(
                 sa.select(t.node_meta.c.key, t.node_meta.c.value).where(
