@@ -362,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Whatever this process creates (key files, bundles) is its user's alone.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     try:
         code = run(args.func, args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -117,7 +118,7 @@ async def _init(args: argparse.Namespace) -> int:
     if not 0 <= args.node_number <= MAX_NODE_NUMBER:
         raise CliError(f"--node-number must be 0..{MAX_NODE_NUMBER}", 2)
     folder = Path(settings.data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (folder / DB_NAME).exists() or (folder / KEY_NAME).exists():
         raise CliError(f"{folder} holds a node already")
     signing_key = generate_key_file(folder / KEY_NAME)
@@ -295,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Whatever this process creates (database, journals, keys, bundles, reports) is its user's alone.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     code = run(args.func, args)
     sys.stdout.flush()

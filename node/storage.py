@@ -11,14 +11,29 @@ from shared.settings import Settings
 from shared.storage.dialects import SqliteDialect
 from shared.storage.store import Store
 
-__all__ = ["DB_NAME", "KEY_NAME", "load_keys", "node_store"]
+__all__ = ["DB_NAME", "KEY_NAME", "keep_private", "load_keys", "node_store"]
 
 DB_NAME = "mpi.sqlite3"
 KEY_NAME = "node.key"
 
 
+def keep_private(folder: Path) -> None:
+    """The node's folder is its user's alone (0700), and so are the database and its journals (0600).
+
+    The process runs with umask 077 (``node.cli.main``), so what it creates is private from
+    the start; this also closes a folder made by an older version or by hand.
+    """
+    if folder.is_dir():
+        folder.chmod(0o700)
+        for path in folder.glob(DB_NAME + "*"):
+            if path.is_file() and not path.is_symlink():
+                path.chmod(0o600)
+
+
 def node_store(settings: Settings) -> Store:
-    path = Path(settings.data_dir) / DB_NAME
+    folder = Path(settings.data_dir)
+    keep_private(folder)
+    path = folder / DB_NAME
     return Store(SqliteDialect(str(path), settings.sqlite_synchronous), audit_flush_seconds=settings.audit_flush_seconds)
 
 

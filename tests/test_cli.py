@@ -127,3 +127,24 @@ def test_import_of_a_file_with_unknown_columns_is_one_line(tmp_path: Path) -> No
     bad.write_text("name,surname\nA,B\n")
     assert "unknown column" in one_line_error(node("import", "--data-dir", str(data), str(bad)))
     assert "no such file" in one_line_error(node("import", "--data-dir", str(data), str(tmp_path / "none.csv")))
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_data_folder_is_the_users_alone(tmp_path: Path) -> None:
+    data = tmp_path / "private"
+    assert node("init", "--data-dir", str(data), "--country", "SN", "--region", "DKR").returncode == 0
+    token = node("token", "create", "--data-dir", str(data), "--role", "registrar", "--name", "w").stdout.strip()
+    assert token
+    assert _mode(data) == 0o700
+    files = [p for p in data.iterdir() if p.is_file()]
+    assert any(p.name == "mpi.sqlite3" for p in files)
+    assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+    # A folder an older version (or a hand) left open is closed by the next command.
+    data.chmod(0o755)
+    (data / "mpi.sqlite3").chmod(0o644)
+    listing = node("token", "list", "--data-dir", str(data))
+    assert listing.returncode == 0, listing.stderr
+    assert _mode(data) == 0o700 and _mode(data / "mpi.sqlite3") == 0o600
