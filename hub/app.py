@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from nacl.signing import SigningKey
 
 from shared.app import build_app
 from shared.console import CONSOLE_ROUTES, HUB_CONSOLE_ROUTES
-from shared.crypto import SEALED_META, open_signing_key, sealing_key
 from shared.dedup import Dedup
 from shared.keys import hub_sync_key, registry_key, settings_key, store_key
 from shared.routes import REVIEW_ROUTES, Route
@@ -18,7 +16,7 @@ from shared.sync.hub import HubSync
 
 from .api import dedup, nodes, sync
 from .jobs import DedupRunner, dedup_runner_key, dedup_scheduler
-from .storage import hub_store
+from .storage import hub_signing_key, hub_store
 
 __all__ = ["HUB_ROUTES", "create_app", "hub_signing_key"]
 
@@ -34,12 +32,6 @@ HUB_ROUTES = [
     Route("POST", "/dedup/run", dedup.run_dedup, "supervisor",
           "Run one pass of cross-region dedup now (what nodes registered since the last pass)"),
 ]
-
-
-def hub_signing_key(meta: dict[str, str], settings: Settings) -> SigningKey:
-    """The hub's signing key, opened with the sealing key of the environment or the key file."""
-    sealing = sealing_key(settings.hub_key_secret, settings.hub_key_file)[0] if SEALED_META in meta else None
-    return open_signing_key(meta, sealing)
 
 
 async def _hub_key(app: web.Application) -> AsyncIterator[None]:

@@ -17,7 +17,6 @@ from pathlib import Path
 from aiohttp import web
 from nacl.signing import SigningKey
 
-from shared.app import configure_logging
 from shared.cli import (
     CliError,
     OneLineParser,
@@ -32,13 +31,13 @@ from shared.cli import (
 from shared.crypto import generate_key_file, key_id
 from shared.files import write_private
 from shared.ids import MAX_NODE_NUMBER
+from shared.logs import configure_logging
 from shared.settings import Settings
 from shared.storage.store import utc_now
 from shared.sync.enrolment import Enrolment, enrol
 from shared.sync.errors import LinkDown, SyncError, status_of
 from shared.sync.node import NodeSync
 
-from .app import create_app
 from .storage import DB_NAME, KEY_NAME, load_keys, node_store
 from .sync_client import HttpLink
 
@@ -209,6 +208,9 @@ async def _migrate(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port)
     _require_initialised(settings)
+    # The web stack is imported for serve alone: every other command starts faster without it.
+    from .app import create_app
+
     configure_logging(settings)
     web.run_app(
         create_app(settings),

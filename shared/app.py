@@ -8,10 +8,8 @@ written by the domain operations themselves, in the transaction of each write.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,6 +24,7 @@ from .console import console_app
 from .errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
 from .fhir import FHIR_ROUTES, fhir_errors, fhir_openapi_paths
 from .keys import auth_key, cards_key, registry_key, settings_key, store_key
+from .logs import configure_logging
 from .matching import Matcher, NameFrequencies, Thresholds
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
@@ -44,57 +43,6 @@ log = logging.getLogger("mpi.http")
 routes_key = web.AppKey("routes", dict)
 
 Lifetime = Callable[[web.Application], AsyncIterator[None]]
-
-
-class _SafeFormatter(logging.Formatter):
-    """Tracebacks as frames (file, line, function, source) and exception types: no values."""
-
-    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
-        _, exc, tb = ei
-        lines = ["Traceback (most recent call last):"]
-        for frame in traceback.extract_tb(tb):
-            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
-            if frame.line:
-                lines.append(f"    {frame.line.strip()}")
-        chain = []
-        seen: set[int] = set()
-        while exc is not None and id(exc) not in seen:
-            seen.add(id(exc))
-            chain.append(exception_text(exc))
-            exc = exc.__cause__ or exc.__context__
-        lines.append(" <- ".join(chain))
-        return "\n".join(lines)
-
-
-class _JsonFormatter(_SafeFormatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(settings: Settings) -> None:
-    """Structured logs: one JSON object a line on stderr (or plain text); no personal data.
-
-    Requests are logged by route template (``/mpi/{mpi_id}``), never by path, so no MPI ID,
-    DHIS2 UID or card token reaches the log; tracebacks carry no exception messages.
-    """
-    handler = logging.StreamHandler()
-    if settings.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s %(fields)s", defaults={"fields": ""}))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def route_template(request: web.Request) -> str:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 from proxy import Proxy
 
-from hub.app import hub_signing_key
+from hub.storage import hub_signing_key
 from node.sync_client import HttpLink
 from shared.cards import Cards
 from shared.cli import registry_for
