@@ -83,6 +83,10 @@ def _found_by_two_words(server: Hub | Node, body: dict[str, Any]) -> bool:
     return body["mpi_id"] in {item["mpi_id"] for item in page["items"]}
 
 
+def _but_updated_at(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "updated_at"}
+
+
 class _Scenario:
     def __init__(self, hub: Hub, folder: Path) -> None:
         self.hub, self.folder = hub, folder
@@ -190,7 +194,8 @@ class _Scenario:
             for mpi_id in sorted(held):
                 s_node, b_node = node.call("GET", f"/mpi/{mpi_id}")
                 s_hub, b_hub = self.hub.call("GET", f"/mpi/{mpi_id}")
-                assert (s_node, b_node) == (s_hub, b_hub), (region, mpi_id)
+                # updated_at is when this replica last changed the identity (a known limit: README, Syncing).
+                assert (s_node, _but_updated_at(b_node)) == (s_hub, _but_updated_at(b_hub)), (region, mpi_id)
                 assert _index_of(node, mpi_id) == _index_of(self.hub, mpi_id), (region, mpi_id)
                 if b_hub.get("status") == "active" and "merged_from" not in b_hub:
                     assert _found_by_two_words(node, b_hub) and _found_by_two_words(self.hub, b_hub), (region, mpi_id)
