@@ -201,7 +201,7 @@ class _Scenario:
                     assert _found_by_two_words(node, b_hub) and _found_by_two_words(self.hub, b_hub), (region, mpi_id)
 
 
-@settings(max_examples=int(__import__("os").environ.get("MPI_PROPERTY_EXAMPLES", "3")), deadline=None,
+@settings(max_examples=int(__import__("os").environ.get("MPI_PROPERTY_EXAMPLES", "2")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(operation, min_size=6, max_size=16))
 @example(ops=[
