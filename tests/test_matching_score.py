@@ -250,7 +250,9 @@ def test_compare_is_fast(matcher: Matcher) -> None:
     for _ in range(5):
         matcher.rank(pairs[0][0], [(i, p) for i, (_, p) in enumerate(pairs)], limit=10)
     per_rank = (time.perf_counter() - t) / 5
-    assert per_rank < 0.010  # 300 candidates in under 10 ms
+    # A guard against a quadratic slip, not a benchmark (scripts/bench_matcher_core.py measures
+    # speed): about 3 ms on an idle machine, and a loaded CI machine must not fail it.
+    assert per_rank < 0.100
 
 
 def test_rare_region_and_sparse_birth_year_weigh_more() -> None:
