@@ -45,6 +45,18 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+async def _last_change(conn: AsyncConnection, node_id: str) -> Any:
+    """The newest change this node wrote (seq, hash, hlc), or None: where its chain goes on."""
+    return (
+        await conn.execute(
+            sa.select(schema.change_log.c.seq, schema.change_log.c.hash, schema.change_log.c.hlc)
+            .where(schema.change_log.c.node_id == node_id)
+            .order_by(schema.change_log.c.seq.desc())
+            .limit(1)
+        )
+    ).first()
+
+
 class NotInitialised(RuntimeError):
     """The database has no node identity yet: run ``init`` first."""
 
@@ -75,14 +87,7 @@ class Tx:
             )
         ).scalar()
         self.counter = self._counter_read = int(counter or 0)
-        last = (
-            await self.conn.execute(
-                sa.select(schema.change_log.c.seq, schema.change_log.c.hash, schema.change_log.c.hlc)
-                .where(schema.change_log.c.node_id == self._store.node_id)
-                .order_by(schema.change_log.c.seq.desc())
-                .limit(1)
-            )
-        ).first()
+        last = await _last_change(self.conn, self._store.node_id)
         if last is not None:
             self.seq, self.last_hash = int(last.seq), str(last.hash)
             self._store.hlc.observe(int(last.hlc))
@@ -205,14 +210,7 @@ class Store:
             self.key_id = self.meta.get("key_id", "")
             self.node_number = int(self.meta.get("node_number", "0"))
             self.counter = int(self.meta.get("id_counter", "0"))
-            last = (
-                await conn.execute(
-                    sa.select(schema.change_log.c.seq, schema.change_log.c.hash)
-                    .where(schema.change_log.c.node_id == self.node_id)
-                    .order_by(schema.change_log.c.seq.desc())
-                    .limit(1)
-                )
-            ).first()
+            last = await _last_change(conn, self.node_id)
             self.seq, self.last_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
             max_hlc = (await conn.execute(sa.select(sa.func.max(schema.change_log.c.hlc)))).scalar()
             self.hlc = Hlc(int(max_hlc or 0))
@@ -227,14 +225,7 @@ class Store:
             counter = (
                 await conn.execute(sa.select(schema.node_meta.c.value).where(schema.node_meta.c.key == "id_counter"))
             ).scalar()
-            last = (
-                await conn.execute(
-                    sa.select(schema.change_log.c.seq, schema.change_log.c.hash, schema.change_log.c.hlc)
-                    .where(schema.change_log.c.node_id == self.node_id)
-                    .order_by(schema.change_log.c.seq.desc())
-                    .limit(1)
-                )
-            ).first()
+            last = await _last_change(conn, self.node_id)
         self.counter = int(counter or 0)
         if last is not None:
             self.seq, self.last_hash = int(last.seq), str(last.hash)
