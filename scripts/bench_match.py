@@ -91,6 +91,8 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
     calibration: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     latencies: list[float] = []
     candidates_read: list[int] = []
+    by_error: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    trace: list[dict[str, Any]] = []
     async with store.read() as conn:
         for kind, recs in probes.items():
             for rec in recs:
@@ -113,6 +115,21 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
                     counts["blocks"] += 1
                     counts["blocks_right"] += int(top is not None and top[0].mpi_id == truth)
                 if kind == "duplicate":
+                    in_cands = any(r.mpi_id == truth for r, _ in cands)
+                    truth_score = next((res.score for r, res in ranked if r.mpi_id == truth), None)
+                    stage = (
+                        "caught" if blocked and top is not None and top[0].mpi_id == truth
+                        else "not_candidate" if not in_cands
+                        else "below_results" if truth_score is None
+                        else "not_first" if top is not None and top[0].mpi_id != truth
+                        else "below_certain" if top is not None and top[1].hard_conflict is None
+                        else "conflict"
+                    )
+                    for err in rec.get("errors", []) or ["none"]:
+                        by_error[err]["n"] += 1
+                        by_error[err][stage] += 1
+                    trace.append({"errors": rec.get("errors", []), "stage": stage, "truth_score": truth_score,
+                                  "top_score": top[1].score if top else None, "candidates": len(cands)})
                     counts["dup_caught"] += int(blocked and top is not None and top[0].mpi_id == truth)
                     listed = [r.mpi_id for r, res in ranked if res.score >= matcher.thresholds.possible]
                     counts["dup_listed"] += int(truth in listed)
@@ -151,6 +168,9 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
         "query_ms": {"p50": round(_pct(latencies, 0.5), 2), "p95": round(_pct(latencies, 0.95), 2)},
         "candidates_mean": round(sum(candidates_read) / len(candidates_read), 1),
         "candidates_max": max(candidates_read),
+        "candidates_p95": _pct([float(c) for c in candidates_read], 0.95),
+        "misses_by_error": {e: dict(v) for e, v in sorted(by_error.items())},
+        "trace": trace,
         "import_per_s": round(stats.rows / stats.seconds, 1) if stats.seconds else None,
         "import": {"created": stats.created, "queued": stats.queued, "blocked": stats.blocked, "errors": stats.errors},
         "calibration": {
