@@ -1,36 +1,42 @@
 """Duplicate detection across the whole registry: the hub's incremental check and full sweep.
 
-``Dedup.check(pks)`` matches identities against everyone else with the shared matcher
-(blocking in the database, scoring in batches). A pair at or above the auto-merge threshold
-with no hard conflict is merged, the older registration being the target; a pair between
-the probable threshold and auto-merge, or with a hard conflict, goes to the review queue.
-Pairs a supervisor declared ``not_same`` are never raised again, and a pair with an open
-review item is not queued twice.
+Candidate pairs come from the database as set-based joins over the blocking keys
+(``shared.candidate_pairs``): identities sharing a key whose bucket is no bigger than
+``BUCKET_CAP``, each unordered pair once.  Each pair is scored once with the shared matcher.
+A pair at or above the auto-merge threshold with no hard conflict is merged, the older
+registration being the target; a pair between the probable threshold and auto-merge, or
+with a hard conflict, goes to the review queue.  Pairs a supervisor declared ``not_same``
+are never raised again, and a pair with an open review item is not queued twice.
 
-``enqueue(tx, pks)`` records identities to check in the transaction that wrote them (the
-hub applying a node's registrations); ``Dedup.drain()`` checks and forgets them.
+``Dedup.check(pks)`` handles the pairs with at least one side in ``pks``.  ``enqueue(tx,
+pks)`` records identities to check in the transaction that wrote them (the hub applying a
+node's registrations); ``Dedup.drain()`` checks and forgets them.
 
-``Dedup.sweep()`` walks the registry in primary-key order in batches, recording after each
-batch how far it got (``dedup_progress``): memory stays bounded by the batch and a crash
-resumes where it stopped.
+``Dedup.sweep()`` walks the registry in slices of primary keys: a slice takes the pairs
+whose smaller pk falls in it, so the slices meet every pair exactly once.  After each slice
+it records how far it got (``dedup_progress``): memory stays bounded by the slice and a
+crash resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .candidate_pairs import pairs_in_range, pairs_touching
 from .errors import ApiError
 from .identities.fields import Row
 from .identities.lookup import external_ids_of
 from .matching import MatchResult, person_of
-from .registration import candidates_many
+from .matching.blocking import BUCKET_CAP
 from .registry import Registry
-from .review.items import is_not_same, open_pair_review, pair_key
+from .review.items import is_not_same, open_pair_review
 from .schemas import MergeIn
 from .storage import schema as t
 from .storage.store import Tx, utc_now
@@ -46,11 +52,29 @@ class DedupStats:
     merged: int = 0
     queued: int = 0
     seconds: float = 0.0
+    scored: int = 0  # candidate pairs scored, each once (not kept in dedup_progress)
 
     def add(self, other: DedupStats) -> None:
         self.checked += other.checked
+        self.scored += other.scored
         self.merged += other.merged
         self.queued += other.queued
+
+
+_CHUNK = 900  # stays under every SQLite's limit of bound parameters
+
+
+def _chunks(values: Sequence[int]) -> Iterator[Sequence[int]]:
+    for i in range(0, len(values), _CHUNK):
+        yield values[i : i + _CHUNK]
+
+
+async def _active(conn: AsyncConnection, pks: Sequence[int]) -> list[int]:
+    out: list[int] = []
+    for chunk in _chunks(sorted(set(pks))):
+        found = await conn.execute(sa.select(t.identity.c.pk).where(t.identity.c.pk.in_(chunk), t.identity.c.status == "active"))
+        out.extend(found.scalars())
+    return out
 
 
 def _older_first(a: Row, b: Row) -> tuple[Row, Row]:
@@ -78,35 +102,47 @@ class Dedup:
 
     async def check(self, pks: Sequence[int]) -> DedupStats:
         """Match these identities against the registry; merge or queue what is found."""
-        stats = DedupStats()
-        probable = self.registry.matcher.thresholds.probable
         async with self.store.read() as conn:
-            rows = (
-                await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(list(pks)), t.identity.c.status == "active"))
-            ).all()
-            if not rows:
-                return stats
-            external = await external_ids_of(conn, [r.pk for r in rows])
-            people = [person_of(r, external[r.pk]) for r in rows]
-            found = await candidates_many(self.registry, conn, people)
+            active = await _active(conn, pks)
+            pairs = await pairs_touching(conn, active, BUCKET_CAP) if active else {}
+        stats = await self._decide(pairs)
+        stats.checked = len(active)
+        return stats
+
+    async def _decide(self, pairs: Mapping[tuple[int, int], int]) -> DedupStats:
+        """Score each (a, b) once; merge or queue those at or above the probable threshold."""
+        stats = DedupStats(scored=len(pairs))
+        if not pairs:
+            return stats
+        every = sorted({pk for pair in pairs for pk in pair})
+        rows: dict[int, Row] = {}
+        external: dict[int, dict[str, str]] = {}
+        async with self.store.read() as conn:
+            for chunk in _chunks(every):
+                found = await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(chunk)))
+                rows.update({row.pk: row for row in found})
+                external.update(await external_ids_of(conn, list(chunk)))
+        people = {pk: person_of(row, external.get(pk)) for pk, row in rows.items()}
+        partners: dict[int, list[int]] = defaultdict(list)
+        for a, b in pairs:
+            if a in people and b in people:
+                partners[a].append(b)
         matcher = self.registry.matcher
-        pairs: dict[str, tuple[Row, Row, MatchResult]] = {}
-        for row, person, candidates in zip(rows, people, found, strict=True):
-            stats.checked += 1
-            others = [((c, p), p) for c, p in candidates if c.pk != row.pk]
-            for (other, other_person), result in matcher.rank(person, others, limit=5, min_score=0.0):
+        probable = matcher.thresholds.probable
+        found_pairs: list[tuple[Row, Row, MatchResult]] = []
+        for a, others in partners.items():
+            person = people[a]
+            # rank with no floor and no limit: one score for each of a's pairs, a's features computed once
+            for b, result in matcher.rank(person, [(b, people[b]) for b in others], limit=len(others), min_score=0.0):
                 if result.hard_conflict == "dhis2_uid":
                     # Two DHIS2 UIDs sink the score; whether the pair needs a person's eye is
                     # what the rest of the evidence says.
-                    rest = matcher.compare(replace(person, external_ids={}), replace(other_person, external_ids={}))
+                    rest = matcher.compare(replace(person, external_ids={}), replace(people[b], external_ids={}))
                     result = replace(rest, hard_conflict="dhis2_uid")
-                if result.score < probable:
-                    continue
-                key = pair_key(row.mpi_id, other.mpi_id)
-                if key not in pairs or pairs[key][2].score < result.score:
-                    pairs[key] = (row, other, result)
-        for a, b, result in sorted(pairs.values(), key=lambda pair: -pair[2].score):
-            target, source = _older_first(a, b)
+                if result.score >= probable:
+                    found_pairs.append((rows[a], rows[b], result))
+        for a_row, b_row, result in sorted(found_pairs, key=lambda pair: -pair[2].score):
+            target, source = _older_first(a_row, b_row)
             if self._auto(result) and await self._merge(source, target, result):
                 stats.merged += 1
             elif await self._queue(source, target, result):
@@ -199,9 +235,12 @@ class Dedup:
                         )
                     ).scalars()
                 )
+                pairs = await pairs_in_range(conn, pks[0], pks[-1], BUCKET_CAP) if pks else {}
             if not pks:
                 break
-            total.add(await self.check(pks))
+            stats = await self._decide(pairs)
+            stats.checked = len(pks)
+            total.add(stats)
             last_pk = pks[-1]
             async with self.store.write(self.actor) as tx:
                 await tx.conn.execute(

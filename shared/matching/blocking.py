@@ -30,6 +30,8 @@ from shared.matching.phonetic import phonetic_key, skeleton, token_key
 
 __all__ = ["index_keys", "key_hash", "query_keys"]
 
+BUCKET_CAP = 100  # a key value held by more identities than this is too common to pair on
+
 
 def key_hash(key: str) -> int:
     """Signed 64-bit hash of a key string, stable across processes and machines."""
