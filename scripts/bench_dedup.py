@@ -170,14 +170,14 @@ async def run(
             await enqueue(tx, pks)
         started = time.perf_counter()
         drained = await dedup.drain()
-        inc = {"n": len(late), "seconds": round(time.perf_counter() - started, 1), "merged": drained.merged, "queued": drained.queued}
+        inc = {"n": len(late), "seconds": round(time.perf_counter() - started, 1), "scored": drained.scored, "merged": drained.merged, "queued": drained.queued}
     await store.close()
     return {
         "n": n,
         "load_s": round(load_s, 1),
         "sweep_s": round(sweep_s, 1),
         "sweep_peak_rss_mb": round(sweep_peak, 1),
-        "sweep": {"checked": sweep.checked, "merged": sweep.merged, "queued": sweep.queued},
+        "sweep": {"checked": sweep.checked, "scored": sweep.scored, "merged": sweep.merged, "queued": sweep.queued},
         "quality": sweep_quality,
         "incremental": inc,
         "records": base,
