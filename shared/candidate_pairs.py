@@ -7,20 +7,26 @@ key value whose bucket holds more than ``cap`` identities is not used: a name as
 stored for the same people carry the blocking instead.  The cap is checked per key with an
 index probe that stops after ``cap + 1`` rows, so a huge bucket costs no more than a small one.
 
+Registration also reads, for a query, keys its record does not store: birth year +-1, day
+and month swapped, first and last names crossed over.  ``neighbour_pairs`` adds the pairs
+only those find: the keys are derived in Python for a slice, the holders read per key.
+
 The same SQL runs on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from .matching import Person, index_keys, query_keys
 from .storage import schema as t
 
-__all__ = ["pairs_in_range", "pairs_touching"]
+__all__ = ["neighbour_pairs", "pairs_in_range", "pairs_touching"]
 
 _CHUNK = 900  # stays under every SQLite's limit of bound parameters
 
@@ -70,4 +76,36 @@ async def pairs_touching(conn: AsyncConnection, pks: Sequence[int], cap: int) ->
         for a, b, n in await conn.execute(query):
             # A pair with both sides in ``pks`` is met from each end: keep it once.
             found[(a, b) if a < b else (b, a)] = n
+    return found
+
+
+async def neighbour_pairs(
+    conn: AsyncConnection, people: Mapping[int, Person], cap: int, *, upward: bool
+) -> dict[tuple[int, int], int]:
+    """{(a, b): keys}, a < b, met through a neighbour key of someone in ``people``.
+
+    ``upward``: only partners above the asking pk, as in a sweep slice (the neighbours are
+    symmetric: a year +1 seen from one side is a year -1 from the other, met in the slice of
+    the smaller pk).
+    """
+    asking: dict[int, list[int]] = defaultdict(list)
+    for pk, person in people.items():
+        stored = set(index_keys(person))
+        for key in query_keys(person):
+            if key not in stored:
+                asking[key].append(pk)
+    bk, ib = t.blocking_key, t.identity
+    found: dict[tuple[int, int], int] = {}
+    for chunk in _chunks(sorted(asking)):
+        small = sa.select(bk.c.key).where(bk.c.key.in_(chunk)).group_by(bk.c.key).having(sa.func.count() <= cap)
+        holders = await conn.execute(
+            sa.select(bk.c.key, bk.c.identity_pk)
+            .join(ib, ib.c.pk == bk.c.identity_pk)
+            .where(bk.c.key.in_(small), ib.c.status == "active")
+        )
+        for key, b in holders:
+            for a in asking[key]:
+                if a != b and (b > a or not upward):
+                    pair = (a, b) if a < b else (b, a)
+                    found[pair] = found.get(pair, 0) + 1
     return found

@@ -29,11 +29,11 @@ from dataclasses import dataclass, replace
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .candidate_pairs import pairs_in_range, pairs_touching
+from .candidate_pairs import neighbour_pairs, pairs_in_range, pairs_touching
 from .errors import ApiError
 from .identities.fields import Row
 from .identities.lookup import external_ids_of
-from .matching import MatchResult, person_of
+from .matching import MatchResult, Person, person_of
 from .matching.blocking import BUCKET_CAP
 from .registry import Registry
 from .review.items import is_not_same, open_pair_review
@@ -77,6 +77,23 @@ async def _active(conn: AsyncConnection, pks: Sequence[int]) -> list[int]:
     return out
 
 
+async def _people(conn: AsyncConnection, pks: Sequence[int]) -> dict[int, Person]:
+    """The matcher's view of these identities, without external ids (enough for their keys)."""
+    out: dict[int, Person] = {}
+    for chunk in _chunks(pks):
+        found = await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(chunk)))
+        out.update({row.pk: person_of(row) for row in found})
+    return out
+
+
+async def _with_neighbours(
+    conn: AsyncConnection, pairs: dict[tuple[int, int], int], pks: Sequence[int], *, upward: bool
+) -> dict[tuple[int, int], int]:
+    for pair, n in (await neighbour_pairs(conn, await _people(conn, pks), BUCKET_CAP, upward=upward)).items():
+        pairs[pair] = pairs.get(pair, 0) + n
+    return pairs
+
+
 def _older_first(a: Row, b: Row) -> tuple[Row, Row]:
     """(target, source): the older registration survives, then the smaller ID."""
     return (a, b) if (a.created_at, a.mpi_id) <= (b.created_at, b.mpi_id) else (b, a)
@@ -105,6 +122,7 @@ class Dedup:
         async with self.store.read() as conn:
             active = await _active(conn, pks)
             pairs = await pairs_touching(conn, active, BUCKET_CAP) if active else {}
+            pairs = await _with_neighbours(conn, pairs, active, upward=False)
         stats = await self._decide(pairs)
         stats.checked = len(active)
         return stats
@@ -236,6 +254,7 @@ class Dedup:
                     ).scalars()
                 )
                 pairs = await pairs_in_range(conn, pks[0], pks[-1], BUCKET_CAP) if pks else {}
+                pairs = await _with_neighbours(conn, pairs, pks, upward=True)
             if not pks:
                 break
             stats = await self._decide(pairs)
