@@ -99,7 +99,7 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
                 person = synth.to_person(rec)
                 t0 = time.perf_counter()
                 cands = await registry.candidates(conn, person)
-                ranked = matcher.rank(person, cands, limit=10, min_score=0.05)
+                ranked = matcher.rank(person, cands, limit=10, min_score=0.0)
                 latencies.append((time.perf_counter() - t0) * 1000)
                 candidates_read.append(len(cands))
                 truth = mpi_of.get(rec["related_record_id"]) if kind == "duplicate" else None
@@ -116,7 +116,7 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
                     counts["blocks_right"] += int(top is not None and top[0].mpi_id == truth)
                 if kind == "duplicate":
                     in_cands = any(r.mpi_id == truth for r, _ in cands)
-                    truth_score = next((res.score for r, res in ranked if r.mpi_id == truth), None)
+                    truth_score = next((res.score for r, res in ranked if r.mpi_id == truth and res.score >= 0.05), None)
                     stage = (
                         "caught" if blocked and top is not None and top[0].mpi_id == truth
                         else "not_candidate" if not in_cands
@@ -135,6 +135,7 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
                     counts["dup_listed"] += int(truth in listed)
                     # /mpi/match with its defaults: top 10 at score >= 0.05
                     counts["dup_in_match"] += int(any(r.mpi_id == truth and res.score >= 0.05 for r, res in ranked))
+                    counts["dup_in_top10"] += int(any(r.mpi_id == truth for r, _ in ranked))
                     counts["dup_in_candidates"] += int(any(r.mpi_id == truth for r, _ in cands))
 
     # Bulk import of new people into the loaded node, through the mpi-node import code path.
@@ -163,6 +164,7 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
         "lookalikes_blocked": round(sum(counts[f"{k}_blocked"] for k in LOOKALIKES) / looks, 4),
         "lookalikes_blocked_by_kind": {k: counts[f"{k}_blocked"] for k in LOOKALIKES},
         "in_match_results": round(counts["dup_in_match"] / dups, 4),
+        "in_top10_any_score": round(counts["dup_in_top10"] / dups, 4),
         "listed_possible": round(counts["dup_listed"] / dups, 4),
         "blocking_recall": round(counts["dup_in_candidates"] / dups, 4),
         "query_ms": {"p50": round(_pct(latencies, 0.5), 2), "p95": round(_pct(latencies, 0.95), 2)},
