@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from synth import generate, to_person  # noqa: E402
 
-from shared.identities.candidates import prescore  # noqa: E402
+from shared.identities.candidates import weight  # noqa: E402
 from shared.matching.blocking import BUCKET_CAP, index_keys, query_keys  # noqa: E402
 from shared.matching.em import calibrate, estimate, estimate_u, fit_supervised, regularise  # noqa: E402
 from shared.matching.model import COMPARISONS, FALLBACK, MatchParams, Person, default_params  # noqa: E402
@@ -67,8 +67,12 @@ class Index:
         """Candidates as the store gives them (buckets over the cap skipped, pre-scored, cut),
         and how many shared a key at all."""
         keys = query_keys(p)
-        holders = {k: b for k in keys if (b := self.buckets.get(k)) and len(b) <= BUCKET_CAP}
-        score = prescore(keys, holders, {k: len(b) for k, b in holders.items()})
+        score: defaultdict[int, float] = defaultdict(float)
+        for k in set(keys):
+            bucket = self.buckets.get(k)
+            if bucket and len(bucket) <= BUCKET_CAP:
+                for i in bucket:
+                    score[i] += weight(len(bucket))
         score.pop(exclude, None)  # type: ignore[arg-type]
         ordered = sorted(score, key=lambda i: (-score[i], i))[:CANDIDATE_CAP]
         return ordered, len(score)

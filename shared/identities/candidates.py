@@ -1,22 +1,24 @@
 """Candidate generation: which stored identities a query is scored against.
 
 ONE code path for register, ``/mpi/match``, bulk import (a batch of rows at once) and the
-hub's incremental dedup, on both dialects:
+hub's incremental dedup, on both dialects, and one statement for up to ``_PER_STATEMENT``
+queries:
 
-1. every query key (``matching.blocking.query_keys``) is looked up in ``blocking_key`` in one
-   statement, which counts each key's bucket in the index and reads only the buckets of at
-   most ``BUCKET_CAP`` identities: a key value too common to tell people apart is skipped,
-   and the narrower keys stored for the same people take over;
-2. identities sharing an external identifier with the query are added (decisive evidence);
-3. each query's candidates are pre-scored by the rarity of what they share (``prescore``,
-   an external id outweighing any number of keys) and cut to
-   ``limit`` best, so a common name never pushes out the identity that shares a rare key;
-4. the identity rows are read (active ones only), with external ids when the query has some.
+1. every query key (``matching.blocking.query_keys``) is looked up in ``blocking_key``; each
+   key's bucket is counted in the index, and a bucket of more than ``BUCKET_CAP`` identities
+   is skipped: a key value too common to tell people apart says nothing, and the narrower
+   keys stored for the same people (with a region, a year, a date) take over;
+2. each identity sharing keys with the query is pre-scored by the rarity of what it shares
+   (``weight``: the sum of 1 / bucket size), and only the ``limit`` best are read, so a
+   common name never pushes out the identity that shares a rare key;
+3. identities sharing an external identifier with the query are added (decisive evidence);
+4. the identity rows come back in the same statement (active ones only), with external ids
+   when the query has some.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -30,19 +32,31 @@ from ..storage import schema as t
 from .fields import Row
 from .lookup import external_ids_of
 
-__all__ = ["candidates", "prescore"]
+__all__ = ["candidates", "weight"]
 
+_PER_STATEMENT = 50  # queries ranked in one statement (a UNION ALL of one branch each)
 _CHUNK = 900  # stays under every SQLite's limit of bound parameters
 _EXTERNAL_WEIGHT = 100.0  # a shared external id outweighs any number of shared keys
 
 
-def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(values), _CHUNK):
-        yield values[i : i + _CHUNK]
+def weight(bucket_size: int) -> float:
+    """What sharing one key is worth: 1 for a key held by one identity, 1/100 at the cap.
+
+    Two rare keys outweigh any number of common ones; among equals, more shared keys win.
+    The database computes the same sum (``_ranked``); benchmarks without a database use this.
+    """
+    return 1.0 / bucket_size
 
 
-def _holders_query(keys: Sequence[int]) -> sa.Select[Any]:
+def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _ranked(position: int, limit: int) -> sa.Select[Any]:
+    """The ``limit`` best identities for the query at ``position``: (position, identity_pk, weight)."""
     bk = t.blocking_key
+    keys: sa.BindParameter[int] = sa.bindparam(f"keys_{position}", expanding=True)
     sizes = (
         sa.select(bk.c.key, sa.func.count().label("n"))
         .where(bk.c.key.in_(keys))
@@ -50,74 +64,71 @@ def _holders_query(keys: Sequence[int]) -> sa.Select[Any]:
         .having(sa.func.count() <= BUCKET_CAP)
         .subquery()
     )
-    return sa.select(bk.c.key, bk.c.identity_pk, sizes.c.n).join(sizes, sizes.c.key == bk.c.key)
+    score = sa.func.sum(sa.literal(1.0, sa.Float) / sizes.c.n).label("w")
+    best = (
+        sa.select(bk.c.identity_pk, score)
+        .join(sizes, sizes.c.key == bk.c.key)
+        .group_by(bk.c.identity_pk)
+        .order_by(score.desc(), bk.c.identity_pk)
+        .limit(limit)
+        .subquery()
+    )
+    return sa.select(sa.literal(position).label("position"), best.c.identity_pk, best.c.w)
 
 
-def prescore(keys: Sequence[int], holders: dict[int, list[int]], sizes: dict[int, int]) -> dict[int, float]:
-    """Identity pk -> sum over the keys it shares with the query of log2(2 * cap / bucket size).
-
-    A key held by one identity weighs about 8 bits, one held by the cap's worth weighs 1: two
-    rare keys outweigh any number of common ones, and more shared keys outweigh fewer.
-    """
-    score: dict[int, float] = defaultdict(float)
-    for key in keys:
-        pks = holders.get(key)
-        if pks:
-            weight = math.log2(2 * BUCKET_CAP / sizes[key])
-            for pk in pks:
-                score[pk] += weight
-    return score
+@functools.lru_cache(maxsize=64)
+def _statement(count: int, limit: int) -> sa.Select[Any]:
+    """Built once per shape: building a statement of nested subqueries costs milliseconds."""
+    branches = [_ranked(i, limit) for i in range(count)]
+    ranked = (branches[0] if count == 1 else sa.union_all(*branches)).subquery()
+    return (
+        sa.select(ranked.c.position, ranked.c.w, t.identity)
+        .join(t.identity, t.identity.c.pk == ranked.c.identity_pk)
+        .where(t.identity.c.status == "active")
+    )
 
 
 async def candidates(
     conn: AsyncConnection, people: Sequence[Person], limit: int
 ) -> list[list[tuple[Row, Person]]]:
     """For each person, up to ``limit`` active identities to score, most promising first."""
-    keys_of = [query_keys(p) for p in people]
-    holders: dict[int, list[int]] = defaultdict(list)
-    sizes: dict[int, int] = {}
-    for chunk in _chunks(sorted({k for keys in keys_of for k in keys})):
-        for key, pk, n in await conn.execute(_holders_query(chunk)):
-            holders[key].append(pk)
-            sizes[key] = n
-    by_external = await _sharing_external_ids(conn, people)
-    wanted: list[list[int]] = []
-    for i, keys in enumerate(keys_of):
-        score = prescore(keys, holders, sizes)
-        for pk in by_external.get(i, ()):
-            score[pk] += _EXTERNAL_WEIGHT
-        wanted.append(sorted(score, key=lambda pk: (-score[pk], pk))[:limit])
-    by_pk: dict[int, Row] = {}
-    for chunk in _chunks(sorted({pk for pks in wanted for pk in pks})):
-        rows = await conn.execute(
-            sa.select(t.identity).where(t.identity.c.pk.in_(chunk), t.identity.c.status == "active")
-        )
-        by_pk.update({row.pk: row for row in rows})
+    found: list[dict[int, tuple[float, Row]]] = [{} for _ in people]
+    for start in range(0, len(people), _PER_STATEMENT):
+        group = people[start : start + _PER_STATEMENT]
+        params = {f"keys_{i}": query_keys(p) or [0] for i, p in enumerate(group)}
+        for row in await conn.execute(_statement(len(group), limit), params):
+            found[start + row.position][row.pk] = (row.w, row)
+    for i, sharing in (await _sharing_external_ids(conn, people)).items():
+        for row in sharing:
+            w = found[i].get(row.pk, (0.0, row))[0]
+            found[i][row.pk] = (w + _EXTERNAL_WEIGHT, row)
     external: dict[int, dict[str, str]] = {}
-    if any(p.external_ids for p in people) and by_pk:
+    if any(p.external_ids for p in people):
         # A missing external id is neutral evidence: read the candidates' ids only when the query has one.
-        external = await external_ids_of(conn, list(by_pk))
-    return [
-        [(by_pk[pk], person_of(by_pk[pk], external.get(pk))) for pk in pks if pk in by_pk] for pks in wanted
-    ]
+        external = await external_ids_of(conn, sorted({pk for scored in found for pk in scored}))
+    out = []
+    for scored in found:
+        ordered = sorted(scored.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
+        out.append([(row, person_of(row, external.get(pk))) for pk, (_, row) in ordered])
+    return out
 
 
-async def _sharing_external_ids(conn: AsyncConnection, people: Sequence[Person]) -> dict[int, list[int]]:
-    """Query position -> identity pks holding one of its external ids."""
+async def _sharing_external_ids(conn: AsyncConnection, people: Sequence[Person]) -> dict[int, list[Row]]:
+    """Query position -> active identities holding one of its external ids."""
     wanted: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, p in enumerate(people):
         for system, value in p.external_ids.items():
             if value:
                 wanted[(system, value)].append(i)
-    found: dict[int, list[int]] = defaultdict(list)
-    for chunk in _chunks(sorted(wanted)):
-        ext = t.external_id
+    found: dict[int, list[Row]] = defaultdict(list)
+    ext = t.external_id
+    for chunk in _chunks(sorted(wanted), _CHUNK // 2):
         rows = await conn.execute(
-            sa.select(ext.c.system, ext.c.value, ext.c.identity_pk).where(
-                sa.tuple_(ext.c.system, ext.c.value).in_(list(chunk))
-            )
+            sa.select(ext.c.system, ext.c.value, t.identity)
+            .join(t.identity, t.identity.c.pk == ext.c.identity_pk)
+            .where(sa.tuple_(ext.c.system, ext.c.value).in_(list(chunk)), t.identity.c.status == "active")
         )
-        for system, value, pk in rows:
-            for i in wanted[(system, value)]:
-                found[i].append(pk)
+        for row in rows:
+            for i in wanted[(row.system, row.value)]:
+                found[i].append(row)
     return found
