@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import AMINATA, Api, initialise, make_store
 
+from shared.identities.candidates import candidates
 from shared.matching import Matcher, NameFrequencies, Person
 from shared.matching.blocking import BUCKET_CAP, index_keys, query_keys
 from shared.registry import Registry
@@ -124,3 +125,37 @@ async def test_a_probable_registration_answers_201_probable_and_is_queued(api: A
         "/mpi/register", {**body, "first_name": "Moussa", "last_name": "Traore", "gender": "M"}
     )
     assert status == 201 and other["confidence"] == "new_identity"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_batch_gets_the_candidates_each_query_gets_alone(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Bulk import and the hub's dedup ask for many people in one statement: same answers."""
+    store, _ = make_store(kind, tmp_path, request)
+    await initialise(store)
+    frequencies = NameFrequencies()
+    registry = Registry(store, Matcher(frequencies=frequencies), frequencies, candidate_limit=5)
+    names = [("Awa", "Ndiaye"), ("Fatou", "Diallo"), ("Moussa", "Traore"), ("Aminata", "Sow")]
+    bodies = [
+        _body(first, last, dt.date(1980 + i % 7, 1 + i % 12, 1 + i % 27), REGIONS[i % 6], f"+2217712345{i % 50:02d}")
+        for i, (first, last) in enumerate(names * 30)
+    ]
+    try:
+        async with store.write("test") as tx:
+            await registry.insert_new(tx, [(b, registry.person(b)) for b in bodies])
+        queries = [
+            Person("Awa", "Ndiay", dt.date(1981, 2, 2), "F", "THI"),
+            Person("Diallo", "Fatou", None, None, "DKR"),
+            Person("Moussa", "Traoré", dt.date(1982, 3, 3), "M", "ZIG", "+221771234502"),
+            Person("Nobody", "Known", dt.date(2001, 1, 1), "F", "KLK"),
+        ]
+        async with store.read() as conn:
+            together = await candidates(conn, queries, 5)
+            alone = [(await candidates(conn, [q], 5))[0] for q in queries]
+        assert [[row.mpi_id for row, _ in found] for found in together] == [
+            [row.mpi_id for row, _ in found] for found in alone
+        ]
+        assert [len(found) for found in together][:3] == [5, 5, 5] and together[3] == []
+    finally:
+        await store.close()
