@@ -114,7 +114,7 @@ def _bench_python() -> Path:
 
 
 def _febrl_raw(out_dir: Path) -> list[dict[str, Any]]:
-    path = out_dir / "febrl-raw.jsonl"
+    path = (out_dir / "febrl-raw.jsonl").resolve()
     if not path.exists():
         subprocess.run([str(_bench_python()), "-c", _LOADER, str(path)], check=True, cwd=out_dir)
     return [json.loads(line) for line in path.read_text().splitlines()]
