@@ -17,6 +17,8 @@ typos), of the whole name and, for compound names, of each token ("Mame Diarra")
   the other name together with a placeholder or a wrong day
 - ``FI`` / ``LI``: one name + the other's initial + region: survive a typo in the other
   name when the birth date is missing too
+- ``FR`` / ``LR``: one name + region: survive the other name replaced and the birth date
+  lost (where names are rare enough for that to single anyone out)
 - ``DS`` / ``DR``: full birth date + sex (resp. region): survive both names mangled
 - ``P``: phone subscriber number (last 9 digits)
 
@@ -122,6 +124,7 @@ def _keys(
             keys += [f"FYR|{first}|{y}|{region}" for y in years]
             keys += [f"LYR|{last}|{y}|{region}" for y in years]
             keys += [f"FI|{first}|{last[0]}|{region}", f"LI|{last}|{first[0]}|{region}"]
+            keys += [f"FR|{first}|{region}", f"LR|{last}|{region}"]
     for d in dobs:
         keys += [f"DS|{d.isoformat()}|{s}" for s in sexes]
         if region:
