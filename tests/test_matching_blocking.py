@@ -134,3 +134,10 @@ def test_unrelated_people_share_no_key() -> None:
     a = Person("Awa", "Ndiaye", D(1990, 3, 11), "F", "DKR", "+221771111111")
     b = Person("Moussa", "Coulibaly", D(1962, 8, 2), "M", "KAF", "+221772222222")
     assert not shares_key(a, b)
+
+
+def test_a_query_with_one_name_left_out_still_has_that_name_s_keys() -> None:
+    """/mpi/match may be asked with a last name only (or a first name only)."""
+    assert shares_key(ORIGINAL, replace(ORIGINAL, first_name="", phone_number=None))
+    assert shares_key(ORIGINAL, replace(ORIGINAL, last_name="", phone_number=None, date_of_birth=None))
+    assert not [k for k in query_keys(replace(ORIGINAL, first_name="", last_name="", phone_number=None, date_of_birth=None))]

@@ -110,21 +110,22 @@ def _keys(
     keys: list[str] = []
     region = _region(p)
     for firsts, lasts in order:
+        # One name alone still gives its own keys: a match query may leave the other out.
+        for tag, names in (("F", firsts), ("L", lasts)):
+            if not names:
+                continue
+            keys += [f"{tag}D|{names[0]}|{d.isoformat()}" for d in dobs]
+            if region:
+                keys += [f"{tag}YR|{names[0]}|{y}|{region}" for y in years]
+                keys.append(f"{tag}R|{names[0]}|{region}")
         if not (firsts and lasts):
             continue
         pairs = _pairs(firsts, lasts)
         keys += [f"N|{pair}" for pair in pairs]
         if region:
             keys += [f"NR|{pair}|{region}" for pair in pairs]
+            keys += [f"FI|{firsts[0]}|{lasts[0][0]}|{region}", f"LI|{lasts[0]}|{firsts[0][0]}|{region}"]
         keys += [f"NY|{pair}|{y}" for pair in pairs for y in years]
-        first, last = firsts[0], lasts[0]
-        for d in dobs:
-            keys += [f"FD|{first}|{d.isoformat()}", f"LD|{last}|{d.isoformat()}"]
-        if region:
-            keys += [f"FYR|{first}|{y}|{region}" for y in years]
-            keys += [f"LYR|{last}|{y}|{region}" for y in years]
-            keys += [f"FI|{first}|{last[0]}|{region}", f"LI|{last}|{first[0]}|{region}"]
-            keys += [f"FR|{first}|{region}", f"LR|{last}|{region}"]
     for d in dobs:
         keys += [f"DS|{d.isoformat()}|{s}" for s in sexes]
         if region:
