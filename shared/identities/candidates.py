@@ -19,11 +19,13 @@ queries:
 from __future__ import annotations
 
 import functools
+import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..matching import Person, person_of, query_keys
@@ -53,23 +55,35 @@ def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]
         yield values[i : i + size]
 
 
-def _ranked(position: int, limit: int) -> sa.Select[Any]:
-    """The ``limit`` best identities for the query at ``position``: (position, identity_pk, weight)."""
+def _keys_of(dialect: str, position: int) -> Any:
+    """The query's keys as a table with one column, ``value``: a JSON array on SQLite, an array on PostgreSQL."""
+    name = f"keys_{position}"
+    if dialect == "postgresql":
+        array = sa.cast(sa.bindparam(name), postgresql.ARRAY(sa.BigInteger))
+        return sa.func.unnest(array).table_valued("value").render_derived()
+    return sa.func.json_each(sa.bindparam(name, type_=sa.String)).table_valued("value")
+
+
+def _ranked(dialect: str, position: int, limit: int) -> sa.Select[Any]:
+    """The ``limit`` best identities for the query at ``position``: (position, identity_pk, weight).
+
+    Whether a bucket is over the cap is one probe of the index (is there an entry past the
+    cap?), so a key held by a hundred thousand people costs no more than one held by ten.
+    """
     bk = t.blocking_key
-    keys: sa.BindParameter[int] = sa.bindparam(f"keys_{position}", expanding=True)
-    sizes = (
-        sa.select(bk.c.key, sa.func.count().label("n"))
-        .where(bk.c.key.in_(keys))
-        .group_by(bk.c.key)
-        .having(sa.func.count() <= BUCKET_CAP)
+    keys = _keys_of(dialect, position)
+    past_cap = sa.select(bk.c.identity_pk).where(bk.c.key == keys.c.value).limit(1).offset(BUCKET_CAP)
+    small = sa.select(keys.c.value.label("key")).where(~past_cap.exists()).subquery()
+    holders = (
+        sa.select(bk.c.identity_pk, sa.func.count().over(partition_by=bk.c.key).label("n"))
+        .join(small, small.c.key == bk.c.key)
         .subquery()
     )
-    score = sa.func.sum(sa.literal(1.0, sa.Float) / sizes.c.n).label("w")
+    score = sa.func.sum(sa.literal(1.0, sa.Float) / holders.c.n).label("w")
     best = (
-        sa.select(bk.c.identity_pk, score)
-        .join(sizes, sizes.c.key == bk.c.key)
-        .group_by(bk.c.identity_pk)
-        .order_by(score.desc(), bk.c.identity_pk)
+        sa.select(holders.c.identity_pk, score)
+        .group_by(holders.c.identity_pk)
+        .order_by(score.desc(), holders.c.identity_pk)
         .limit(limit)
         .subquery()
     )
@@ -77,9 +91,9 @@ def _ranked(position: int, limit: int) -> sa.Select[Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _statement(count: int, limit: int) -> sa.Select[Any]:
+def _statement(dialect: str, count: int, limit: int) -> sa.Select[Any]:
     """Built once per shape: building a statement of nested subqueries costs milliseconds."""
-    branches = [_ranked(i, limit) for i in range(count)]
+    branches = [_ranked(dialect, i, limit) for i in range(count)]
     ranked = (branches[0] if count == 1 else sa.union_all(*branches)).subquery()
     return (
         sa.select(ranked.c.position, ranked.c.w, t.identity)
@@ -95,8 +109,10 @@ async def candidates(
     found: list[dict[int, tuple[float, Row]]] = [{} for _ in people]
     for start in range(0, len(people), _PER_STATEMENT):
         group = people[start : start + _PER_STATEMENT]
-        params = {f"keys_{i}": query_keys(p) or [0] for i, p in enumerate(group)}
-        for row in await conn.execute(_statement(len(group), limit), params):
+        dialect = conn.dialect.name
+        keyed = [query_keys(p) for p in group]
+        params = {f"keys_{i}": keys if dialect == "postgresql" else json.dumps(keys) for i, keys in enumerate(keyed)}
+        for row in await conn.execute(_statement(dialect, len(group), limit), params):
             found[start + row.position][row.pk] = (row.w, row)
     for i, sharing in (await _sharing_external_ids(conn, people)).items():
         for row in sharing:
