@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -33,6 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +215,48 @@ async def drive(
     }
 
 
+def admin_token(data: Path) -> str:
+    """A new admin token for the node in ``data``, made by the real CLI."""
+    out = subprocess.run(
+        [sys.executable, "-m", "node", "token", "create", "--data-dir", str(data), "--role", "admin", "--name", "bench"],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )
+    return out.stdout.strip()
+
+
+@dataclass
+class Served:
+    """A running ``mpi-node serve`` process and its port."""
+
+    pid: int
+    port: int
+
+
+@contextlib.contextmanager
+def serving(data: Path) -> Iterator[tuple[Served, float]]:
+    """Run ``mpi-node serve`` on a free port until the block ends: (process, start-up seconds)."""
+    port = _free_port()
+    env = {**os.environ, "MPI_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node", "serve", "--data-dir", str(data), "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise SystemExit(f"node died: {proc.stderr.read() if proc.stderr else ''}") from None
+                time.sleep(0.1)
+        yield Served(proc.pid, port), time.perf_counter() - started
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def run_size(size: int, requests: int, seed: int, keep: Path | None, fhir: bool = False) -> dict[str, Any]:
     data = keep if keep else Path(tempfile.mkdtemp(prefix=f"mpi-bench-{size}-"))
     fresh = not (data / "mpi.sqlite3").exists()
@@ -222,36 +268,11 @@ def run_size(size: int, requests: int, seed: int, keep: Path | None, fhir: bool 
         load_rate = asyncio.run(load(data, size, seed))
     else:
         load_rate = 0.0
-    token_out = subprocess.run(
-        [sys.executable, "-m", "node", "token", "create", "--data-dir", str(data), "--role", "admin", "--name", "bench"],
-        capture_output=True, text=True, cwd=ROOT, check=True,
-    )
-    token = token_out.stdout.strip()
+    token = admin_token(data)
     rows = asyncio.run(sample(data, max(requests, 50), seed))
-    port = _free_port()
-    env = {**os.environ, "MPI_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "node", "serve", "--data-dir", str(data), "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        import urllib.request
-
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise SystemExit(f"node died: {proc.stderr.read() if proc.stderr else ''}") from None
-                time.sleep(0.1)
-        startup = time.perf_counter() - started
-        result = asyncio.run(drive(port, token, rows, requests, seed, size, fhir))
+    with serving(data) as (proc, startup):
+        result = asyncio.run(drive(proc.port, token, rows, requests, seed, size, fhir))
         rss, peak = _rss_mb(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     result.update(
         load_per_s=round(load_rate, 1),
         startup_s=round(startup, 2),

@@ -48,10 +48,12 @@ from node.storage import node_store  # noqa: E402
 from shared.bulk import import_rows  # noqa: E402
 from shared.matching import Matcher, NameFrequencies  # noqa: E402
 from shared.registry import Registry  # noqa: E402
-from shared.schemas import RegisterIn  # noqa: E402
+from shared.schemas import MatchIn, RegisterIn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
 LOOKALIKES = ("twin", "namesake", "parent_child")
+FLOORS = (0.0, 0.001, 0.01, 0.05)
+MATCH_FLOOR = float(MatchIn.model_fields["min_score"].default)  # /mpi/match min_score values to report recall at
 
 
 async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path) -> dict[str, Any]:
@@ -67,24 +69,32 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
             originals.append(rec)
         elif len(probes[rec["kind"]]) < queries:
             probes[rec["kind"]].append(rec)
-    # Load the originals (all distinct people) in batches.
+    # Load the originals (all distinct people) in batches, unless a kept folder holds them.
+    truth_file = data / "truth.json"
     started = time.perf_counter()
     mpi_of: dict[str, str] = {}
-    seen_uids: set[str] = set()
-    for i in range(0, len(originals), 2000):
-        chunk = originals[i : i + 2000]
-        items = []
-        for rec in chunk:
-            if rec.get("dhis2_uid") in seen_uids:
-                rec["dhis2_uid"] = None
-            seen_uids.add(rec.get("dhis2_uid") or "")
-            items.append((RegisterIn.model_validate(_body(rec)), synth.to_person(rec)))
-        async with store.write("bench") as tx:
-            ids = await registry.insert_new(tx, items)
-        mpi_of.update({rec["record_id"]: mpi_id for rec, mpi_id in zip(chunk, ids, strict=True)})
+    if truth_file.exists():
+        mpi_of = json.loads(truth_file.read_text())
+        await registry.load_frequencies()
+    else:
+        seen_uids: set[str] = set()
+        for i in range(0, len(originals), 2000):
+            chunk = originals[i : i + 2000]
+            items = []
+            for rec in chunk:
+                if rec.get("dhis2_uid") in seen_uids:
+                    rec["dhis2_uid"] = None
+                seen_uids.add(rec.get("dhis2_uid") or "")
+                items.append((RegisterIn.model_validate(_body(rec)), synth.to_person(rec)))
+            async with store.write("bench") as tx:
+                ids = await registry.insert_new(tx, items)
+            mpi_of.update({rec["record_id"]: mpi_id for rec, mpi_id in zip(chunk, ids, strict=True)})
+            if i % 100_000 == 0 and i:
+                print(f"  loaded {i:,}", file=sys.stderr, flush=True)
+        async with store.writer.begin() as conn:
+            await conn.exec_driver_sql("ANALYZE")
+        truth_file.write_text(json.dumps(mpi_of))
     load_s = time.perf_counter() - started
-    async with store.writer.begin() as conn:
-        await conn.exec_driver_sql("ANALYZE")
 
     certain = matcher.thresholds.certain
     counts: dict[str, int] = defaultdict(int)
@@ -99,7 +109,7 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
                 person = synth.to_person(rec)
                 t0 = time.perf_counter()
                 cands = await registry.candidates(conn, person)
-                ranked = matcher.rank(person, cands, limit=10, min_score=0.05)
+                ranked = matcher.rank(person, cands, limit=10, min_score=0.0)
                 latencies.append((time.perf_counter() - t0) * 1000)
                 candidates_read.append(len(cands))
                 truth = mpi_of.get(rec["related_record_id"]) if kind == "duplicate" else None
@@ -116,7 +126,7 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
                     counts["blocks_right"] += int(top is not None and top[0].mpi_id == truth)
                 if kind == "duplicate":
                     in_cands = any(r.mpi_id == truth for r, _ in cands)
-                    truth_score = next((res.score for r, res in ranked if r.mpi_id == truth), None)
+                    truth_score = next((res.score for r, res in ranked if r.mpi_id == truth and res.score >= MATCH_FLOOR), None)
                     stage = (
                         "caught" if blocked and top is not None and top[0].mpi_id == truth
                         else "not_candidate" if not in_cands
@@ -133,8 +143,10 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
                     counts["dup_caught"] += int(blocked and top is not None and top[0].mpi_id == truth)
                     listed = [r.mpi_id for r, res in ranked if res.score >= matcher.thresholds.possible]
                     counts["dup_listed"] += int(truth in listed)
-                    # /mpi/match with its defaults: top 10 at score >= 0.05
-                    counts["dup_in_match"] += int(any(r.mpi_id == truth and res.score >= 0.05 for r, res in ranked))
+                    # /mpi/match with its defaults: top 10 at score >= min_score's default
+                    counts["dup_in_match"] += int(any(r.mpi_id == truth and res.score >= MATCH_FLOOR for r, res in ranked))
+                    for floor in FLOORS:
+                        counts[f"dup_in_top10_{floor}"] += int(any(r.mpi_id == truth and res.score >= floor for r, res in ranked))
                     counts["dup_in_candidates"] += int(any(r.mpi_id == truth for r, _ in cands))
 
     # Bulk import of new people into the loaded node, through the mpi-node import code path.
@@ -163,6 +175,7 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
         "lookalikes_blocked": round(sum(counts[f"{k}_blocked"] for k in LOOKALIKES) / looks, 4),
         "lookalikes_blocked_by_kind": {k: counts[f"{k}_blocked"] for k in LOOKALIKES},
         "in_match_results": round(counts["dup_in_match"] / dups, 4),
+        "in_match_by_min_score": {str(f): round(counts[f"dup_in_top10_{f}"] / dups, 4) for f in FLOORS},
         "listed_possible": round(counts["dup_listed"] / dups, 4),
         "blocking_recall": round(counts["dup_in_candidates"] / dups, 4),
         "query_ms": {"p50": round(_pct(latencies, 0.5), 2), "p95": round(_pct(latencies, 0.95), 2)},
@@ -209,17 +222,25 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--febrl", action="store_true", help="also run bench_matcher_core.py: FEBRL 3/4 against Splink")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "match.json")
+    parser.add_argument(
+        "--keep", type=Path, default=None,
+        help="load into this (new) node folder and keep it, e.g. for bench_api.py --keep (one size only)",
+    )
     args = parser.parse_args()
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
-        data = Path(tempfile.mkdtemp(prefix=f"mpi-match-{size}-"))
+        data = args.keep or Path(tempfile.mkdtemp(prefix=f"mpi-match-{size}-"))
         try:
-            if node_cli(["init", "--data-dir", str(data), "--country", "SN", "--region", "DKR"]) != 0:
+            data.mkdir(parents=True, exist_ok=True)
+            if not (data / "mpi.sqlite3").exists() and node_cli(
+                ["init", "--data-dir", str(data), "--country", "SN", "--region", "DKR"]
+            ) != 0:
                 raise SystemExit("init failed")
             print(f"size {size:,}", file=sys.stderr, flush=True)
             results.append(asyncio.run(run(size, args.queries, args.import_rows, args.seed, data)))
         finally:
-            shutil.rmtree(data, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(data, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(report(results))

@@ -37,14 +37,16 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from synth import generate, to_person  # noqa: E402
 
-from shared.matching.blocking import index_keys, query_keys  # noqa: E402
+from shared.identities.candidates import weight  # noqa: E402
+from shared.matching.blocking import BUCKET_CAP, index_keys, query_keys  # noqa: E402
 from shared.matching.em import calibrate, estimate, estimate_u, fit_supervised, regularise  # noqa: E402
 from shared.matching.model import COMPARISONS, FALLBACK, MatchParams, Person, default_params  # noqa: E402
 from shared.matching.phonetic import phonetic_key  # noqa: E402
 from shared.matching.score import Matcher, NameFrequencies, comparison_vector  # noqa: E402
+from shared.settings import Settings  # noqa: E402
 
 BENCH_VENV = ROOT / ".bench-venv"
-CANDIDATE_CAP = 300  # what registration fetches at most
+CANDIDATE_CAP = Settings().candidate_limit  # what registration scores at most
 CERTAIN = 0.95
 
 
@@ -62,15 +64,18 @@ class Index:
             self.buckets[k].append(i)
 
     def candidates(self, p: Person, exclude: int | None = None) -> tuple[list[int], int]:
-        """Candidates ordered by number of shared keys (capped), and how many matched at all."""
-        shared: Counter[int] = Counter()
-        for k in query_keys(p):
+        """Candidates as the store gives them (buckets over the cap skipped, pre-scored, cut),
+        and how many shared a key at all."""
+        keys = query_keys(p)
+        score: defaultdict[int, float] = defaultdict(float)
+        for k in set(keys):
             bucket = self.buckets.get(k)
-            if bucket:
-                shared.update(bucket)
-        shared.pop(exclude, None)  # type: ignore[arg-type]
-        ordered = [i for i, _ in shared.most_common(CANDIDATE_CAP)]
-        return ordered, len(shared)
+            if bucket and len(bucket) <= BUCKET_CAP:
+                for i in bucket:
+                    score[i] += weight(len(bucket))
+        score.pop(exclude, None)  # type: ignore[arg-type]
+        ordered = sorted(score, key=lambda i: (-score[i], i))[:CANDIDATE_CAP]
+        return ordered, len(score)
 
 
 def _registry(records: list[dict[str, Any]]) -> tuple[list[int], dict[int, Person], Index]:

@@ -9,7 +9,7 @@ same mother twice blocks the second row exactly as two calls of register would.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .identities.candidates import candidates
 from .identities.fields import Row
-from .matching import MatchResult, Person, index_keys, person_of, query_keys
+from .matching import MatchResult, Person, index_keys, query_keys
 from .registry import Registry
 from .schemas import RegisterIn
 from .storage import schema as t
@@ -47,38 +48,8 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 
 async def candidates_many(registry: Registry, conn: AsyncConnection, people: Sequence[Person]) -> list[list[tuple[Row, Person]]]:
-    """For each person, the active identities sharing a blocking key, most shared keys first."""
-    keys_of = [query_keys(p) for p in people]
-    every_key = sorted({k for keys in keys_of for k in keys})
-    holders: dict[int, list[int]] = defaultdict(list)
-    for chunk in _chunks(every_key):
-        rows = await conn.execute(
-            sa.select(t.blocking_key.c.key, t.blocking_key.c.identity_pk).where(t.blocking_key.c.key.in_(chunk))
-        )
-        for key, pk in rows:
-            holders[key].append(pk)
-    wanted: list[list[int]] = []
-    for keys in keys_of:
-        shared = Counter(pk for key in keys for pk in holders.get(key, ()))
-        wanted.append([pk for pk, _ in shared.most_common(registry.candidate_limit)])
-    every_pk = sorted({pk for pks in wanted for pk in pks})
-    by_pk: dict[int, Row] = {}
-    for chunk in _chunks(every_pk):
-        identities = await conn.execute(
-            sa.select(t.identity).where(t.identity.c.pk.in_(chunk), t.identity.c.status == "active")
-        )
-        by_pk.update({row.pk: row for row in identities})
-    external: dict[int, dict[str, str]] = defaultdict(dict)
-    if any(p.external_ids for p in people):
-        for chunk in _chunks(list(by_pk)):
-            links = await conn.execute(
-                sa.select(t.external_id.c.identity_pk, t.external_id.c.system, t.external_id.c.value).where(
-                    t.external_id.c.identity_pk.in_(chunk)
-                )
-            )
-            for pk, system, value in links:
-                external[pk][system] = value
-    return [[(by_pk[pk], person_of(by_pk[pk], external.get(pk))) for pk in pks if pk in by_pk] for pks in wanted]
+    """For each person, the active identities to score, most promising first (``identities.candidates``)."""
+    return await candidates(conn, people, registry.candidate_limit)
 
 
 async def _taken_external_ids(conn: AsyncConnection, bodies: Sequence[RegisterIn]) -> dict[tuple[str, str], str]:

@@ -17,12 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .errors import Duplicate, NotFound
-from .identities import edit, register, search, views
+from .identities import candidates, edit, register, search, views
 from .identities import merge as merging
 from .identities import unmerge as unmerging
 from .identities.fields import DEMOGRAPHIC, Row, api_time, check_id
 from .identities.lookup import external_ids_of, find, find_whole, programme_count
-from .matching import Matcher, MatchResult, NameFrequencies, Person, person_of, query_keys
+from .matching import Matcher, MatchResult, NameFrequencies, Person, person_of
 from .review.items import open_pair_review
 from .schemas import LinkDhis2In, MatchIn, MergeIn, PatchIn, ProgrammeIn, RegisterIn, SearchQuery, UnmergeIn
 from .storage import schema as t
@@ -34,7 +34,7 @@ __all__ = ["Registry"]
 class Registry:
     """The identity operations of the API, on one store, with the matcher and its name counts."""
 
-    def __init__(self, store: Store, matcher: Matcher, frequencies: NameFrequencies, candidate_limit: int = 300) -> None:
+    def __init__(self, store: Store, matcher: Matcher, frequencies: NameFrequencies, candidate_limit: int = 30) -> None:
         self.store = store
         self.matcher = matcher
         self.frequencies = frequencies
@@ -70,29 +70,9 @@ class Registry:
     # -- matching ---------------------------------------------------------------------
 
     async def candidates(self, conn: AsyncConnection, person: Person, exclude: int | None = None) -> list[tuple[Row, Person]]:
-        """Active identities sharing a blocking key with ``person``, most shared keys first."""
-        keys = query_keys(person)
-        if not keys:
-            return []
-        hits = (
-            sa.select(t.blocking_key.c.identity_pk)
-            .where(t.blocking_key.c.key.in_(keys))
-            .group_by(t.blocking_key.c.identity_pk)
-            .order_by(sa.func.count().desc())
-            .limit(self.candidate_limit)
-            .subquery()
-        )
-        rows = (
-            await conn.execute(
-                sa.select(t.identity).join(hits, hits.c.identity_pk == t.identity.c.pk).where(t.identity.c.status == "active")
-            )
-        ).all()
-        rows = [r for r in rows if r.pk != exclude]
-        if not person.external_ids:
-            # A missing external id is neutral evidence: no need to read the candidates' ids.
-            return [(r, person_of(r)) for r in rows]
-        external = await external_ids_of(conn, [r.pk for r in rows])
-        return [(r, person_of(r, external[r.pk])) for r in rows]
+        """Active identities to score against ``person``, most promising first (``identities.candidates``)."""
+        (found,) = await candidates.candidates(conn, [person], self.candidate_limit)
+        return [(row, p) for row, p in found if row.pk != exclude]
 
     async def rank(
         self, conn: AsyncConnection, person: Person, limit: int, min_score: float | None = None
@@ -129,8 +109,17 @@ class Registry:
         async with self.store.write(actor) as tx:
             # Matching inside the write lock: two clerks registering the same mother at once
             # cannot both slip past the duplicate check.
-            mpi_id, _ = await self.register_in(tx, body)
-        return {"mpi_id": mpi_id, "status": "created", "confidence": "new_identity", "created_at": api_time(tx.now)}
+            mpi_id, best = await self.register_in(tx, body)
+        return {"mpi_id": mpi_id, "status": "created", "confidence": self.confidence(best), "created_at": api_time(tx.now)}
+
+    def confidence(self, best: tuple[Row, MatchResult] | None) -> str:
+        """The 201's ``confidence``: ``new_identity`` when nobody in the registry scored
+        ``probable`` or better; ``probable`` when someone did (a supervisor sees the pair in the
+        review queue); ``certain`` when the clerk registered over a blocking match (``force_create``).
+        """
+        if best is None or best[1].score < self.matcher.thresholds.probable:
+            return "new_identity"
+        return "certain" if self.blocks(best[1]) else "probable"
 
     async def register_in(self, tx: Tx, body: RegisterIn) -> tuple[str, tuple[Row, MatchResult] | None]:
         """Register inside ``tx``: (new ID, best match). Raises Duplicate or Conflict before writing anything."""
@@ -153,6 +142,9 @@ class Registry:
             # A clerk overrode a blocking match: a supervisor must see it.
             await self.open_review(tx, "force_create", [best[0].mpi_id, mpi_id], best[1].score, best[1].matched_fields)
             tx.audit("force_create_override", mpi_id, existing_mpi_id=best[0].mpi_id, score=best[1].score)
+        elif best is not None and best[1].score >= self.matcher.thresholds.probable:
+            # Evidence too thin to refuse, too strong to ignore: registered, and a supervisor decides.
+            await self.open_review(tx, "register_probable", [best[0].mpi_id, mpi_id], best[1].score, best[1].matched_fields)
         return mpi_id, best
 
     async def insert_new(self, tx: Tx, items: list[tuple[RegisterIn, Person]]) -> list[str]:

@@ -226,7 +226,7 @@ class MatchIn(_StrictDate):
     limit: Annotated[int, Field(ge=1, le=50)] = 10
     # Below the "possible" threshold a candidate is still worth showing to a clerk looking
     # for someone: it comes with confidence "unlikely".
-    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 
     @model_validator(mode="after")
     def _something_to_match(self) -> MatchIn:

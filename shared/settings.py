@@ -36,7 +36,7 @@ class Settings:
     certain_threshold: float = _setting(0.95, "score at or above which register answers 409 duplicate_detected")
     probable_threshold: float = _setting(0.85, "score at or above which a match is 'probable'")
     possible_threshold: float = _setting(0.70, "score at or above which a match is 'possible' (lowest reported)")
-    candidate_limit: int = _setting(300, "most candidates read from the blocking index for one query")
+    candidate_limit: int = _setting(30, "most candidates scored for one query (the best by what they share with it)")
     max_body_bytes: int = _setting(262_144, "largest request body accepted; larger ones answer 413")
     body_timeout_seconds: float = _setting(30.0, "longest a client may take to send a request body; slower ones answer 408")
     verify_rate_per_minute: int = _setting(60, "per client address: most GET /mpi/verify requests a minute, then 429 (0: no limit)")

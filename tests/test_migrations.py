@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_store
+from conftest import initialise, make_store
 
+from shared.matching import Matcher, NameFrequencies, index_keys, person_of
+from shared.registry import Registry
+from shared.schemas import RegisterIn
 from shared.storage import schema
 from shared.storage.migrations import MIGRATIONS
 
@@ -30,3 +33,35 @@ async def test_migrations_build_schema_py(store_kind: str, tmp_path: Path, reque
         await store.close()
     expected = {name: {c.name for c in table.columns} for name, table in schema.metadata.tables.items()}
     assert {k: v for k, v in tables.items() if k != "schema_migrations"} == expected
+
+
+async def test_migration_50_re_keys_identities_indexed_by_older_recipes(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A database indexed with older blocking keys gets every active identity's current keys."""
+    store, _ = make_store(store_kind, tmp_path, request)
+    await initialise(store)
+    frequencies = NameFrequencies()
+    registry = Registry(store, Matcher(frequencies=frequencies), frequencies)
+    bodies = [
+        RegisterIn.model_validate(
+            {"first_name": f, "last_name": "Diallo", "date_of_birth": "1990-03-11", "region_code": "DKR", "country_code": "SN"}
+        )
+        for f in ("Awa", "Fatou", "Moussa")
+    ]
+    try:
+        async with store.write("test") as tx:
+            await registry.insert_new(tx, [(b, registry.person(b)) for b in bodies])
+        bk = schema.blocking_key
+        async with store.writer.begin() as conn:
+            # What an older version left: other keys, and no record of migration 50.
+            await conn.execute(sa.delete(bk))
+            await conn.execute(sa.insert(bk), [{"key": 12345, "identity_pk": pk} for pk in (1, 2, 3)])
+            await conn.execute(sa.text("DELETE FROM schema_migrations WHERE version = 50"))
+        assert await store.migrate() == ["0050_blocking_keys_v2"]
+        async with store.read() as conn:
+            stored = {(k, pk) for k, pk in await conn.execute(sa.select(bk.c.key, bk.c.identity_pk))}
+            rows = (await conn.execute(sa.select(schema.identity))).all()
+        assert stored == {(k, row.pk) for row in rows for k in index_keys(person_of(row))}
+    finally:
+        await store.close()

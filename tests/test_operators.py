@@ -64,14 +64,15 @@ def test_scripts_node_reuses_its_stored_admin_token(tmp_path: Path) -> None:
 
 def test_tokens_are_listed_without_secrets_and_expire(tmp_path: Path) -> None:
     data, server = _node(tmp_path)
-    short = cli("node", "token", "create", "--data-dir", str(data), "--role", "registrar", "--name", "temp",
-                "--expires", "15s").stdout.strip()
-    expires = time.time() + 15
     cli("node", "token", "create", "--data-dir", str(data), "--role", "supervisor", "--name", "later",
         "--expires", "2099-01-31")
     bad = cli("node", "token", "create", "--data-dir", str(data), "--role", "admin", "--name", "x",
               "--expires", "2001-01-01", check=False)
     assert bad.returncode != 0 and "past" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    # Made last, right before the server starts: on a loaded machine, commands take seconds.
+    short = cli("node", "token", "create", "--data-dir", str(data), "--role", "registrar", "--name", "temp",
+                "--expires", "20s").stdout.strip()
+    expires = time.time() + 20
     server.start()
     try:
         assert server.call("GET", "/mpi/qr-config", token=short)[0] == 200

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,10 +212,8 @@ class _Scenario:
 ])
 def test_every_replica_answers_alike_whatever_path_a_record_took(hub: Hub, tmp_path_factory: pytest.TempPathFactory,
                                                                   ops: list[tuple[Any, ...]]) -> None:
-    started = time.monotonic()
     with _Scenario(hub, tmp_path_factory.mktemp("same")) as scenario:
         for op in ops:
             scenario.run(op)
         scenario.settle()
         scenario.check()
-    assert time.monotonic() - started < 120

@@ -1,21 +1,33 @@
 """Blocking keys: which stored identities a query reads, so that no query scans the registry.
 
-Owns: the key recipes and their hashing into signed 64-bit integers (what the storage layer
-indexes).  Every key combines two pieces of evidence so that a bucket stays small even for
-"Mamadou Diallo" in a registry of millions:
+Owns: the key recipes, their hashing into signed 64-bit integers (what the storage layer
+indexes) and ``BUCKET_CAP``.  Candidates are the union of several narrow keys, chosen so that
+a duplicate carrying any one or two of the usual errors (a typo or spelling variant in a
+name, names swapped, a compound name shortened, a birth date missing, a placeholder, day and
+month swapped, a year off, a new phone, another region) still shares a key with its original.
 
-- ``FLY``: consonant skeleton of the phonetic first name (and of each compound token) +
-  phonetic last-name skeleton + birth year; queried at year-1, year, year+1
-- ``LD`` / ``FD``: last-name skeleton (resp. first-name skeleton) + full date of birth, which
-  survive a typo in the other name; queried with day/month swapped and year +-1 too
-- ``FL0``: first + last skeleton, stored only for identities without a birth date, and
-  read by every query
-- ``FLR``: first + last skeleton + region: survives a birth date typed wrong or left out
-- ``DR``: full date of birth + region, when the date is a real one (not a 1 January / 1 July
-  placeholder): survives both names mangled or left blank
+Names are phonetic consonant skeletons (``skeleton``: Ousmane/Usman, Diallo/Jallow, vowel
+typos), of the whole name and, for compound names, of each token ("Mame Diarra").
+
+- ``N`` both names, order-free; refined by ``NR`` (+ region) and ``NY`` (+ birth year,
+  queried at year-1, year, year+1): survive every birth-date, phone and region error
+- ``FD`` / ``LD``: first (resp. last) name + full birth date, queried with day and month
+  swapped and the year off by one: survive any error in the other name
+- ``FYR`` / ``LYR``: first (resp. last) name + birth year + region: survive an error in
+  the other name together with a placeholder or a wrong day
+- ``FI`` / ``LI``: one name + the other's initial + region: survive a typo in the other
+  name when the birth date is missing too
+- ``FR`` / ``LR``: one name + region: survive the other name replaced and the birth date
+  lost (where names are rare enough for that to single anyone out)
+- ``DS`` / ``DR``: full birth date + sex (resp. region): survive both names mangled
 - ``P``: phone subscriber number (last 9 digits)
 
-``query_keys`` also derives every name key with first and last name crossed over.
+Frequency-aware: a key value held by more than ``BUCKET_CAP`` identities says little (Mamadou
+Diallo among a million): the candidate query skips it, and the narrower keys stored for the
+same people (with a region, a year, a date) take over.  Every identity stores every key,
+broad and narrow, so nothing depends on the registry's size when an identity is indexed.
+
+``query_keys`` derives every name key with first and last name crossed over too.
 """
 
 from __future__ import annotations
@@ -28,9 +40,12 @@ from shared.matching.model import Person
 from shared.matching.normalize import normalize_name
 from shared.matching.phonetic import phonetic_key, skeleton, token_key
 
-__all__ = ["index_keys", "key_hash", "query_keys"]
+__all__ = ["BUCKET_CAP", "KEYS_VERSION", "index_keys", "key_hash", "query_keys"]
 
-BUCKET_CAP = 100  # a key value held by more identities than this is too common to pair on
+# A key value held by more identities than this is too common to read: narrower keys decide.
+BUCKET_CAP = 100
+# Bumped whenever a recipe changes: a migration re-keys the stored identities.
+KEYS_VERSION = 2
 
 
 def key_hash(key: str) -> int:
@@ -60,6 +75,18 @@ def _phone(p: Person) -> str | None:
     return digits[-9:] if len(digits) >= 7 else None
 
 
+def _region(p: Person) -> str | None:
+    return p.region_code.strip().upper() or None if p.region_code else None
+
+
+def _sexes(p: Person, query: bool) -> list[str]:
+    sex = (p.gender or "").upper()
+    if sex in ("M", "F"):
+        return [sex]
+    # An unknown sex on the query side may be either; an identity stores none.
+    return ["M", "F"] if query else []
+
+
 def _safe_date(year: int, month: int, day: int) -> datetime.date | None:
     try:
         return datetime.date(year, month, day)
@@ -67,60 +94,65 @@ def _safe_date(year: int, month: int, day: int) -> datetime.date | None:
         return None
 
 
-def _name_keys(
-    firsts: list[str], lasts: list[str], dobs: Iterable[datetime.date], years: Iterable[int]
+def _pairs(firsts: list[str], lasts: list[str]) -> list[str]:
+    """Order-free name pairs: "A|B" with A <= B, so swapped names give the same key."""
+    return list(dict.fromkeys("|".join(sorted((f, last))) for f in firsts for last in lasts))
+
+
+def _keys(
+    p: Person,
+    order: list[tuple[list[str], list[str]]],
+    dobs: list[datetime.date],
+    years: list[int],
+    sexes: list[str],
 ) -> list[str]:
+    """Key strings of ``p`` read with each (firsts, lasts) naming in ``order``."""
     keys: list[str] = []
-    years = list(years)
-    for f in firsts:
-        for last in lasts:
-            keys.extend(f"FLY|{f}|{last}|{y}" for y in years)
-    dob_list = list(dobs)
-    for d in dob_list:
-        iso = d.isoformat()
-        keys.extend(f"LD|{last}|{iso}" for last in lasts[:1])
-        keys.extend(f"FD|{f}|{iso}" for f in firsts[:1])
+    region = _region(p)
+    for firsts, lasts in order:
+        # One name alone still gives its own keys: a match query may leave the other out.
+        for tag, names in (("F", firsts), ("L", lasts)):
+            if not names:
+                continue
+            keys += [f"{tag}D|{names[0]}|{d.isoformat()}" for d in dobs]
+            if region:
+                keys += [f"{tag}YR|{names[0]}|{y}|{region}" for y in years]
+                keys.append(f"{tag}R|{names[0]}|{region}")
+        if not (firsts and lasts):
+            continue
+        pairs = _pairs(firsts, lasts)
+        keys += [f"N|{pair}" for pair in pairs]
+        if region:
+            keys += [f"NR|{pair}|{region}" for pair in pairs]
+            keys += [f"FI|{firsts[0]}|{lasts[0][0]}|{region}", f"LI|{lasts[0]}|{firsts[0][0]}|{region}"]
+        keys += [f"NY|{pair}|{y}" for pair in pairs for y in years]
+    for d in dobs:
+        keys += [f"DS|{d.isoformat()}|{s}" for s in sexes]
+        if region:
+            keys.append(f"DR|{d.isoformat()}|{region}")
+    phone = _phone(p)
+    if phone:
+        keys.append(f"P|{phone}")
     return keys
 
 
 def index_keys(p: Person) -> list[int]:
     """Keys to store for an identity (deduplicated)."""
-    firsts, lasts = _name_skeletons(p.first_name), _name_skeletons(p.last_name)
-    keys: list[str] = []
-    if firsts and lasts:
-        dob = p.date_of_birth
-        if dob is not None:
-            keys += _name_keys(firsts, lasts, [dob], [dob.year])
-        else:
-            keys.append(f"FL0|{firsts[0]}|{lasts[0]}")
-    region = _region(p)
-    if firsts and lasts and region:
-        keys.append(f"FLR|{firsts[0]}|{lasts[0]}|{region}")
-    if p.date_of_birth is not None and region and not _placeholder(p.date_of_birth):
-        keys.append(f"DR|{p.date_of_birth.isoformat()}|{region}")
-    phone = _phone(p)
-    if phone:
-        keys.append(f"P|{phone}")
-    return _hashed(keys)
-
-
-def _region(p: Person) -> str | None:
-    return p.region_code.strip().upper() or None if p.region_code else None
-
-
-def _placeholder(d: datetime.date) -> bool:
-    return d.day == 1 and d.month in (1, 7)
+    names = (_name_skeletons(p.first_name), _name_skeletons(p.last_name))
+    dob = p.date_of_birth
+    dobs = [dob] if dob is not None else []
+    years = [dob.year] if dob is not None else []
+    return _hashed(_keys(p, [names], dobs, years, _sexes(p, query=False)))
 
 
 def query_keys(p: Person) -> list[int]:
     """Keys to look up for a query: its own keys' plausible neighbours, names both ways round."""
-    keys: list[str] = []
-    region = _region(p)
+    firsts, lasts = _name_skeletons(p.first_name), _name_skeletons(p.last_name)
     dob = p.date_of_birth
     dobs: list[datetime.date] = []
     years: list[int] = []
     if dob is not None:
-        years = [dob.year - 1, dob.year, dob.year + 1]
+        years = [dob.year, dob.year - 1, dob.year + 1]
         variants = [
             dob,
             _safe_date(dob.year, dob.day, dob.month),
@@ -128,22 +160,8 @@ def query_keys(p: Person) -> list[int]:
             _safe_date(dob.year + 1, dob.month, dob.day),
         ]
         dobs = [d for d in dict.fromkeys(variants) if d is not None]
-        if region and not _placeholder(dob):
-            keys += [f"DR|{d.isoformat()}|{region}" for d in dobs[:2]]
-    for first_raw, last_raw in ((p.first_name, p.last_name), (p.last_name, p.first_name)):
-        firsts, lasts = _name_skeletons(first_raw), _name_skeletons(last_raw)
-        if not (firsts and lasts):
-            continue
-        keys += _name_keys(firsts, lasts, dobs, years)
-        # Stored identities without a birth date are found by name alone.
-        keys.append(f"FL0|{firsts[0]}|{lasts[0]}")
-        if region:
-            keys.append(f"FLR|{firsts[0]}|{lasts[0]}|{region}")
-    phone = _phone(p)
-    if phone:
-        keys.append(f"P|{phone}")
-    return _hashed(keys)
+    return _hashed(_keys(p, [(firsts, lasts), (lasts, firsts)], dobs, years, _sexes(p, query=True)))
 
 
-def _hashed(keys: list[str]) -> list[int]:
+def _hashed(keys: Iterable[str]) -> list[int]:
     return list(dict.fromkeys(key_hash(k) for k in keys))

@@ -85,7 +85,11 @@ class SqliteDialect:
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA cache_size=-32000")
+            # Blocking keys are random 64-bit integers: a registration touches a dozen leaf
+            # pages all over the index. 64 MiB of page cache per connection, and reads through
+            # a shared memory map, keep those pages in memory at a million identities.
+            cursor.execute("PRAGMA cache_size=-65536")
+            cursor.execute("PRAGMA mmap_size=268435456")
             cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 

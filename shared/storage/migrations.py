@@ -8,15 +8,18 @@ written as explicit DDL, never by editing an applied one.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tqdm import tqdm
 
+from ..matching import index_keys, person_of
 from . import schema
 
-__all__ = ["MIGRATIONS", "applied", "migrate"]
+__all__ = ["MIGRATIONS", "applied", "migrate", "rekey"]
 
 _migrations_table = sa.Table(
     "schema_migrations",
@@ -151,6 +154,34 @@ def _v40_sync_holdings(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.sync_holding, schema.sync_setaside])
 
 
+def _v50_blocking_keys_v2(conn: Connection) -> None:
+    """Re-key every active identity with the recipes of ``blocking.KEYS_VERSION`` 2.
+
+    A later change of recipes gets a migration of its own that calls ``rekey`` again.
+    """
+    rekey(conn)
+
+
+def rekey(conn: Connection, page: int = 5000) -> int:
+    """Rewrite the blocking keys of every active identity, a page at a time, with a progress bar."""
+    identity, keys = schema.identity, schema.blocking_key
+    active = identity.c.status == "active"
+    total = conn.execute(sa.select(sa.func.count()).select_from(identity).where(active)).scalar_one()
+    conn.execute(sa.delete(keys))
+    done = last = 0
+    with tqdm(total=total, desc="re-keying identities", unit=" id", file=sys.stderr, disable=None) as bar:
+        while True:
+            rows = conn.execute(
+                sa.select(identity).where(active, identity.c.pk > last).order_by(identity.c.pk).limit(page)
+            ).all()
+            if not rows:
+                return done
+            batch = [{"key": k, "identity_pk": row.pk} for row in rows for k in set(index_keys(person_of(row)))]
+            conn.execute(sa.insert(keys), batch)
+            last, done = rows[-1].pk, done + len(rows)
+            bar.update(len(rows))
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
@@ -160,6 +191,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (20, "token_expiry", _v20_tokens_and_audit),
     # 40-49: sync security and holdings (branch syncsec).
     (40, "sync_holdings", _v40_sync_holdings),
+    (50, "blocking_keys_v2", _v50_blocking_keys_v2),
 ]
 
 
