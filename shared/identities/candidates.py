@@ -1,19 +1,20 @@
 """Candidate generation: which stored identities a query is scored against.
 
-ONE code path for register, ``/mpi/match``, bulk import (a batch of rows at once) and the
-hub's incremental dedup, on both dialects, and one statement for up to ``_PER_STATEMENT``
-queries:
+ONE code path for register, ``/mpi/match``, FHIR and bulk import (a batch of rows at once),
+on both dialects:
 
-1. every query key (``matching.blocking.query_keys``) is looked up in ``blocking_key``; each
-   key's bucket is counted in the index, and a bucket of more than ``BUCKET_CAP`` identities
-   is skipped: a key value too common to tell people apart says nothing, and the narrower
-   keys stored for the same people (with a region, a year, a date) take over;
+1. every query key (``matching.blocking.query_keys``) is looked up in ``blocking_key``; a
+   bucket of more than ``BUCKET_CAP`` identities is skipped (one index probe: is there an
+   entry past the cap?): a key value too common to tell people apart says nothing, and the
+   narrower keys stored for the same people (a region, a year, a date) take over;
 2. each identity sharing keys with the query is pre-scored by the rarity of what it shares
    (``weight``: the sum of 1 / bucket size), and only the ``limit`` best are read, so a
    common name never pushes out the identity that shares a rare key;
 3. identities sharing an external identifier with the query are added (decisive evidence);
-4. the identity rows come back in the same statement (active ones only), with external ids
-   when the query has some.
+4. the identity rows are read (active ones only), with external ids when the query has some.
+
+One query is one statement, ranked and cut in the database; a batch reads the small buckets
+of all its keys in one statement and sums the same weights in Python.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from .lookup import external_ids_of
 
 __all__ = ["candidates", "weight"]
 
-_PER_STATEMENT = 50  # queries ranked in one statement (a UNION ALL of one branch each)
 _CHUNK = 900  # stays under every SQLite's limit of bound parameters
 _EXTERNAL_WEIGHT = 100.0  # a shared external id outweighs any number of shared keys
 
@@ -90,6 +90,22 @@ def _ranked(dialect: str, position: int, limit: int) -> sa.Select[Any]:
     return sa.select(sa.literal(position).label("position"), best.c.identity_pk, best.c.w)
 
 
+def _small_buckets(dialect: str) -> Any:
+    """The query keys (``keys_0``) whose bucket holds at most the cap: one index probe each."""
+    bk = t.blocking_key
+    keys = _keys_of(dialect, 0)
+    past_cap = sa.select(bk.c.identity_pk).where(bk.c.key == keys.c.value).limit(1).offset(BUCKET_CAP)
+    return sa.select(keys.c.value.label("key")).where(~past_cap.exists()).subquery()
+
+
+@functools.lru_cache(maxsize=4)
+def _holders(dialect: str) -> sa.Select[Any]:
+    """(key, identity_pk) of every small bucket among the keys of a whole batch."""
+    bk = t.blocking_key
+    small = _small_buckets(dialect)
+    return sa.select(bk.c.key, bk.c.identity_pk).join(small, small.c.key == bk.c.key)
+
+
 @functools.lru_cache(maxsize=64)
 def _statement(dialect: str, count: int, limit: int) -> sa.Select[Any]:
     """Built once per shape: building a statement of nested subqueries costs milliseconds."""
@@ -106,14 +122,35 @@ async def candidates(
     conn: AsyncConnection, people: Sequence[Person], limit: int
 ) -> list[list[tuple[Row, Person]]]:
     """For each person, up to ``limit`` active identities to score, most promising first."""
+    dialect = conn.dialect.name
     found: list[dict[int, tuple[float, Row]]] = [{} for _ in people]
-    for start in range(0, len(people), _PER_STATEMENT):
-        group = people[start : start + _PER_STATEMENT]
-        dialect = conn.dialect.name
-        keyed = [query_keys(p) for p in group]
-        params = {f"keys_{i}": keys if dialect == "postgresql" else json.dumps(keys) for i, keys in enumerate(keyed)}
-        for row in await conn.execute(_statement(dialect, len(group), limit), params):
-            found[start + row.position][row.pk] = (row.w, row)
+    keyed = [query_keys(p) for p in people]
+    if len(people) == 1:
+        # One statement: ranked and cut in the database, rows joined (register, match).
+        params = {"keys_0": _param(dialect, keyed[0])}
+        for row in await conn.execute(_statement(dialect, 1, limit), params):
+            found[0][row.pk] = (row.w, row)
+    elif people:
+        # A batch (import, dedup): the small buckets of all its keys in one statement, the
+        # same weights summed here per query, then the chosen rows in one more.
+        holders: dict[int, list[int]] = defaultdict(list)
+        every_key = sorted({k for keys in keyed for k in keys})
+        for key, pk in await conn.execute(_holders(dialect), {"keys_0": _param(dialect, every_key)}):
+            holders[key].append(pk)
+        chosen: list[list[tuple[float, int]]] = []
+        for keys in keyed:
+            score: dict[int, float] = defaultdict(float)
+            for key in keys:
+                bucket = holders.get(key, ())
+                for pk in bucket:
+                    score[pk] += weight(len(bucket))
+            chosen.append(sorted(((w, pk) for pk, w in score.items()), key=lambda wp: (-wp[0], wp[1]))[:limit])
+        by_pk: dict[int, Row] = {}
+        for chunk in _chunks(sorted({pk for best in chosen for _, pk in best})):
+            rows = await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(chunk), t.identity.c.status == "active"))
+            by_pk.update({row.pk: row for row in rows})
+        for i, best in enumerate(chosen):
+            found[i] = {pk: (w, by_pk[pk]) for w, pk in best if pk in by_pk}
     for i, sharing in (await _sharing_external_ids(conn, people)).items():
         for row in sharing:
             w = found[i].get(row.pk, (0.0, row))[0]
@@ -127,6 +164,10 @@ async def candidates(
         ordered = sorted(scored.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
         out.append([(row, person_of(row, external.get(pk))) for pk, (_, row) in ordered])
     return out
+
+
+def _param(dialect: str, keys: list[int]) -> Any:
+    return keys if dialect == "postgresql" else json.dumps(keys)
 
 
 async def _sharing_external_ids(conn: AsyncConnection, people: Sequence[Person]) -> dict[int, list[Row]]:
