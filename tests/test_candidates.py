@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import AMINATA, Api, initialise, make_store
+from conftest import AMINATA, Api, initialise, make_store, registry_of
 
 from shared.identities.candidates import candidates
-from shared.matching import Matcher, NameFrequencies, Person
+from shared.matching import Person
 from shared.matching.blocking import BUCKET_CAP, index_keys, query_keys
-from shared.registry import Registry
 from shared.schemas import RegisterIn
 from shared.storage import schema as t
 
@@ -43,8 +42,7 @@ async def test_a_common_name_never_pushes_the_right_identity_out(
     scored stays under the limit."""
     store, _ = make_store(kind, tmp_path, request)
     await initialise(store)
-    frequencies = NameFrequencies()
-    registry = Registry(store, Matcher(frequencies=frequencies), frequencies, candidate_limit=100)
+    registry = registry_of(store, candidate_limit=100)
     namesakes = [
         _body(
             "Mamadou",
@@ -134,8 +132,7 @@ async def test_a_batch_gets_the_candidates_each_query_gets_alone(
     """Bulk import and the hub's dedup ask for many people in one statement: same answers."""
     store, _ = make_store(kind, tmp_path, request)
     await initialise(store)
-    frequencies = NameFrequencies()
-    registry = Registry(store, Matcher(frequencies=frequencies), frequencies, candidate_limit=5)
+    registry = registry_of(store, candidate_limit=5)
     names = [("Awa", "Ndiaye"), ("Fatou", "Diallo"), ("Moussa", "Traore"), ("Aminata", "Sow")]
     bodies = [
         _body(first, last, dt.date(1980 + i % 7, 1 + i % 12, 1 + i % 27), REGIONS[i % 6], f"+2217712345{i % 50:02d}")

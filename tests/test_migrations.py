@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import initialise, make_store
+from conftest import initialise, make_store, registry_of
 
-from shared.matching import Matcher, NameFrequencies, index_keys, person_of
-from shared.registry import Registry
+from shared.matching import index_keys, person_of
 from shared.schemas import RegisterIn
 from shared.storage import schema
 from shared.storage.migrations import MIGRATIONS
@@ -41,8 +40,7 @@ async def test_migration_50_re_keys_identities_indexed_by_older_recipes(
     """A database indexed with older blocking keys gets every active identity's current keys."""
     store, _ = make_store(store_kind, tmp_path, request)
     await initialise(store)
-    frequencies = NameFrequencies()
-    registry = Registry(store, Matcher(frequencies=frequencies), frequencies)
+    registry = registry_of(store)
     bodies = [
         RegisterIn.model_validate(
             {"first_name": f, "last_name": "Diallo", "date_of_birth": "1990-03-11", "region_code": "DKR", "country_code": "SN"}
