@@ -62,6 +62,7 @@ class DedupStats:
 
 
 _CHUNK = 900  # stays under every SQLite's limit of bound parameters
+_DECISIONS_PER_TX = 100  # merges and queued pairs per write transaction (the write lock is held meanwhile)
 
 
 def _chunks(values: Sequence[int]) -> Iterator[Sequence[int]]:
@@ -159,44 +160,48 @@ class Dedup:
                     result = replace(rest, hard_conflict="dhis2_uid")
                 if result.score >= probable:
                     found_pairs.append((rows[a], rows[b], result))
-        for a_row, b_row, result in sorted(found_pairs, key=lambda pair: -pair[2].score):
-            target, source = _older_first(a_row, b_row)
-            if self._auto(result) and await self._merge(source, target, result):
-                stats.merged += 1
-            elif await self._queue(source, target, result):
-                stats.queued += 1
+        ordered = sorted(found_pairs, key=lambda pair: -pair[2].score)
+        # Decisions go in transactions of up to _DECISIONS_PER_TX: a commit (a log flush on
+        # PostgreSQL) per merge was most of a sweep's time. A refused merge raises before it
+        # writes anything, so it never leaves half a merge in the transaction it shares.
+        for start in range(0, len(ordered), _DECISIONS_PER_TX):
+            async with self.store.write(self.actor) as tx:
+                for a_row, b_row, result in ordered[start : start + _DECISIONS_PER_TX]:
+                    target, source = _older_first(a_row, b_row)
+                    if self._auto(result) and await self._merge(tx, source, target, result):
+                        stats.merged += 1
+                    elif await self._queue(tx, source, target, result):
+                        stats.queued += 1
         return stats
 
-    async def _merge(self, source: Row, target: Row, result: MatchResult) -> bool:
+    async def _merge(self, tx: Tx, source: Row, target: Row, result: MatchResult) -> bool:
         body = MergeIn(
             source_mpi_id=source.mpi_id,
             target_mpi_id=target.mpi_id,
             reason=f"automatic merge by the hub's dedup (score {result.score}: {', '.join(result.matched_fields)})",
             keep_target=True,
         )
-        async with self.store.read() as conn:
-            if await is_not_same(conn, source.mpi_id, target.mpi_id):
-                return False
+        if await is_not_same(tx.conn, source.mpi_id, target.mpi_id):
+            return False
         try:
-            await self.registry.merge(body, self.actor)
+            await self.registry.merge_in(tx, body)
         except ApiError as exc:
             # Merged meanwhile, or a conflict the matcher could not see (external ids): a person decides.
             log.info("auto-merge of %s into %s not done: %s", source.mpi_id, target.mpi_id, exc.message)
             return False
         return True
 
-    async def _queue(self, source: Row, target: Row, result: MatchResult) -> bool:
+    async def _queue(self, tx: Tx, source: Row, target: Row, result: MatchResult) -> bool:
         reason = "hard_conflict" if result.hard_conflict else "probable"
-        async with self.store.write(self.actor) as tx:
-            return await open_pair_review(
-                tx,
-                reason,
-                target.mpi_id,
-                source.mpi_id,
-                result.score,
-                result.matched_fields,
-                detail={"hard_conflict": result.hard_conflict} if result.hard_conflict else {},
-            )
+        return await open_pair_review(
+            tx,
+            reason,
+            target.mpi_id,
+            source.mpi_id,
+            result.score,
+            result.matched_fields,
+            detail={"hard_conflict": result.hard_conflict} if result.hard_conflict else {},
+        )
 
     async def drain(self, batch: int = 500) -> DedupStats:
         """Check what ``enqueue`` recorded, a batch at a time, until nothing is left."""

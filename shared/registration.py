@@ -47,9 +47,11 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield values[i : i + _CHUNK]
 
 
-async def candidates_many(registry: Registry, conn: AsyncConnection, people: Sequence[Person]) -> list[list[tuple[Row, Person]]]:
+async def candidates_many(
+    registry: Registry, conn: AsyncConnection, people: Sequence[Person], keys: Sequence[list[int]] | None = None
+) -> list[list[tuple[Row, Person]]]:
     """For each person, the active identities to score, most promising first (``identities.candidates``)."""
-    return await candidates(conn, people, registry.candidate_limit)
+    return await candidates(conn, people, registry.candidate_limit, keys)
 
 
 async def _taken_external_ids(conn: AsyncConnection, bodies: Sequence[RegisterIn]) -> dict[tuple[str, str], str]:
@@ -68,14 +70,15 @@ async def _taken_external_ids(conn: AsyncConnection, bodies: Sequence[RegisterIn
 async def register_batch(registry: Registry, tx: Tx, bodies: Sequence[RegisterIn]) -> list[Outcome]:
     """Register ``bodies`` in ``tx`` in order, deciding each row as ``register`` would."""
     people = [registry.person(b) for b in bodies]
-    found = await candidates_many(registry, tx.conn, people)
+    keyed = [query_keys(p) for p in people]
+    found = await candidates_many(registry, tx.conn, people, keyed)
     taken = await _taken_external_ids(tx.conn, bodies)
     outcomes: list[Outcome] = []
     accepted: list[tuple[RegisterIn, Person]] = []
     accepted_row: list[int] = []  # index in ``bodies`` of each accepted row
     pending: dict[int, list[int]] = defaultdict(list)  # blocking key -> positions in ``accepted``
     for i, (body, person) in enumerate(zip(bodies, people, strict=True)):
-        in_batch = sorted({pos for key in query_keys(person) for pos in pending.get(key, ())})
+        in_batch = sorted({pos for key in keyed[i] for pos in pending.get(key, ())})
         candidates: list[tuple[Any, Person]] = [(("db", row), p) for row, p in found[i]]
         candidates += [(("batch", pos), accepted[pos][1]) for pos in in_batch]
         ranked = registry.matcher.rank(person, candidates, limit=1)

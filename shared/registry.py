@@ -251,12 +251,14 @@ class Registry:
 
     async def merge(self, body: MergeIn, actor: str) -> dict[str, Any]:
         async with self.store.write(actor) as tx:
-            source = await find(tx.conn, body.source_mpi_id)
-            target = await find(tx.conn, body.target_mpi_id)
-            migrated = await merging.merge(
-                tx, self.frequencies, self.store.node_id, source, target, body.reason, body.keep_target
-            )
-            tx.audit("merge", source.row.mpi_id, target=target.row.mpi_id, reason=body.reason, programmes_migrated=migrated)
+            return await self.merge_in(tx, body)
+
+    async def merge_in(self, tx: Tx, body: MergeIn) -> dict[str, Any]:
+        """``merge`` inside the caller's transaction; an ``ApiError`` is raised before anything is written."""
+        source = await find(tx.conn, body.source_mpi_id)
+        target = await find(tx.conn, body.target_mpi_id)
+        migrated = await merging.merge(tx, self.frequencies, self.store.node_id, source, target, body.reason, body.keep_target)
+        tx.audit("merge", source.row.mpi_id, target=target.row.mpi_id, reason=body.reason, programmes_migrated=migrated)
         return {
             "canonical_mpi_id": target.row.mpi_id,
             "merged_mpi_id": source.row.mpi_id,

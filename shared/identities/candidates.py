@@ -20,6 +20,7 @@ of all its keys in one statement and sums the same weights in Python.
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -99,11 +100,21 @@ def _small_buckets(dialect: str) -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _holders(dialect: str) -> sa.Select[Any]:
-    """(key, identity_pk) of every small bucket among the keys of a whole batch."""
+def _buckets(dialect: str) -> sa.Select[Any]:
+    """(key, holders) of every small bucket among the keys of a whole batch, one row per key.
+
+    The holders come folded into one value (a comma-separated string on SQLite, an array on
+    PostgreSQL): a batch touches tens of thousands of buckets of up to a hundred holders,
+    and one row per key costs a fraction of one row per holder.
+    """
     bk = t.blocking_key
     small = _small_buckets(dialect)
-    return sa.select(bk.c.key, bk.c.identity_pk).join(small, small.c.key == bk.c.key)
+    agg = sa.func.array_agg(bk.c.identity_pk) if dialect == "postgresql" else sa.func.group_concat(bk.c.identity_pk)
+    return sa.select(bk.c.key, agg.label("holders")).join(small, small.c.key == bk.c.key).group_by(bk.c.key)
+
+
+def _pks(holders: Any) -> list[int]:
+    return holders if isinstance(holders, list) else [int(pk) for pk in holders.split(",")]
 
 
 @functools.lru_cache(maxsize=64)
@@ -119,12 +130,15 @@ def _statement(dialect: str, count: int, limit: int) -> sa.Select[Any]:
 
 
 async def candidates(
-    conn: AsyncConnection, people: Sequence[Person], limit: int
+    conn: AsyncConnection, people: Sequence[Person], limit: int, keys: Sequence[list[int]] | None = None
 ) -> list[list[tuple[Row, Person]]]:
-    """For each person, up to ``limit`` active identities to score, most promising first."""
+    """For each person, up to ``limit`` active identities to score, most promising first.
+
+    ``keys``: the people's ``query_keys`` when the caller has them already.
+    """
     dialect = conn.dialect.name
     found: list[dict[int, tuple[float, Row]]] = [{} for _ in people]
-    keyed = [query_keys(p) for p in people]
+    keyed = list(keys) if keys is not None else [query_keys(p) for p in people]
     if len(people) == 1:
         # One statement: ranked and cut in the database, rows joined (register, match).
         params = {"keys_0": _param(dialect, keyed[0])}
@@ -133,24 +147,26 @@ async def candidates(
     elif people:
         # A batch (import, dedup): the small buckets of all its keys in one statement, the
         # same weights summed here per query, then the chosen rows in one more.
-        holders: dict[int, list[int]] = defaultdict(list)
         every_key = sorted({k for keys in keyed for k in keys})
-        for key, pk in await conn.execute(_holders(dialect), {"keys_0": _param(dialect, every_key)}):
-            holders[key].append(pk)
+        buckets = {
+            key: _pks(holders)
+            for key, holders in await conn.execute(_buckets(dialect), {"keys_0": _param(dialect, every_key)})
+        }
         chosen: list[list[tuple[float, int]]] = []
         for keys in keyed:
             score: dict[int, float] = defaultdict(float)
             for key in keys:
-                bucket = holders.get(key, ())
+                bucket = buckets.get(key, ())
+                w = weight(len(bucket)) if bucket else 0.0
                 for pk in bucket:
-                    score[pk] += weight(len(bucket))
-            chosen.append(sorted(((w, pk) for pk, w in score.items()), key=lambda wp: (-wp[0], wp[1]))[:limit])
+                    score[pk] += w
+            chosen.append(heapq.nsmallest(limit, ((-w, pk) for pk, w in score.items())))
         by_pk: dict[int, Row] = {}
         for chunk in _chunks(sorted({pk for best in chosen for _, pk in best})):
             rows = await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(chunk), t.identity.c.status == "active"))
             by_pk.update({row.pk: row for row in rows})
         for i, best in enumerate(chosen):
-            found[i] = {pk: (w, by_pk[pk]) for w, pk in best if pk in by_pk}
+            found[i] = {pk: (-w, by_pk[pk]) for w, pk in best if pk in by_pk}
     for i, sharing in (await _sharing_external_ids(conn, people)).items():
         for row in sharing:
             w = found[i].get(row.pk, (0.0, row))[0]
