@@ -1,21 +1,24 @@
 """Duplicate detection across the whole registry: the hub's incremental check and full sweep.
 
-Candidate pairs come from the database as set-based joins over the blocking keys
-(``shared.candidate_pairs``): identities sharing a key whose bucket is no bigger than
-``BUCKET_CAP``, each unordered pair once.  Each pair is scored once with the shared matcher.
-A pair at or above the auto-merge threshold with no hard conflict is merged, the older
-registration being the target; a pair between the probable threshold and auto-merge, or
-with a hard conflict, goes to the review queue.  Pairs a supervisor declared ``not_same``
-are never raised again, and a pair with an open review item is not queued twice.
+Candidate pairs come from the one candidate code of register, ``/mpi/match`` and bulk
+import (``identities.candidates``, a batch at a time): each identity's query keys (its
+names both ways round, birth year +-1, day and month swapped) are looked up in
+``blocking_key`` in one statement, buckets above ``BUCKET_CAP`` say nothing, and the
+``candidate_limit`` best partners by what they share are kept.  Each pair is scored once
+with the shared matcher.  A pair at or above the auto-merge threshold with no hard conflict
+is merged, the older registration being the target; a pair between the probable threshold
+and auto-merge, or with a hard conflict, goes to the review queue.  Pairs a supervisor
+declared ``not_same`` are never raised again, and a pair with an open review item is not
+queued twice.
 
 ``Dedup.check(pks)`` handles the pairs with at least one side in ``pks``.  ``enqueue(tx,
 pks)`` records identities to check in the transaction that wrote them (the hub applying a
 node's registrations); ``Dedup.drain()`` checks and forgets them.
 
-``Dedup.sweep()`` walks the registry in slices of primary keys: a slice takes the pairs
-whose smaller pk falls in it, so the slices meet every pair exactly once.  After each slice
-it records how far it got (``dedup_progress``): memory stays bounded by the slice and a
-crash resumes where it stopped.
+``Dedup.sweep()`` walks the registry in slices of primary keys: an identity's partners are
+taken among the larger pks only, so the slices meet every pair at most once, from its
+smaller pk.  After each slice it records how far it got (``dedup_progress``): memory stays
+bounded by the slice and a crash resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -29,12 +32,11 @@ from dataclasses import dataclass, replace
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .candidate_pairs import neighbour_pairs, pairs_in_range, pairs_touching
-from .errors import ApiError
+from .errors import ApiError, SameIdentity
+from .identities.candidates import candidates
 from .identities.fields import Row
 from .identities.lookup import external_ids_of
-from .matching import MatchResult, Person, person_of
-from .matching.blocking import BUCKET_CAP
+from .matching import MatchResult, person_of
 from .registry import Registry
 from .review.items import is_not_same, open_pair_review
 from .schemas import MergeIn
@@ -70,29 +72,35 @@ def _chunks(values: Sequence[int]) -> Iterator[Sequence[int]]:
         yield values[i : i + _CHUNK]
 
 
-async def _active(conn: AsyncConnection, pks: Sequence[int]) -> list[int]:
-    out: list[int] = []
+async def _active_rows(conn: AsyncConnection, pks: Sequence[int]) -> list[Row]:
+    out: list[Row] = []
     for chunk in _chunks(sorted(set(pks))):
-        found = await conn.execute(sa.select(t.identity.c.pk).where(t.identity.c.pk.in_(chunk), t.identity.c.status == "active"))
-        out.extend(found.scalars())
+        found = await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(chunk), t.identity.c.status == "active"))
+        out.extend(found)
     return out
 
 
-async def _people(conn: AsyncConnection, pks: Sequence[int]) -> dict[int, Person]:
-    """The matcher's view of these identities, without external ids (enough for their keys)."""
-    out: dict[int, Person] = {}
-    for chunk in _chunks(pks):
-        found = await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(chunk)))
-        out.update({row.pk: person_of(row) for row in found})
-    return out
+async def _best_pairs(
+    conn: AsyncConnection, rows: Sequence[Row], limit: int, *, upward: bool
+) -> tuple[set[tuple[int, int]], dict[int, Row]]:
+    """Unordered pairs (a < b) of each identity with its best candidates, and every row involved.
 
-
-async def _with_neighbours(
-    conn: AsyncConnection, pairs: dict[tuple[int, int], int], pks: Sequence[int], *, upward: bool
-) -> dict[tuple[int, int], int]:
-    for pair, n in (await neighbour_pairs(conn, await _people(conn, pks), BUCKET_CAP, upward=upward)).items():
-        pairs[pair] = pairs.get(pair, 0) + n
-    return pairs
+    ``upward``: partners among the larger pks only (a sweep slice).  Otherwise any partner,
+    the identity itself excepted.
+    """
+    external = await external_ids_of(conn, [row.pk for row in rows])
+    people = [person_of(row, external.get(row.pk)) for row in rows]
+    found = await candidates(
+        conn, people, limit if upward else limit + 1, after=[row.pk for row in rows] if upward else None
+    )
+    pairs: set[tuple[int, int]] = set()
+    involved = {row.pk: row for row in rows}
+    for row, partners in zip(rows, found, strict=True):
+        for other, _ in partners:
+            if other.pk != row.pk:
+                pairs.add((row.pk, other.pk) if row.pk < other.pk else (other.pk, row.pk))
+                involved[other.pk] = other
+    return pairs, involved
 
 
 def _older_first(a: Row, b: Row) -> tuple[Row, Row]:
@@ -121,25 +129,20 @@ class Dedup:
     async def check(self, pks: Sequence[int]) -> DedupStats:
         """Match these identities against the registry; merge or queue what is found."""
         async with self.store.read() as conn:
-            active = await _active(conn, pks)
-            pairs = await pairs_touching(conn, active, BUCKET_CAP) if active else {}
-            pairs = await _with_neighbours(conn, pairs, active, upward=False)
-        stats = await self._decide(pairs)
+            active = await _active_rows(conn, pks)
+            pairs, rows = await _best_pairs(conn, active, self.registry.candidate_limit, upward=False)
+        stats = await self._decide(pairs, rows)
         stats.checked = len(active)
         return stats
 
-    async def _decide(self, pairs: Mapping[tuple[int, int], int]) -> DedupStats:
+    async def _decide(self, pairs: set[tuple[int, int]], rows: Mapping[int, Row]) -> DedupStats:
         """Score each (a, b) once; merge or queue those at or above the probable threshold."""
         stats = DedupStats(scored=len(pairs))
         if not pairs:
             return stats
-        every = sorted({pk for pair in pairs for pk in pair})
-        rows: dict[int, Row] = {}
         external: dict[int, dict[str, str]] = {}
         async with self.store.read() as conn:
-            for chunk in _chunks(every):
-                found = await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(chunk)))
-                rows.update({row.pk: row for row in found})
+            for chunk in _chunks(sorted(rows)):
                 external.update(await external_ids_of(conn, list(chunk)))
         people = {pk: person_of(row, external.get(pk)) for pk, row in rows.items()}
         partners: dict[int, list[int]] = defaultdict(list)
@@ -168,13 +171,17 @@ class Dedup:
             async with self.store.write(self.actor) as tx:
                 for a_row, b_row, result in ordered[start : start + _DECISIONS_PER_TX]:
                     target, source = _older_first(a_row, b_row)
-                    if self._auto(result) and await self._merge(tx, source, target, result):
+                    merged = await self._merge(tx, source, target, result) if self._auto(result) else False
+                    if merged is None:
+                        continue  # one identity already (merged earlier in this slice): nothing to decide
+                    if merged:
                         stats.merged += 1
                     elif await self._queue(tx, source, target, result):
                         stats.queued += 1
         return stats
 
-    async def _merge(self, tx: Tx, source: Row, target: Row, result: MatchResult) -> bool:
+    async def _merge(self, tx: Tx, source: Row, target: Row, result: MatchResult) -> bool | None:
+        """True when merged; False when refused (a person decides); None when they are one identity already."""
         body = MergeIn(
             source_mpi_id=source.mpi_id,
             target_mpi_id=target.mpi_id,
@@ -185,6 +192,8 @@ class Dedup:
             return False
         try:
             await self.registry.merge_in(tx, body)
+        except SameIdentity:
+            return None
         except ApiError as exc:
             # Merged meanwhile, or a conflict the matcher could not see (external ids): a person decides.
             log.info("auto-merge of %s into %s not done: %s", source.mpi_id, target.mpi_id, exc.message)
@@ -258,11 +267,12 @@ class Dedup:
                         )
                     ).scalars()
                 )
-                pairs = await pairs_in_range(conn, pks[0], pks[-1], BUCKET_CAP) if pks else {}
-                pairs = await _with_neighbours(conn, pairs, pks, upward=True)
-            if not pks:
-                break
-            stats = await self._decide(pairs)
+                if not pks:
+                    break
+                pairs, rows = await _best_pairs(
+                    conn, await _active_rows(conn, pks), self.registry.candidate_limit, upward=True
+                )
+            stats = await self._decide(pairs, rows)
             stats.checked = len(pks)
             total.add(stats)
             last_pk = pks[-1]

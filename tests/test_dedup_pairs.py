@@ -1,21 +1,19 @@
-"""The dedup's candidate pairs: generated in the database, each pair once, too-common keys skipped."""
+"""The dedup's candidate pairs: the one candidate code, each pair met once in a sweep, the best partners kept."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from conftest import Api
+from conftest import Api, registry_of
 
-from shared.candidate_pairs import neighbour_pairs, pairs_in_range, pairs_touching
-from shared.dedup import Dedup
+from shared.dedup import Dedup, _best_pairs
+from shared.identities.candidates import candidates
 from shared.keys import registry_key
-from shared.matching import Person, person_of
-from shared.matching.blocking import BUCKET_CAP
+from shared.matching import person_of
 from shared.storage import schema as t
 
-# Four different people born the same day in the same region: they share one key (birth
-# date + region) and nothing else. A fifth has the first one's name and birth date in
-# another region: that pair shares the narrow name keys. Two more: the same name a year
-# apart in two regions.
+# Four different people born the same day in the same region: they share the birth-date
+# keys and nothing else. A fifth has the first one's name and birth date in another region:
+# that pair shares the narrow name keys. Two more: the same name a year apart in two regions.
 SAME_DAY = [("Moussa", "Traore"), ("Khady", "Sarr"), ("Cheikh", "Fall"), ("Awa", "Ndiaye")]
 DOB = "1990-03-15"
 
@@ -40,47 +38,61 @@ async def _register_all(api: Api) -> dict[str, int]:
     return {name: pk_of[mpi_id] for name, mpi_id in zip(names, ids, strict=True)}
 
 
-async def _people(api: Api, pks: list[int]) -> dict[int, Person]:
+async def _every_pair(api: Api, pks: list[int]) -> set[tuple[int, int]]:
+    """Pairs that one query per identity finds, with no cut: what a sweep must meet, once each."""
+    pairs: set[tuple[int, int]] = set()
     async with api.store.read() as conn:
-        rows = await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(pks)))
-        return {row.pk: person_of(row) for row in rows}
-
-
-async def test_a_key_held_by_more_than_the_cap_pairs_nobody(api: Api) -> None:
-    pk = await _register_all(api)
-    everyone = sorted(pk.values())
-    narrow = (pk["moussa"], pk["moussa_thi"])
-    same_day = {(a, b) for a in everyone[:4] for b in everyone[:4] if a < b}
-    async with api.store.read() as conn:
-        capped = await pairs_in_range(conn, everyone[0], everyone[-1], cap=3)
-        wide = await pairs_in_range(conn, everyone[0], everyone[-1], cap=4)
-        touching = await pairs_touching(conn, [pk["khady"], pk["moussa"]], cap=3)
-    # The birth-date buckets hold four or more: above a cap of 3 they pair nobody; the name keys still do.
-    assert narrow in capped and not same_day & set(capped)
-    assert set(touching) == {p for p in capped if {pk["khady"], pk["moussa"]} & set(p)}
-    # At a cap of 4 the birth date + region bucket pairs the four, each pair once, smaller pk first.
-    assert same_day <= set(wide) and all(a < b for a, b in wide)
-
-
-async def test_neighbour_pairs_are_met_once_from_the_smaller_pk(api: Api) -> None:
-    pk = await _register_all(api)
-    people = await _people(api, list(pk.values()))
-    async with api.store.read() as conn:
-        upward = await neighbour_pairs(conn, people, cap=100, upward=True)
-        both_ends = await neighbour_pairs(conn, people, cap=100, upward=False)
-    assert set(upward) <= set(both_ends) and all(a < b for a, b in both_ends)
+        rows = list(await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(pks))))
+        for row in rows:
+            (found,) = await candidates(conn, [person_of(row)], limit=1000)
+            pairs |= {(min(row.pk, other.pk), max(row.pk, other.pk)) for other, _ in found if other.pk != row.pk}
+    return pairs
 
 
 async def test_a_sweep_scores_each_pair_once(api: Api) -> None:
     pk = await _register_all(api)
     dedup = Dedup(api.client.app[registry_key], auto_merge=1.01)  # nothing merges: the pairs stay
     everyone = sorted(pk.values())
-    async with api.store.read() as conn:
-        distinct = set(await pairs_in_range(conn, everyone[0], everyone[-1], cap=BUCKET_CAP))
-        distinct |= set(await neighbour_pairs(conn, await _people(api, everyone), BUCKET_CAP, upward=True))
-    assert {(pk["moussa"], pk["moussa_thi"]), (pk["ibrahima"], pk["ibrahima_thi"])} <= distinct
+    distinct = await _every_pair(api, everyone)
+    # The name keys pair the namesakes across regions; the birth date alone pairs the four of one day.
+    assert {(pk["moussa"], pk["moussa_thi"]), (pk["ibrahima"], pk["ibrahima_thi"]), (pk["khady"], pk["awa"])} <= distinct
     # Slices of two identities: most pairs reach across slices, and are still met once.
     swept = await dedup.sweep(batch=2)
     assert swept.checked == 7 and swept.scored == len(distinct)
     checked = await dedup.check(everyone)
     assert checked.checked == 7 and checked.scored == len(distinct)
+
+
+async def test_each_identity_keeps_its_best_partners(api: Api) -> None:
+    """With room for one partner each, the namesake sharing name and birth date wins over the strangers of the same day."""
+    pk = await _register_all(api)
+    async with api.store.read() as conn:
+        rows = list(await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(list(pk.values())))))
+        upward, _ = await _best_pairs(conn, rows, 1, upward=True)
+        both_ends, involved = await _best_pairs(conn, rows, 1, upward=False)
+    assert (pk["moussa"], pk["moussa_thi"]) in upward and (pk["ibrahima"], pk["ibrahima_thi"]) in upward
+    assert all(a < b for a, b in upward) and len(upward) <= len(rows)
+    # Each identity's one best partner, from both ends: the namesakes pair, the strangers of one day pair among themselves.
+    assert {(pk["moussa"], pk["moussa_thi"]), (pk["ibrahima"], pk["ibrahima_thi"])} <= both_ends
+    assert not {p for p in both_ends if pk["moussa_thi"] in p and pk["moussa"] not in p}
+    assert set(involved) == set(pk.values())
+
+
+async def test_a_sweep_merges_a_duplicate_among_many_namesakes(api: Api) -> None:
+    """A registry where one name is common: the cut keeps the duplicate, and the sweep merges it."""
+    registry = registry_of(api.store, candidate_limit=3)
+    await registry.load_frequencies()
+    for i in range(12):
+        await api.register(first_name="Fatou", last_name="Diallo", date_of_birth=f"19{60 + i}-0{1 + i % 9}-1{i % 9}",
+                           gender="F", force_create=True)
+    original = await api.register(first_name="Fatou", last_name="Diallo", date_of_birth="1991-11-23", gender="F",
+                                  phone_number="+221771234567", force_create=True)
+    duplicate = await api.register(first_name="Fatou", last_name="Diallo", date_of_birth="1991-11-23", gender="F",
+                                   phone_number="+221771234567", force_create=True)
+    stats = await Dedup(registry, auto_merge=0.99).sweep(batch=5)
+    assert stats.merged == 1
+    async with api.store.read() as conn:
+        status = dict((await conn.execute(
+            sa.select(t.identity.c.mpi_id, t.identity.c.status).where(t.identity.c.mpi_id.in_([original, duplicate]))
+        )).all())
+    assert status == {original: "active", duplicate: "merged"}

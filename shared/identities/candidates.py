@@ -130,16 +130,24 @@ def _statement(dialect: str, count: int, limit: int) -> sa.Select[Any]:
 
 
 async def candidates(
-    conn: AsyncConnection, people: Sequence[Person], limit: int, keys: Sequence[list[int]] | None = None
+    conn: AsyncConnection,
+    people: Sequence[Person],
+    limit: int,
+    keys: Sequence[list[int]] | None = None,
+    *,
+    after: Sequence[int] | None = None,
 ) -> list[list[tuple[Row, Person]]]:
     """For each person, up to ``limit`` active identities to score, most promising first.
 
-    ``keys``: the people's ``query_keys`` when the caller has them already.
+    ``keys``: the people's ``query_keys`` when the caller has them already.  ``after``: for
+    each person, only identities of a larger pk are candidates, and the best ``limit`` are
+    taken among those (the hub's sweep, where people are stored identities: each pair is
+    met once, from its smaller pk).
     """
     dialect = conn.dialect.name
     found: list[dict[int, tuple[float, Row]]] = [{} for _ in people]
     keyed = list(keys) if keys is not None else [query_keys(p) for p in people]
-    if len(people) == 1:
+    if len(people) == 1 and after is None:
         # One statement: ranked and cut in the database, rows joined (register, match).
         params = {"keys_0": _param(dialect, keyed[0])}
         for row in await conn.execute(_statement(dialect, 1, limit), params):
@@ -147,19 +155,21 @@ async def candidates(
     elif people:
         # A batch (import, dedup): the small buckets of all its keys in one statement, the
         # same weights summed here per query, then the chosen rows in one more.
-        every_key = sorted({k for keys in keyed for k in keys})
+        every_key = sorted({k for own in keyed for k in own})
         buckets = {
             key: _pks(holders)
             for key, holders in await conn.execute(_buckets(dialect), {"keys_0": _param(dialect, every_key)})
         }
         chosen: list[list[tuple[float, int]]] = []
-        for keys in keyed:
+        for i, own in enumerate(keyed):
             score: dict[int, float] = defaultdict(float)
-            for key in keys:
+            floor = after[i] if after is not None else 0
+            for key in own:
                 bucket = buckets.get(key, ())
                 w = weight(len(bucket)) if bucket else 0.0
                 for pk in bucket:
-                    score[pk] += w
+                    if pk > floor:
+                        score[pk] += w
             chosen.append(heapq.nsmallest(limit, ((-w, pk) for pk, w in score.items())))
         by_pk: dict[int, Row] = {}
         for chunk in _chunks(sorted({pk for best in chosen for _, pk in best})):
@@ -169,6 +179,8 @@ async def candidates(
             found[i] = {pk: (-w, by_pk[pk]) for w, pk in best if pk in by_pk}
     for i, sharing in (await _sharing_external_ids(conn, people)).items():
         for row in sharing:
+            if after is not None and row.pk <= after[i]:
+                continue
             w = found[i].get(row.pk, (0.0, row))[0]
             found[i][row.pk] = (w + _EXTERNAL_WEIGHT, row)
     external: dict[int, dict[str, str]] = {}
