@@ -47,6 +47,7 @@ from shared.dedup import Dedup, DedupStats, enqueue  # noqa: E402
 from shared.matching import Matcher, NameFrequencies  # noqa: E402
 from shared.registry import Registry  # noqa: E402
 from shared.schemas import RegisterIn  # noqa: E402
+from shared.settings import Settings  # noqa: E402
 from shared.storage import schema as t  # noqa: E402
 from shared.storage.dialects import PostgresDialect  # noqa: E402
 from shared.storage.store import Store  # noqa: E402
@@ -124,7 +125,14 @@ def _score(records: list[dict[str, Any]], mpi_of: dict[str, str], canon: dict[st
 
 
 async def run(
-    n: int, incremental: int, dup_share: float, seed: int, auto_merge: float, db_url: str, sweep_too: bool = True
+    n: int,
+    incremental: int,
+    dup_share: float,
+    seed: int,
+    auto_merge: float,
+    db_url: str,
+    sweep_too: bool = True,
+    candidate_limit: int = Settings().candidate_limit,
 ) -> dict[str, Any]:
     store = Store(PostgresDialect(db_url))
     await store.connect()
@@ -132,7 +140,7 @@ async def run(
     await store.initialise({"role": "hub", "node_id": "hub-bench", "node_number": "2047", "country": "SN", "region": "DKR"})
     await store.load_state()
     frequencies = NameFrequencies()
-    registry = Registry(store, Matcher(frequencies=frequencies), frequencies)
+    registry = Registry(store, Matcher(frequencies=frequencies), frequencies, candidate_limit)
     records = list(synth.generate(n + incremental, seed=seed, dup_rate=dup_share / (1 - dup_share), lookalike_rate=0.03))
     base, late = records[:n], records[n:]
     mpi_of: dict[str, str] = {}
@@ -293,6 +301,9 @@ def main() -> int:
     parser.add_argument("--dup-share", type=float, default=0.05)
     parser.add_argument("--auto-merge", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--candidate-limit", type=int, default=Settings().candidate_limit, help="best partners kept per identity (MPI_CANDIDATE_LIMIT)"
+    )
     parser.add_argument("--no-splink", action="store_true")
     parser.add_argument("--no-sweep", action="store_true", help="only the incremental check (after loading)")
     parser.add_argument("--splink-only", action="store_true", help="only Splink, on the population of --n and --seed")
@@ -308,7 +319,10 @@ def main() -> int:
     try:
         url = PG.rsplit("/", 1)[0] + "/" + name
         result = asyncio.run(
-            run(args.n, args.incremental, args.dup_share, args.seed, args.auto_merge, url, sweep_too=not args.no_sweep)
+            run(
+                args.n, args.incremental, args.dup_share, args.seed, args.auto_merge, url,
+                sweep_too=not args.no_sweep, candidate_limit=args.candidate_limit,
+            )
         )
     finally:
         with psycopg.connect(PG, autocommit=True) as conn:

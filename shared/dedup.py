@@ -36,7 +36,7 @@ from .errors import ApiError, SameIdentity
 from .identities.candidates import candidates
 from .identities.fields import Row
 from .identities.lookup import external_ids_of
-from .matching import MatchResult, person_of
+from .matching import MatchResult, Person, person_of
 from .registry import Registry
 from .review.items import is_not_same, open_pair_review
 from .schemas import MergeIn
@@ -82,25 +82,30 @@ async def _active_rows(conn: AsyncConnection, pks: Sequence[int]) -> list[Row]:
 
 async def _best_pairs(
     conn: AsyncConnection, rows: Sequence[Row], limit: int, *, upward: bool
-) -> tuple[set[tuple[int, int]], dict[int, Row]]:
-    """Unordered pairs (a < b) of each identity with its best candidates, and every row involved.
+) -> tuple[set[tuple[int, int]], dict[int, Row], dict[int, Person]]:
+    """Unordered pairs (a < b) of each identity with its best candidates, and every row and person involved.
 
     ``upward``: partners among the larger pks only (a sweep slice).  Otherwise any partner,
-    the identity itself excepted.
+    the identity itself excepted.  The people carry their external ids wherever a pair
+    needs them: ``candidates`` reads the partners' ids when one of the asking side has some.
     """
     external = await external_ids_of(conn, [row.pk for row in rows])
-    people = [person_of(row, external.get(row.pk)) for row in rows]
+    asking = [person_of(row, external.get(row.pk)) for row in rows]
     found = await candidates(
-        conn, people, limit if upward else limit + 1, after=[row.pk for row in rows] if upward else None
+        conn, asking, limit if upward else limit + 1, after=[row.pk for row in rows] if upward else None
     )
     pairs: set[tuple[int, int]] = set()
     involved = {row.pk: row for row in rows}
+    people: dict[int, Person] = {}
     for row, partners in zip(rows, found, strict=True):
-        for other, _ in partners:
+        for other, person in partners:
             if other.pk != row.pk:
                 pairs.add((row.pk, other.pk) if row.pk < other.pk else (other.pk, row.pk))
                 involved[other.pk] = other
-    return pairs, involved
+                people[other.pk] = person
+    # The asking side last: its own external ids are always read.
+    people.update((row.pk, person) for row, person in zip(rows, asking, strict=True))
+    return pairs, involved, people
 
 
 def _older_first(a: Row, b: Row) -> tuple[Row, Row]:
@@ -130,21 +135,18 @@ class Dedup:
         """Match these identities against the registry; merge or queue what is found."""
         async with self.store.read() as conn:
             active = await _active_rows(conn, pks)
-            pairs, rows = await _best_pairs(conn, active, self.registry.candidate_limit, upward=False)
-        stats = await self._decide(pairs, rows)
+            pairs, rows, people = await _best_pairs(conn, active, self.registry.candidate_limit, upward=False)
+        stats = await self._decide(pairs, rows, people)
         stats.checked = len(active)
         return stats
 
-    async def _decide(self, pairs: set[tuple[int, int]], rows: Mapping[int, Row]) -> DedupStats:
+    async def _decide(
+        self, pairs: set[tuple[int, int]], rows: Mapping[int, Row], people: Mapping[int, Person]
+    ) -> DedupStats:
         """Score each (a, b) once; merge or queue those at or above the probable threshold."""
         stats = DedupStats(scored=len(pairs))
         if not pairs:
             return stats
-        external: dict[int, dict[str, str]] = {}
-        async with self.store.read() as conn:
-            for chunk in _chunks(sorted(rows)):
-                external.update(await external_ids_of(conn, list(chunk)))
-        people = {pk: person_of(row, external.get(pk)) for pk, row in rows.items()}
         partners: dict[int, list[int]] = defaultdict(list)
         for a, b in pairs:
             if a in people and b in people:
@@ -269,10 +271,10 @@ class Dedup:
                 )
                 if not pks:
                     break
-                pairs, rows = await _best_pairs(
+                pairs, rows, people = await _best_pairs(
                     conn, await _active_rows(conn, pks), self.registry.candidate_limit, upward=True
                 )
-            stats = await self._decide(pairs, rows)
+            stats = await self._decide(pairs, rows, people)
             stats.checked = len(pks)
             total.add(stats)
             last_pk = pks[-1]

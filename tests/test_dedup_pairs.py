@@ -68,14 +68,14 @@ async def test_each_identity_keeps_its_best_partners(api: Api) -> None:
     pk = await _register_all(api)
     async with api.store.read() as conn:
         rows = list(await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(list(pk.values())))))
-        upward, _ = await _best_pairs(conn, rows, 1, upward=True)
-        both_ends, involved = await _best_pairs(conn, rows, 1, upward=False)
+        upward, _, _ = await _best_pairs(conn, rows, 1, upward=True)
+        both_ends, involved, people = await _best_pairs(conn, rows, 1, upward=False)
     assert (pk["moussa"], pk["moussa_thi"]) in upward and (pk["ibrahima"], pk["ibrahima_thi"]) in upward
     assert all(a < b for a, b in upward) and len(upward) <= len(rows)
     # Each identity's one best partner, from both ends: the namesakes pair, the strangers of one day pair among themselves.
     assert {(pk["moussa"], pk["moussa_thi"]), (pk["ibrahima"], pk["ibrahima_thi"])} <= both_ends
     assert not {p for p in both_ends if pk["moussa_thi"] in p and pk["moussa"] not in p}
-    assert set(involved) == set(pk.values())
+    assert set(involved) == set(people) == set(pk.values())
 
 
 async def test_a_sweep_merges_a_duplicate_among_many_namesakes(api: Api) -> None:
