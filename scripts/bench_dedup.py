@@ -44,7 +44,8 @@ import synth  # noqa: E402
 from bench_api import _body  # noqa: E402
 
 from shared.dedup import Dedup, DedupStats, enqueue  # noqa: E402
-from shared.matching import Matcher, NameFrequencies  # noqa: E402
+from shared.identities.candidates import candidates  # noqa: E402
+from shared.matching import Matcher, NameFrequencies, person_of  # noqa: E402
 from shared.registry import Registry  # noqa: E402
 from shared.schemas import RegisterIn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -77,6 +78,38 @@ async def _load(registry: Registry, records: list[dict[str, Any]], mpi_of: dict[
     async with registry.store.read() as conn:
         rows = await conn.execute(sa.select(t.identity.c.pk).where(t.identity.c.mpi_id.in_([mpi_of[r["record_id"]] for r in records[-2000:]])))
         return [r[0] for r in rows]
+
+
+async def _pair_funnel(registry: Registry, records: list[dict[str, Any]], mpi_of: dict[str, str], sample: int = 2000) -> dict[str, Any]:
+    """Where true pairs are lost, on a sample before the sweep: among the candidates, or in the scoring.
+
+    - among the candidates: the larger-pk side is among the smaller's best partners above
+      it (what the sweep asks ``identities.candidates``);
+    - scoring >= probable: the two compared directly, candidates aside.
+    """
+    pairs = [
+        (mpi_of[r["related_record_id"]], mpi_of[r["record_id"]])
+        for r in records
+        if r["kind"] == "duplicate" and r["record_id"] in mpi_of and r["related_record_id"] in mpi_of
+    ][:sample]
+    wanted = sorted({m for pair in pairs for m in pair})
+    rows: dict[str, Any] = {}
+    async with registry.store.read() as conn:
+        for i in range(0, len(wanted), 900):
+            found = await conn.execute(sa.select(t.identity).where(t.identity.c.mpi_id.in_(wanted[i : i + 900])))
+            rows.update({row.mpi_id: row for row in found})
+        ordered = [tuple(sorted((rows[a], rows[b]), key=lambda row: row.pk)) for a, b in pairs]
+        found_lists = await candidates(
+            conn, [person_of(lo) for lo, _ in ordered], registry.candidate_limit, after=[lo.pk for lo, _ in ordered]
+        )
+    among = sum(hi.pk in {row.pk for row, _ in found} for (_, hi), found in zip(ordered, found_lists, strict=True))
+    probable = registry.matcher.thresholds.probable
+    scoring = sum(registry.matcher.compare(person_of(lo), person_of(hi)).score >= probable for lo, hi in ordered)
+    return {
+        "sample": len(ordered),
+        "among_candidates": round(among / max(1, len(ordered)), 4),
+        "scoring_probable": round(scoring / max(1, len(ordered)), 4),
+    }
 
 
 async def _outcome(store: Store) -> tuple[dict[str, str], set[frozenset[str]]]:
@@ -151,6 +184,9 @@ async def run(
         await conn.execute(sa.text("ANALYZE"))
         await conn.commit()
 
+    funnel = await _pair_funnel(registry, base, mpi_of)
+    print(f"  true pairs (sample of {funnel['sample']:,}): {funnel['among_candidates']:.2%} among the candidates, "
+          f"{funnel['scoring_probable']:.2%} score >= probable compared directly", file=sys.stderr)
     dedup = Dedup(registry, auto_merge=auto_merge)
     last = [time.perf_counter()]
 
@@ -183,6 +219,7 @@ async def run(
     return {
         "n": n,
         "load_s": round(load_s, 1),
+        "true_pair_funnel": funnel,
         "sweep_s": round(sweep_s, 1),
         "sweep_peak_rss_mb": round(sweep_peak, 1),
         "sweep": {"checked": sweep.checked, "scored": sweep.scored, "merged": sweep.merged, "queued": sweep.queued},
