@@ -166,6 +166,7 @@ async def run(
     db_url: str,
     sweep_too: bool = True,
     candidate_limit: int = Settings().candidate_limit,
+    sweep_max: int | None = None,
 ) -> dict[str, Any]:
     store = Store(PostgresDialect(db_url))
     await store.connect()
@@ -197,7 +198,7 @@ async def run(
 
     started = time.perf_counter()
     if sweep_too:
-        sweep = await dedup.sweep(batch=1000, progress=progress)
+        sweep = await dedup.sweep(batch=1000, progress=progress, stop_after=sweep_max)
     else:
         sweep = DedupStats()
     sweep_s = time.perf_counter() - started
@@ -221,6 +222,7 @@ async def run(
         "load_s": round(load_s, 1),
         "true_pair_funnel": funnel,
         "sweep_s": round(sweep_s, 1),
+        "sweep_identities_per_s": round(sweep.checked / sweep_s, 1) if sweep_s else None,
         "sweep_peak_rss_mb": round(sweep_peak, 1),
         "sweep": {"checked": sweep.checked, "scored": sweep.scored, "merged": sweep.merged, "queued": sweep.queued},
         "quality": sweep_quality,
@@ -339,6 +341,10 @@ def main() -> int:
     parser.add_argument("--auto-merge", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
+        "--sweep-max", type=int, default=None,
+        help="stop the sweep after this many identities (its rate is reported; recall then covers a part only)",
+    )
+    parser.add_argument(
         "--candidate-limit", type=int, default=Settings().candidate_limit, help="best partners kept per identity (MPI_CANDIDATE_LIMIT)"
     )
     parser.add_argument("--no-splink", action="store_true")
@@ -358,7 +364,7 @@ def main() -> int:
         result = asyncio.run(
             run(
                 args.n, args.incremental, args.dup_share, args.seed, args.auto_merge, url,
-                sweep_too=not args.no_sweep, candidate_limit=args.candidate_limit,
+                sweep_too=not args.no_sweep, candidate_limit=args.candidate_limit, sweep_max=args.sweep_max,
             )
         )
     finally:

@@ -239,8 +239,13 @@ class Dedup:
         batch: int = 1000,
         restart: bool = False,
         progress: Callable[[DedupStats, int], None] | None = None,
+        stop_after: int | None = None,
     ) -> DedupStats:
-        """Re-check the whole registry, resumably; ``progress(stats, last_pk)`` after each batch."""
+        """Re-check the whole registry, resumably; ``progress(stats, last_pk)`` after each batch.
+
+        ``stop_after``: return once this many identities were checked in this call, the sweep
+        unfinished (the next call resumes it), e.g. to sweep a big registry in night windows.
+        """
         started = time.perf_counter()
         now = utc_now()
         async with self.store.write(self.actor) as tx:
@@ -257,6 +262,7 @@ class Dedup:
             else:
                 total = DedupStats(row.checked, row.merged, row.queued)
                 last_pk = int(row.last_pk)
+        checked_here = 0
         while True:
             async with self.store.read() as conn:
                 pks = list(
@@ -289,6 +295,10 @@ class Dedup:
                 )
             if progress is not None:
                 progress(total, last_pk)
+            checked_here += len(pks)
+            if stop_after is not None and checked_here >= stop_after:
+                total.seconds = time.perf_counter() - started
+                return total
         async with self.store.write(self.actor) as tx:
             await tx.conn.execute(
                 sa.update(t.dedup_progress).where(t.dedup_progress.c.job == job).values(finished_at=utc_now())

@@ -96,3 +96,14 @@ async def test_a_sweep_merges_a_duplicate_among_many_namesakes(api: Api) -> None
             sa.select(t.identity.c.mpi_id, t.identity.c.status).where(t.identity.c.mpi_id.in_([original, duplicate]))
         )).all())
     assert status == {original: "active", duplicate: "merged"}
+
+
+async def test_a_sweep_stopped_early_resumes_where_it_stopped(api: Api) -> None:
+    pk = await _register_all(api)
+    dedup = Dedup(api.client.app[registry_key], auto_merge=1.01)
+    first = await dedup.sweep(batch=2, stop_after=3)  # two slices of two, then it stops
+    assert first.checked == 4
+    rest = await dedup.sweep(batch=2)  # resumes: the three left, and the totals carry on
+    assert rest.checked == len(pk) == 7
+    again = await dedup.sweep(batch=2)  # finished: a new sweep starts from the beginning
+    assert again.checked == 7

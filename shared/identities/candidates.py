@@ -34,7 +34,7 @@ from ..matching import Person, person_of, query_keys
 from ..matching.blocking import BUCKET_CAP
 from ..storage import schema as t
 from .fields import Row
-from .lookup import external_ids_of
+from .lookup import external_ids_of, pk_in
 
 __all__ = ["candidates", "weight"]
 
@@ -171,10 +171,9 @@ async def candidates(
                     if pk > floor:
                         score[pk] += w
             chosen.append(heapq.nsmallest(limit, ((-w, pk) for pk, w in score.items())))
-        by_pk: dict[int, Row] = {}
-        for chunk in _chunks(sorted({pk for best in chosen for _, pk in best})):
-            rows = await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(chunk), t.identity.c.status == "active"))
-            by_pk.update({row.pk: row for row in rows})
+        wanted = sorted({pk for best in chosen for _, pk in best})
+        rows = await conn.execute(sa.select(t.identity).where(pk_in(conn, t.identity.c.pk, wanted), t.identity.c.status == "active"))
+        by_pk: dict[int, Row] = {row.pk: row for row in rows}
         for i, best in enumerate(chosen):
             found[i] = {pk: (-w, by_pk[pk]) for w, pk in best if pk in by_pk}
     for i, sharing in (await _sharing_external_ids(conn, people)).items():

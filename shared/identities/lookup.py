@@ -9,9 +9,12 @@ JSON aggregates (the one dialect difference, in ``storage/dialects.py``).
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import CorruptMergeChain, NotFound
@@ -136,13 +139,26 @@ async def find_whole(conn: AsyncConnection, dialect: Dialect, mpi_id: str) -> Fo
     )
 
 
-async def external_ids_of(conn: AsyncConnection, pks: list[int]) -> dict[int, dict[str, str]]:
+def pk_in(conn: AsyncConnection, column: Any, pks: Sequence[int]) -> Any:
+    """``column IN pks`` with the pks as one bound value (an array on PostgreSQL, a JSON array on SQLite).
+
+    However many pks, the statement's text is the same: no bound-parameter limit to chunk
+    under, and no new statement for the driver to parse per list length (tens of thousands
+    of pks made psycopg spend longer parsing than the database answering).
+    """
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam("pk_list", list(pks), type_=postgresql.ARRAY(sa.BigInteger)))
+    values = sa.func.json_each(sa.bindparam("pk_list", json.dumps(list(pks)), type_=sa.String)).table_valued("value")
+    return column.in_(sa.select(values.c.value))
+
+
+async def external_ids_of(conn: AsyncConnection, pks: Sequence[int]) -> dict[int, dict[str, str]]:
     """{pk: {system: value}} for these identities."""
     out: dict[int, dict[str, str]] = {pk: {} for pk in pks}
     if pks:
         x = t.external_id
         for pk, system, value in await conn.execute(
-            sa.select(x.c.identity_pk, x.c.system, x.c.value).where(x.c.identity_pk.in_(pks))
+            sa.select(x.c.identity_pk, x.c.system, x.c.value).where(pk_in(conn, x.c.identity_pk, pks))
         ):
             out[pk][system] = value
     return out
