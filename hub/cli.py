@@ -29,6 +29,7 @@ from shared.cli import (
     OneLineParser,
     add_token_commands,
     country_code,
+    positive_int,
     region_code,
     registry_for,
     run,
@@ -182,9 +183,13 @@ async def _dedup_sweep(args: argparse.Namespace) -> int:
                 end="", file=sys.stderr, flush=True,
             )
 
-        stats = await dedup.sweep(batch=args.batch, restart=args.restart, progress=progress)
+        stats = await dedup.sweep(batch=args.batch, restart=args.restart, progress=progress, stop_after=args.stop_after)
     print(file=sys.stderr)
-    print(f"swept {stats.checked:,} identities in {stats.seconds:.0f} s: {stats.merged:,} merged, {stats.queued:,} queued for review")
+    done = "" if stats.finished else " so far (stopped by --stop-after: run again to resume)"
+    print(
+        f"swept {stats.checked:,} identities{done} in {stats.seconds:.0f} s: "
+        f"{stats.merged:,} merged, {stats.queued:,} queued for review"
+    )
     return 0
 
 
@@ -354,8 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     dedup_sub = dedup.add_subparsers(dest="dedup_command", required=True, parser_class=OneLineParser)
     sweep = dedup_sub.add_parser("sweep", help="re-check the whole registry; resumes an interrupted sweep")
     _db(sweep)
-    sweep.add_argument("--batch", type=int, default=1000, help="identities checked per batch (bounds memory)")
+    sweep.add_argument("--batch", type=positive_int, default=1000, help="identities checked per batch (bounds memory)")
     sweep.add_argument("--restart", action="store_true", help="start again from the first identity")
+    sweep.add_argument(
+        "--stop-after", type=positive_int, default=None, metavar="N",
+        help="stop once about N identities are checked (a whole batch at least); the next sweep resumes",
+    )
     sweep.set_defaults(func=_dedup_sweep)
     once = dedup_sub.add_parser("run", help="check now what nodes registered since the last pass (one drain pass)")
     _db(once)

@@ -60,6 +60,17 @@ def region_code(text: str, flag: str = "--region") -> str:
     return text.upper()
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse names the flag in its one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line, not a usage block."""
 

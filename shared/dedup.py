@@ -55,6 +55,7 @@ class DedupStats:
     queued: int = 0
     seconds: float = 0.0
     scored: int = 0  # candidate pairs scored, each once (not kept in dedup_progress)
+    finished: bool = True  # False: a sweep stopped by ``stop_after`` before the end (the next one resumes)
 
     def add(self, other: DedupStats) -> None:
         self.checked += other.checked
@@ -298,6 +299,7 @@ class Dedup:
             checked_here += len(pks)
             if stop_after is not None and checked_here >= stop_after:
                 total.seconds = time.perf_counter() - started
+                total.finished = False
                 return total
         async with self.store.write(self.actor) as tx:
             await tx.conn.execute(

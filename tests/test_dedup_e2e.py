@@ -68,8 +68,10 @@ def test_hub_merges_across_regions_reviews_and_unmerges(cluster: tuple[Hub, Node
     # "Not the same person": remembered, replicated, never raised again.
     status, decided = hub.call("POST", f"/review/{item['id']}/decision", {"decision": "not_same", "reason": "two people"})
     assert status == 200 and decided["status"] == "decided"
+    window = cli("hub", "dedup", "sweep", "--database-url", hub.database_url, "--restart", "--batch", "1", "--stop-after", "1")
+    assert window.stdout.startswith("swept 1 identities so far (stopped by --stop-after"), window.stdout
     swept = cli("hub", "dedup", "sweep", "--database-url", hub.database_url, "--restart")
-    assert "swept" in swept.stdout
+    assert "swept" in swept.stdout and "so far" not in swept.stdout
     assert hub.sql("SELECT count(*) FROM review_item WHERE status = 'open' AND reason = 'hard_conflict'") == [(0,)]
     for node in (dakar, thies, dakar, thies):
         sync_now(node)

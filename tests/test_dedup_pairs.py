@@ -102,8 +102,8 @@ async def test_a_sweep_stopped_early_resumes_where_it_stopped(api: Api) -> None:
     pk = await _register_all(api)
     dedup = Dedup(api.client.app[registry_key], auto_merge=1.01)
     first = await dedup.sweep(batch=2, stop_after=3)  # two slices of two, then it stops
-    assert first.checked == 4
+    assert first.checked == 4 and not first.finished
     rest = await dedup.sweep(batch=2)  # resumes: the three left, and the totals carry on
-    assert rest.checked == len(pk) == 7
+    assert rest.checked == len(pk) == 7 and rest.finished
     again = await dedup.sweep(batch=2)  # finished: a new sweep starts from the beginning
     assert again.checked == 7

@@ -43,6 +43,8 @@ def test_init_creates_the_database_and_commands_fail_in_one_line(tmp_path: Path)
         assert "three letters" in _one_line(cli("hub", "node", "enroll", "--database-url", url, "--name", "n3",
                                                 "--region", "D", "--hub-url", "http://x",
                                                 "--out", str(tmp_path / "p.json"), check=False))
+        assert "--batch: 0 is less than 1" in _one_line(cli("hub", "dedup", "sweep", "--database-url", url,
+                                                            "--batch", "0", check=False))
         assert "no node named" in _one_line(cli("hub", "node", "revoke", "--database-url", url, "ghost", check=False))
         assert "no such file" in _one_line(cli("hub", "sync", "import", "--database-url", url,
                                                str(tmp_path / "none"), check=False)).lower()
