@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .errors import ApiError, SameIdentity
 from .identities.candidates import candidates
 from .identities.fields import Row
-from .identities.lookup import external_ids_of
+from .identities.lookup import external_ids_of, pk_in
 from .matching import MatchResult, Person, person_of
 from .registry import Registry
 from .review.items import is_not_same, open_pair_review
@@ -64,21 +64,12 @@ class DedupStats:
         self.queued += other.queued
 
 
-_CHUNK = 900  # stays under every SQLite's limit of bound parameters
 _DECISIONS_PER_TX = 100  # merges and queued pairs per write transaction (the write lock is held meanwhile)
 
 
-def _chunks(values: Sequence[int]) -> Iterator[Sequence[int]]:
-    for i in range(0, len(values), _CHUNK):
-        yield values[i : i + _CHUNK]
-
-
 async def _active_rows(conn: AsyncConnection, pks: Sequence[int]) -> list[Row]:
-    out: list[Row] = []
-    for chunk in _chunks(sorted(set(pks))):
-        found = await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(chunk), t.identity.c.status == "active"))
-        out.extend(found)
-    return out
+    active = t.identity.c.status == "active"
+    return list(await conn.execute(sa.select(t.identity).where(pk_in(conn, t.identity.c.pk, sorted(set(pks))), active)))
 
 
 async def _best_pairs(
@@ -150,8 +141,7 @@ class Dedup:
             return stats
         partners: dict[int, list[int]] = defaultdict(list)
         for a, b in pairs:
-            if a in people and b in people:
-                partners[a].append(b)
+            partners[a].append(b)
         matcher = self.registry.matcher
         probable = matcher.thresholds.probable
         found_pairs: list[tuple[Row, Row, MatchResult]] = []
@@ -266,25 +256,21 @@ class Dedup:
         checked_here = 0
         while True:
             async with self.store.read() as conn:
-                pks = list(
-                    (
-                        await conn.execute(
-                            sa.select(t.identity.c.pk)
-                            .where(t.identity.c.pk > last_pk, t.identity.c.status == "active")
-                            .order_by(t.identity.c.pk)
-                            .limit(batch)
-                        )
-                    ).scalars()
+                slice_rows = list(
+                    await conn.execute(
+                        sa.select(t.identity)
+                        .where(t.identity.c.pk > last_pk, t.identity.c.status == "active")
+                        .order_by(t.identity.c.pk)
+                        .limit(batch)
+                    )
                 )
-                if not pks:
+                if not slice_rows:
                     break
-                pairs, rows, people = await _best_pairs(
-                    conn, await _active_rows(conn, pks), self.registry.candidate_limit, upward=True
-                )
+                pairs, rows, people = await _best_pairs(conn, slice_rows, self.registry.candidate_limit, upward=True)
             stats = await self._decide(pairs, rows, people)
-            stats.checked = len(pks)
+            stats.checked = len(slice_rows)
             total.add(stats)
-            last_pk = pks[-1]
+            last_pk = slice_rows[-1].pk
             async with self.store.write(self.actor) as tx:
                 await tx.conn.execute(
                     sa.update(t.dedup_progress)
@@ -296,7 +282,7 @@ class Dedup:
                 )
             if progress is not None:
                 progress(total, last_pk)
-            checked_here += len(pks)
+            checked_here += len(slice_rows)
             if stop_after is not None and checked_here >= stop_after:
                 total.seconds = time.perf_counter() - started
                 total.finished = False

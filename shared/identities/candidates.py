@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import functools
 import heapq
-import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..matching import Person, person_of, query_keys
 from ..matching.blocking import BUCKET_CAP
 from ..storage import schema as t
 from .fields import Row
-from .lookup import external_ids_of, pk_in
+from .lookup import external_ids_of, id_list, id_param, pk_in
 
 __all__ = ["candidates", "weight"]
 
@@ -57,12 +55,8 @@ def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]
 
 
 def _keys_of(dialect: str, position: int) -> Any:
-    """The query's keys as a table with one column, ``value``: a JSON array on SQLite, an array on PostgreSQL."""
-    name = f"keys_{position}"
-    if dialect == "postgresql":
-        array = sa.cast(sa.bindparam(name), postgresql.ARRAY(sa.BigInteger))
-        return sa.func.unnest(array).table_valued("value").render_derived()
-    return sa.func.json_each(sa.bindparam(name, type_=sa.String)).table_valued("value")
+    """The query's keys as a table with one column, ``value`` (bound at execution as ``keys_<position>``)."""
+    return id_list(dialect, f"keys_{position}")
 
 
 def _ranked(dialect: str, position: int, limit: int) -> sa.Select[Any]:
@@ -149,7 +143,7 @@ async def candidates(
     keyed = list(keys) if keys is not None else [query_keys(p) for p in people]
     if len(people) == 1 and after is None:
         # One statement: ranked and cut in the database, rows joined (register, match).
-        params = {"keys_0": _param(dialect, keyed[0])}
+        params = {"keys_0": id_param(dialect, keyed[0])}
         for row in await conn.execute(_statement(dialect, 1, limit), params):
             found[0][row.pk] = (row.w, row)
     elif people:
@@ -158,7 +152,7 @@ async def candidates(
         every_key = sorted({k for own in keyed for k in own})
         buckets = {
             key: _pks(holders)
-            for key, holders in await conn.execute(_buckets(dialect), {"keys_0": _param(dialect, every_key)})
+            for key, holders in await conn.execute(_buckets(dialect), {"keys_0": id_param(dialect, every_key)})
         }
         chosen: list[list[tuple[float, int]]] = []
         for i, own in enumerate(keyed):
@@ -191,10 +185,6 @@ async def candidates(
         ordered = sorted(scored.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
         out.append([(row, person_of(row, external.get(pk))) for pk, (_, row) in ordered])
     return out
-
-
-def _param(dialect: str, keys: list[int]) -> Any:
-    return keys if dialect == "postgresql" else json.dumps(keys)
 
 
 async def _sharing_external_ids(conn: AsyncConnection, people: Sequence[Person]) -> dict[int, list[Row]]:

@@ -139,17 +139,29 @@ async def find_whole(conn: AsyncConnection, dialect: Dialect, mpi_id: str) -> Fo
     )
 
 
-def pk_in(conn: AsyncConnection, column: Any, pks: Sequence[int]) -> Any:
-    """``column IN pks`` with the pks as one bound value (an array on PostgreSQL, a JSON array on SQLite).
+def id_param(dialect: str, ids: Sequence[int]) -> Any:
+    """The value to bind for ``id_list``: an array on PostgreSQL, a JSON array on SQLite."""
+    return list(ids) if dialect == "postgresql" else json.dumps(list(ids))
 
-    However many pks, the statement's text is the same: no bound-parameter limit to chunk
-    under, and no new statement for the driver to parse per list length (tens of thousands
-    of pks made psycopg spend longer parsing than the database answering).
+
+def id_list(dialect: str, name: str, ids: Sequence[int] | None = None) -> Any:
+    """A list of integers bound as one parameter ``name``, as a one-column table (``value``).
+
+    However many integers, the statement's text is the same: no bound-parameter limit to
+    chunk under, and no new statement for the driver to parse per list length.  ``ids``
+    binds the value now; without it the caller passes ``id_param(dialect, ids)`` at execution
+    (a statement built once and cached).
     """
-    if conn.dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam("pk_list", list(pks), type_=postgresql.ARRAY(sa.BigInteger)))
-    values = sa.func.json_each(sa.bindparam("pk_list", json.dumps(list(pks)), type_=sa.String)).table_valued("value")
-    return column.in_(sa.select(values.c.value))
+    bound = {} if ids is None else {"value": id_param(dialect, ids)}
+    if dialect == "postgresql":
+        array = sa.cast(sa.bindparam(name, **bound), postgresql.ARRAY(sa.BigInteger))
+        return sa.func.unnest(array).table_valued("value").render_derived()
+    return sa.func.json_each(sa.bindparam(name, type_=sa.String, **bound)).table_valued("value")
+
+
+def pk_in(conn: AsyncConnection, column: Any, pks: Sequence[int]) -> Any:
+    """``column IN pks`` with the pks bound as one value (``id_list``): tens of thousands cost one statement."""
+    return column.in_(sa.select(id_list(conn.dialect.name, "pk_list", pks).c.value))
 
 
 async def external_ids_of(conn: AsyncConnection, pks: Sequence[int]) -> dict[int, dict[str, str]]:
