@@ -100,6 +100,14 @@ async def test_a_search_body_of_thousands_of_words_is_a_400_not_a_5xx(fhir: Fhir
     assert_outcome(status, body, 400)
 
 
+async def test_native_q_takes_at_most_the_word_limit(fhir: Fhir) -> None:
+    """``/mpi/search`` refuses the words FHIR refuses: each is an index probe."""
+    status, body = await fhir.api.get(f"/mpi/search?q={quote(_words(SEARCH_WORDS_MAX + 1))}")
+    assert status == 400 and body["status"] == "validation_error" and body["details"][0]["field"] == "q", body
+    status, body = await fhir.api.get(f"/mpi/search?q={quote(_words(SEARCH_WORDS_MAX))}")
+    assert status == 200 and body["total"] == 0, body
+
+
 @pytest.mark.parametrize(
     "text",
     [_words(SEARCH_WORDS_MAX), _words(SEARCH_WORDS_MAX + 1), "a" * SEARCH_TEXT_MAX, "a" * (SEARCH_TEXT_MAX + 1),
