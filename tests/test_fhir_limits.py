@@ -19,7 +19,13 @@ from test_fhir import DHIS2, MPI, Fhir, _population, _search, assert_outcome, pa
 
 from shared.fhir.outcome import ERROR_CODE_SYSTEM
 from shared.fhir.resources import Systems, patient
-from shared.schemas import SEARCH_LIMIT_MAX, SEARCH_OFFSET_MAX, SEARCH_REPEAT_MAX, SEARCH_TEXT_MAX, SEARCH_WORDS_MAX
+from shared.schemas import (
+    SEARCH_LIMIT_MAX,
+    SEARCH_OFFSET_MAX,
+    SEARCH_REPEAT_MAX,
+    SEARCH_TEXT_MAX,
+    SEARCH_WORDS_MAX,
+)
 from shared.settings import Settings
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -25,7 +25,13 @@ from typing import Any
 from ..errors import BadRequest
 from ..identities.search import MPI_ID, Criteria, DateRange
 from ..matching import name_tokens
-from ..schemas import SEARCH_LIMIT_MAX, SEARCH_OFFSET_MAX, SEARCH_REPEAT_MAX, SEARCH_TEXT_MAX, SEARCH_WORDS_MAX
+from ..schemas import (
+    SEARCH_LIMIT_MAX,
+    SEARCH_OFFSET_MAX,
+    SEARCH_REPEAT_MAX,
+    SEARCH_TEXT_MAX,
+    SEARCH_WORDS_MAX,
+)
 from .resources import GENDER_IN, Systems, check_text
 
 __all__ = ["SEARCH_PARAMS", "Criteria", "DateRange", "parse_search"]
