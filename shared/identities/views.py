@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..storage import schema as t
 from .fields import DEMOGRAPHIC, Found, Row, api_time, clocks_of, iso, wire_value
-from .lookup import MERGE_CHAIN_LIMIT, external_ids_of, pk_in, row_by_pk
+from .lookup import MERGE_CHAIN_LIMIT, pk_in, row_by_pk
 
 __all__ = ["replaces_of", "snapshot", "view", "views_of"]
 
@@ -44,17 +44,28 @@ def view(found: Found) -> dict[str, Any]:
 
 
 async def views_of(conn: AsyncConnection, rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """``view`` of each of these identity rows (as stored: merges not followed), in two queries."""
+    """``view`` of each of these identity rows (as stored: merges not followed), in one query.
+
+    One UNION ALL reads the rows' external ids and programmes (``lookup.pk_in``: the pks
+    bound as one value, however many).
+    """
     if not rows:
         return []
     pks = [r.pk for r in rows]
-    external = await external_ids_of(conn, pks)
-    p = t.programme
+    x, p = t.external_id, t.programme
+    both = sa.union_all(
+        sa.select(sa.literal("x"), x.c.identity_pk, x.c.system, x.c.value).where(pk_in(conn, x.c.identity_pk, pks)),
+        sa.select(sa.literal("p"), p.c.identity_pk, p.c.programme_type, p.c.linked_at).where(
+            pk_in(conn, p.c.identity_pk, pks)
+        ),
+    )
+    external: dict[int, dict[str, str]] = {pk: {} for pk in pks}
     programmes: dict[int, list[tuple[str, str]]] = {pk: [] for pk in pks}
-    for pk, kind, at in await conn.execute(
-        sa.select(p.c.identity_pk, p.c.programme_type, p.c.linked_at).where(pk_in(conn, p.c.identity_pk, pks))
-    ):
-        programmes[pk].append((kind, at))
+    for kind, pk, a, b in await conn.execute(both):
+        if kind == "x":
+            external[pk][a] = b
+        else:
+            programmes[pk].append((a, b))
     return [
         view(Found(r, r.mpi_id, sorted(programmes[r.pk], key=lambda e: (e[1], e[0])), external[r.pk]))
         for r in rows
