@@ -135,6 +135,5 @@ class FhirService:
         return Record(view(found))
 
     async def _records(self, conn: AsyncConnection, rows: list[Any]) -> list[Record]:
-        views = await views_of(conn, rows)
-        replaces = await replaces_of(conn, [v["mpi_id"] for v in views])
+        views, replaces = await views_of(conn, rows)
         return [Record(v, tuple(replaces.get(v["mpi_id"], []))) for v in views]

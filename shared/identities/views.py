@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..storage import schema as t
 from .fields import DEMOGRAPHIC, Found, Row, api_time, clocks_of, iso, wire_value
-from .lookup import MERGE_CHAIN_LIMIT, pk_in, row_by_pk
+from .lookup import MERGE_CHAIN_LIMIT, row_by_pk
 
 __all__ = ["replaces_of", "snapshot", "view", "views_of"]
 
@@ -43,33 +43,44 @@ def view(found: Found) -> dict[str, Any]:
     return body
 
 
-async def views_of(conn: AsyncConnection, rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """``view`` of each of these identity rows (as stored: merges not followed), in one query.
+async def views_of(conn: AsyncConnection, rows: Sequence[Row]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """``view`` of each of these identity rows (as stored: merges not followed), and ``replaces_of`` them.
 
-    One UNION ALL reads the rows' external ids and programmes (``lookup.pk_in``: the pks
-    bound as one value, however many).
+    One UNION ALL reads the rows' external ids, programmes and merge links; only identities
+    with merge links (rare) cost the queries of ``replaces_of`` more.
     """
     if not rows:
-        return []
+        return [], {}
     pks = [r.pk for r in rows]
-    x, p = t.external_id, t.programme
-    both = sa.union_all(
-        sa.select(sa.literal("x"), x.c.identity_pk, x.c.system, x.c.value).where(pk_in(conn, x.c.identity_pk, pks)),
-        sa.select(sa.literal("p"), p.c.identity_pk, p.c.programme_type, p.c.linked_at).where(
-            pk_in(conn, p.c.identity_pk, pks)
+    mpi_ids = [r.mpi_id for r in rows]
+    x, p, ml = t.external_id, t.programme, t.merge_link
+    text = sa.String(40)
+    extras = sa.union_all(
+        sa.select(sa.literal("x"), sa.cast(x.c.identity_pk, text), x.c.system, x.c.value).where(
+            x.c.identity_pk.in_(pks)
+        ),
+        sa.select(sa.literal("p"), sa.cast(p.c.identity_pk, text), p.c.programme_type, p.c.linked_at).where(
+            p.c.identity_pk.in_(pks)
+        ),
+        sa.select(sa.literal("m"), ml.c.source, ml.c.target, ml.c.target).where(
+            sa.or_(ml.c.source.in_(mpi_ids), ml.c.target.in_(mpi_ids))
         ),
     )
     external: dict[int, dict[str, str]] = {pk: {} for pk in pks}
     programmes: dict[int, list[tuple[str, str]]] = {pk: [] for pk in pks}
-    for kind, pk, a, b in await conn.execute(both):
+    linked = False
+    for kind, key, a, b in await conn.execute(extras):
         if kind == "x":
-            external[pk][a] = b
+            external[int(key)][a] = b
+        elif kind == "p":
+            programmes[int(key)].append((a, b))
         else:
-            programmes[pk].append((a, b))
-    return [
+            linked = True
+    views = [
         view(Found(r, r.mpi_id, sorted(programmes[r.pk], key=lambda e: (e[1], e[0])), external[r.pk]))
         for r in rows
     ]
+    return views, (await replaces_of(conn, mpi_ids) if linked else {})
 
 
 async def replaces_of(conn: AsyncConnection, mpi_ids: Sequence[str]) -> dict[str, list[str]]:
