@@ -114,6 +114,13 @@ async def test_native_q_takes_at_most_the_word_limit(fhir: Fhir) -> None:
     assert status == 200 and body["total"] == 0, body
 
 
+async def test_a_search_form_that_is_not_utf8_is_a_400(fhir: Fhir) -> None:
+    for form in (b"name=%FF%FE", b"name=\xff"):
+        status, body, _ = await fhir.call("POST", "/fhir/Patient/_search", data=form, headers=FORM)
+        assert_outcome(status, body, 400)
+        assert _code(body) == "invalid_search"
+
+
 @pytest.mark.parametrize(
     "text",
     [_words(SEARCH_WORDS_MAX), _words(SEARCH_WORDS_MAX + 1), "a" * SEARCH_TEXT_MAX, "a" * (SEARCH_TEXT_MAX + 1),
