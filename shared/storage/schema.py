@@ -28,6 +28,7 @@ __all__ = [
     "not_same",
     "node_meta",
     "programme",
+    "related_person",
     "review_item",
     "sync_batch",
     "sync_feed",
@@ -56,6 +57,10 @@ identity = sa.Table(
     sa.Column("region_code", sa.String(3), nullable=False),
     sa.Column("country_code", sa.String(2), nullable=False),
     sa.Column("phone_number", sa.String(20), nullable=True),
+    # Migration 80: the birth date is an estimate (from an age, or said so); the caregivers,
+    # JSON ``[{"mpi_id", "relationship"}]`` sorted (one register for sync, like every field).
+    sa.Column("date_of_birth_estimated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("related_persons", sa.Text, nullable=True),
     sa.Column("status", sa.String(10), nullable=False, server_default="active"),
     sa.Column("merged_into", sa.String(18), nullable=True),
     sa.Column("merged_at", sa.String(24), nullable=True),
@@ -66,6 +71,17 @@ identity = sa.Table(
     sa.Index("ix_identity_region_dob", "region_code", "date_of_birth"),
     sa.Index("ix_identity_dob", "date_of_birth"),
     sa.Index("ix_identity_merged_into", "merged_into"),
+)
+
+# Migration 80: who links to whom (``identity.related_persons`` of every replica's row, merged
+# or not), for ``GET /mpi/search?related_to=``; written with the field, by ``identities.family``.
+related_person = sa.Table(
+    "related_person",
+    metadata,
+    sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey("identity.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Column("related_mpi_id", sa.String(18), primary_key=True),
+    sa.Column("relationship", sa.String(12), primary_key=True),
+    sa.Index("ix_related_person_related", "related_mpi_id"),
 )
 
 name_token = sa.Table(
