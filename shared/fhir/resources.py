@@ -282,6 +282,27 @@ def demographics(resource: Any, systems: Systems, *, strict_identifiers: bool = 
             raise Unprocessable("this registry holds whole birth dates only (YYYY-MM-DD)",
                                 issues=[{"message": "partial birth date", "expression": "Patient.birthDate"}])
         fields["date_of_birth"] = birth
+        # The estimate flag rides on the element; a PUT that keeps it keeps the estimate.
+        birth_ext = resource.get("_birthDate")
+        marks = birth_ext.get("extension", []) if isinstance(birth_ext, dict) else []
+        fields["date_of_birth_estimated"] = any(
+            isinstance(e, dict) and e.get("url") == BIRTH_DATE_ESTIMATED_EXTENSION and e.get("valueBoolean") is True
+            for e in marks if isinstance(marks, list)
+        )
+
+    related = []
+    for e in _list(resource, "extension"):
+        if e.get("url") != RELATED_PERSON_EXTENSION:
+            continue
+        parts = {x.get("url"): x for x in e.get("extension", []) if isinstance(x, dict)}
+        reference = (parts.get("patient") or {}).get("valueReference") or {}
+        target = reference.get("reference") if isinstance(reference, dict) else None
+        code = (parts.get("relationship") or {}).get("valueCode")
+        if not isinstance(target, str) or not target.startswith("Patient/") or not isinstance(code, str):
+            raise _malformed("needs a relationship code and a Patient reference", "Patient.extension")
+        related.append({"mpi_id": target.removeprefix("Patient/"), "relationship": code})
+    if related:
+        fields["related_persons"] = related
 
     telecoms = [t for t in _list(resource, "telecom") if t.get("system") == "phone"]
     if telecoms:
