@@ -21,11 +21,13 @@ __all__ = [
     "MOTHER_DIFFERENT_BITS",
     "MOTHER_SAME_BITS",
     "RELATIONSHIPS",
+    "SAME_CHILD_BITS",
     "birth_date_tolerance_days",
     "estimated_birth_date",
     "estimated_dob_agreement",
     "mother_agreement",
     "mother_of",
+    "same_child_bits",
     "twins",
 ]
 
@@ -37,6 +39,10 @@ RELATIONSHIPS = ("mother", "father", "guardian", "caregiver")
 # mothers: a clerk links the wrong woman rarely (m ~ 0.02, u ~ 1).
 MOTHER_SAME_BITS = 6.0
 MOTHER_DIFFERENT_BITS = -6.0
+# One mother, a birth date within its tolerance, the same given name (or none yet) and no
+# sex against: a sibling would be born further apart, a twin has another name or sex. The
+# comparisons are not independent here, so this joint evidence is added once, on top.
+SAME_CHILD_BITS = 10.0
 
 
 def _months_before(day: datetime.date, months: int) -> datetime.date:
@@ -132,6 +138,11 @@ def twins(
         and a_dob == b_dob
         and (sexes_differ or given_names_differ)
     )
+
+
+def same_child_bits(same_mother: bool | None, dates_close: bool, given_names_close: bool, sexes_differ: bool) -> float:
+    """The joint evidence of one child: the same mother, a close date, a close given name, no sex against."""
+    return SAME_CHILD_BITS if same_mother is True and dates_close and given_names_close and not sexes_differ else 0.0
 
 
 def _links(related: Any) -> Iterable[tuple[str, str]]:

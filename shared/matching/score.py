@@ -49,6 +49,7 @@ from shared.matching.family import (
     MOTHER_SAME_BITS,
     estimated_dob_agreement,
     mother_agreement,
+    same_child_bits,
     twins,
 )
 from shared.matching.frequencies import NameFrequencies
@@ -84,6 +85,8 @@ N_EXACT, N_PHONETIC, N_FUZZY_HIGH, N_PARTIAL, N_FUZZY_LOW, N_ELSE = range(6)
 
 # An estimated date against another date (``family.estimated_dob_agreement``): never exact.
 _ESTIMATED_LEVEL = {"close": D_SAME_MONTH, "within": D_YEAR_ONLY, "near": D_NEAR_YEAR, "far": D_ELSE}
+# Dates a child's two records may carry: the same, a slip, or estimates within their tolerance.
+_CLOSE_DATE_LEVELS = frozenset((D_EXACT, D_SWAP, D_PLACEHOLDER_SAME, D_SAME_MONTH, D_YEAR_ONLY))
 _SAME_YEAR_LEVELS = frozenset((D_EXACT, D_SWAP, D_SAME_MONTH, D_PLACEHOLDER_SAME, D_YEAR_ONLY, D_SAME_YEAR))
 # Region and birth-year frequencies refine weaker evidence than names do: a tighter bound.
 _TF_CAP_CONTEXT = 2.0
@@ -513,6 +516,12 @@ class Matcher:
             total += MOTHER_SAME_BITS if same_mother else MOTHER_DIFFERENT_BITS
             if same_mother:
                 fields.append("mother")
+                total += same_child_bits(
+                    same_mother,
+                    ld in _CLOSE_DATE_LEVELS,
+                    not swapped and (lf is None or lf <= N_FUZZY_HIGH),
+                    lg == 1,
+                )
 
         conflict: str | None = None
         if a.dhis2 and b.dhis2 and a.dhis2 != b.dhis2:
