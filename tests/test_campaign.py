@@ -257,3 +257,38 @@ async def test_fhir_patient_carries_the_estimate_and_the_links(api: Api) -> None
     ]
     status, body = await _fhir(api, mother)
     assert "_birthDate" not in body and "extension" not in body
+
+
+async def test_a_fhir_client_writes_the_estimate_and_the_links_back(api: Api) -> None:
+    mother = await _mother(api)
+    resource = {
+        "resourceType": "Patient",
+        "name": [{"family": "Diop", "given": ["Ibou"]}],
+        "gender": "male",
+        "birthDate": "2025-02-01",
+        "_birthDate": {"extension": [{"url": BIRTH_DATE_ESTIMATED_EXTENSION, "valueBoolean": True}]},
+        "address": [{"state": "DKR", "country": "SN"}],
+        "extension": [{"url": RELATED_PERSON_EXTENSION, "extension": [
+            {"url": "relationship", "valueCode": "mother"},
+            {"url": "patient", "valueReference": {"reference": f"Patient/{mother}"}},
+        ]}],
+    }
+    headers = {**api._headers("registrar"), "Content-Type": "application/fhir+json"}
+    async with api.client.post("/fhir/Patient", data=json.dumps(resource), headers=headers) as r:
+        assert r.status == 201, await r.text()
+        created = json.loads(await r.read())
+    status, body = await api.get(f"/mpi/{created['id']}")
+    assert body["date_of_birth_estimated"] is True and body["related_persons"] == _mother_of(mother)
+    # A PUT of what was read keeps both; one without the extension on birthDate clears the flag.
+    async with api.client.put(f"/fhir/Patient/{created['id']}", data=json.dumps(created), headers=headers) as r:
+        assert r.status == 200, await r.text()
+    status, body = await api.get(f"/mpi/{created['id']}")
+    assert body["date_of_birth_estimated"] is True and body["related_persons"] == _mother_of(mother)
+    plain = {k: v for k, v in created.items() if k != "_birthDate"}
+    async with api.client.put(f"/fhir/Patient/{created['id']}", data=json.dumps(plain), headers=headers) as r:
+        assert r.status == 200, await r.text()
+    status, body = await api.get(f"/mpi/{created['id']}")
+    assert body["date_of_birth_estimated"] is False
+    bad = {**resource, "extension": [{"url": RELATED_PERSON_EXTENSION, "extension": [{"url": "relationship", "valueCode": "mother"}]}]}
+    async with api.client.post("/fhir/Patient", data=json.dumps(bad), headers=headers) as r:
+        assert r.status == 400, await r.text()
