@@ -15,6 +15,8 @@ from fhir.resources.R4B.patient import Patient
 
 from shared import ids
 from shared.fhir.resources import BIRTH_DATE_ESTIMATED_EXTENSION, RELATED_PERSON_EXTENSION
+from shared.identities.candidates import candidates
+from shared.matching import Person
 from shared.matching.family import estimated_birth_date
 
 DKR = {"region_code": "DKR", "country_code": "SN"}
@@ -292,3 +294,14 @@ async def test_a_fhir_client_writes_the_estimate_and_the_links_back(api: Api) ->
     bad = {**resource, "extension": [{"url": RELATED_PERSON_EXTENSION, "extension": [{"url": "relationship", "valueCode": "mother"}]}]}
     async with api.client.post("/fhir/Patient", data=json.dumps(bad), headers=headers) as r:
         assert r.status == 400, await r.text()
+
+
+async def test_stored_candidates_carry_the_mother_and_the_flag_for_every_scorer(api: Api) -> None:
+    """What register, match, import and the hub's dedup score: the candidates as stored, links and all."""
+    mother = await _mother(api)
+    child = await api.register(first_name="Ibou", last_name="Diop", gender="M", age_months=14, related_persons=_mother_of(mother))
+    query = Person(first_name="Ibou", last_name="Diop", date_of_birth=estimated_birth_date(dt.date.today(), age_months=14))
+    async with api.store.read() as conn:
+        (found,) = await candidates(conn, [query], 30)
+    (person,) = [p for row, p in found if row.mpi_id == child]
+    assert person.mother_mpi_id == mother and person.date_of_birth_estimated is True

@@ -96,5 +96,22 @@ def test_a_campaign_day_at_a_node_reaches_the_hub(hub: Hub, tmp_path: Path) -> N
         }
         status, wards = node.call("GET", f"/mpi/search?related_to={other}")
         assert {i["mpi_id"] for i in wards["items"]} == {child, namesake}
+
+        # A record of the boy made without his mother, merged into by the linked one at the node:
+        # the canonical record has the links at the hub too, and the mother's children follow.
+        status, body = _register(node, first_name="Mousa", last_name="Diop", gender="M", date_of_birth="2024-06-11",
+                                 force_create=True)
+        assert status == 201, body
+        plain = body["mpi_id"]
+        status, body = node.call("POST", "/mpi/merge", {"source_mpi_id": child, "target_mpi_id": plain,
+                                                        "reason": "same boy", "keep_target": False})
+        assert status == 200, body
+        node.sync()
+        status, at_hub = hub.call("GET", f"/mpi/{plain}")
+        assert {(x["mpi_id"], x["relationship"]) for x in at_hub["related_persons"]} == {
+            (mother, "mother"), (other, "guardian")
+        }
+        status, kids = hub.call("GET", f"/mpi/search?related_to={mother}")
+        assert {i["mpi_id"] for i in kids["items"]} == {plain, twin}
     finally:
         node.stop()
