@@ -18,7 +18,7 @@ import pycountry
 import sqlalchemy as sa
 
 from .auth import ROLES, Auth, expiry
-from .matching import Matcher, NameFrequencies, Thresholds
+from .matching import LearnedMatcher, NameFrequencies, Thresholds
 from .redact import exception_text
 from .registry import Registry
 from .settings import Settings, SettingsError
@@ -161,7 +161,7 @@ def _print_tokens(tokens: list[dict[str, Any]], *, as_json: bool) -> None:
 def registry_for(store: Store, settings: Settings) -> Registry:
     """A registry over an open store, for commands that write without serving (sync, enrolment)."""
     frequencies = NameFrequencies()
-    matcher = Matcher(
+    matcher = LearnedMatcher(
         frequencies=frequencies,
         thresholds=Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
     )
