@@ -102,6 +102,9 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
     for name in scorers:
         registry.matcher = SCORERS[name](frequencies=frequencies)
         out.append({"scorer": name, "size": size, "load_s": round(load_s, 1)} | await _probe(registry, probes, mpi_of))
+    if not import_rows_n:
+        await store.close()
+        return out
     # Bulk import of new people into the loaded node, through the mpi-node import code path.
     registry.matcher = matcher
     csv_path = data / "import.csv"
@@ -220,7 +223,7 @@ def report(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['scorer']} | {r['size']:,} | {r['caught_409']} | {r['top1']} | {r['precision_409']} | {r['lookalikes_blocked']} "
             f"| {r['in_match_results']} | {r['listed_possible']} | {r['blocking_recall']} | {r['query_ms']['p50']}/{r['query_ms']['p95']} "
-            f"| {r['candidates_mean']}/{r['candidates_max']} | {r['import_per_s']} |"
+            f"| {r['candidates_mean']}/{r['candidates_max']} | {r.get('import_per_s')} |"
         )
     for r in results:
         lines += ["", f"Calibration of {r['scorer']} at {r['size']:,} (score bucket: pairs, observed share of true matches)", ""]

@@ -198,7 +198,13 @@ async def _health(request: web.Request) -> web.Response:
     """GET /health: 200 when the database answers (and what the role adds), else 503."""
     app = request.app
     store = app[store_key]
-    body: dict[str, Any] = {"status": "ok", "role": app[role_key], "node_id": store.node_id}
+    matcher = app[registry_key].matcher
+    body: dict[str, Any] = {
+        "status": "ok",
+        "role": app[role_key],
+        "node_id": store.node_id,
+        "matcher": getattr(matcher, "version", "fellegi-sunter"),  # the model version that scores here
+    }
     try:
         async with asyncio.timeout(_HEALTH_SECONDS):
             async with store.read() as conn:
