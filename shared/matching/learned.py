@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -57,6 +57,15 @@ class LearnedModel:
     calib_x: NDArray[np.float64]  # isotonic calibration: raw log odds -> probability
     calib_y: NDArray[np.float64]
     meta: dict[str, Any]
+    # set in __post_init__
+    _f_feature: NDArray[np.int64] = field(init=False, repr=False)
+    _f_threshold: NDArray[np.float64] = field(init=False, repr=False)
+    _f_left: NDArray[np.int64] = field(init=False, repr=False)
+    _f_right: NDArray[np.int64] = field(init=False, repr=False)
+    _f_missing_left: NDArray[np.bool_] = field(init=False, repr=False)
+    _f_value: NDArray[np.float64] = field(init=False, repr=False)
+    _f_mean: NDArray[np.float64] = field(init=False, repr=False)
+    _f_roots: NDArray[np.int64] = field(init=False, repr=False)
 
     @classmethod
     def load(cls, path: Path | Any) -> LearnedModel:
@@ -84,6 +93,25 @@ class LearnedModel:
                 meta=json.loads(str(z["meta"])),
             )
 
+    def __post_init__(self) -> None:
+        # Flat node arrays (index = tree * nodes + node), leaves looping onto themselves, so
+        # a walk is a fixed number of 1-D gathers with no test for "arrived".
+        trees, size = self.feature.shape
+        base = (np.arange(trees) * size)[:, None]
+        own = base + np.arange(size)[None, :]
+        flat = {
+            "_f_feature": self.feature.ravel(),
+            "_f_threshold": np.where(self.leaf, np.inf, self.threshold).ravel(),
+            "_f_left": np.where(self.leaf, own, base + self.left).ravel(),
+            "_f_right": np.where(self.leaf, own, base + self.right).ravel(),
+            "_f_missing_left": (self.missing_left | self.leaf).ravel(),
+            "_f_value": self.value.ravel(),
+            "_f_mean": self.mean.ravel(),
+            "_f_roots": base.ravel(),
+        }
+        for name, array in flat.items():
+            object.__setattr__(self, name, array)
+
     def raw(
         self, x: NDArray[np.float64], explain: bool = False
     ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
@@ -92,26 +120,23 @@ class LearnedModel:
         Every row walks every tree at once: one gather per level, ``depth`` levels.
         A split sends ``x <= threshold`` left and a missing value where training sent it.
         """
-        n, trees = x.shape[0], self.feature.shape[0]
-        node = np.zeros((n, trees), dtype=np.int64)
-        t = np.arange(trees)[None, :]
-        rows = np.arange(n)[:, None]
-        contrib = np.zeros((n, len(self.feature_names))) if explain else None
+        n, width = x.shape
+        flat_x = np.ascontiguousarray(x).ravel()
+        offsets = (np.arange(n) * width)[:, None]
+        node = np.broadcast_to(self._f_roots[None, :], (n, len(self._f_roots)))
+        contrib = np.zeros(n * width) if explain else None
         for _ in range(self.depth):
-            is_leaf = self.leaf[t, node]
-            if is_leaf.all():
-                break
-            feat = self.feature[t, node]
-            v = x[rows, feat]
-            go_left = np.where(np.isnan(v), self.missing_left[t, node], v <= self.threshold[t, node])
-            nxt = np.where(go_left, self.left[t, node], self.right[t, node])
-            nxt = np.where(is_leaf, node, nxt)
+            feat = self._f_feature[node]
+            v = flat_x[offsets + feat]
+            go_left = (v <= self._f_threshold[node]) | (np.isnan(v) & self._f_missing_left[node])
+            nxt = np.where(go_left, self._f_left[node], self._f_right[node])
             if contrib is not None:
-                delta = np.where(is_leaf, 0.0, self.mean[t, nxt] - self.mean[t, node])
-                np.add.at(contrib, (np.broadcast_to(rows, feat.shape), feat), delta)
+                # a leaf loops onto itself: its delta is 0
+                delta = self._f_mean[nxt] - self._f_mean[node]
+                contrib += np.bincount((offsets + feat).ravel(), weights=delta.ravel(), minlength=n * width)
             node = nxt
-        out = self.baseline + self.value[t, node].sum(axis=1)
-        return out, contrib
+        out = self.baseline + self._f_value[node].sum(axis=1)
+        return out, None if contrib is None else contrib.reshape(n, width)
 
     def probability(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         """Calibrated probability of raw log odds (monotone, piecewise linear between knots)."""
@@ -143,14 +168,17 @@ class LearnedMatcher(Matcher):
         super().__init__(params, frequencies, thresholds)
         self.model = model if model is not None else default_model()
 
+
     @property
     def version(self) -> str:
         return self.model.version
 
     def score_set(self, query: Person, people: Sequence[Person]) -> list[MatchResult]:
         """One result per person, in order, each with the features that carried it."""
-        scores, raw, described, x = self._scores(query, people)
-        return [self._result(i, scores, described, x) for i in range(len(people))]
+        if not people:
+            return []
+        scores, _, described, x = self._scores(query, people)
+        return self._results(range(len(people)), scores, described, x)
 
     def _scores(
         self, query: Person, people: Sequence[Person]
@@ -169,34 +197,55 @@ class LearnedMatcher(Matcher):
         x = features(query, people, self.frequencies, fs)
         raw, _ = self.model.raw(x)
         scores = self.model.probability(raw)
-        # A hard conflict keeps the score below certain, as with the Fellegi-Sunter scorer.
-        capped = np.array([c is not None for _, c in described], dtype=bool)
+        # A hard conflict keeps the score below certain, as with the Fellegi-Sunter scorer,
+        # except "twin" (same family name and birth date, another first name): the trees
+        # were trained on twins and weigh that themselves (none of 345 held-out twins
+        # reached certain without the cap, while 0.7% of duplicates did), so it stays a
+        # hint for the reviewer on results under certain and is dropped above.
+        capped = np.array([c is not None and c != "twin" for _, c in described], dtype=bool)
         scores = np.where(capped & (scores > self._cap), self._cap, scores).round(4)
+        described = [
+            (fields, None if c == "twin" and scores[i] >= self.thresholds.certain else c)
+            for i, (fields, c) in enumerate(described)
+        ]
         return scores, raw, described, x
 
-    def _result(
-        self, i: int, scores: NDArray[np.float64], described: list[tuple[list[str], str | None]], x: NDArray[np.float64]
-    ) -> MatchResult:
-        """The result of row ``i``; its contributions computed here, for the rows a caller keeps."""
-        _, contrib = self.model.raw(x[i : i + 1], explain=True)
-        assert contrib is not None
-        row = contrib[0]
-        names = self.model.feature_names
-        top = np.argsort(-np.abs(row))[:_TOP]
-        carried = tuple((names[j], round(float(row[j]), 2)) for j in top if row[j] != 0.0)
-        score = float(scores[i])
+    def _results(
+        self,
+        rows: Sequence[int],
+        scores: NDArray[np.float64],
+        described: list[tuple[list[str], str | None]],
+        x: NDArray[np.float64],
+    ) -> list[MatchResult]:
+        """The results of ``rows``; the contributions computed here, for the rows a caller keeps
+        that score at least ``possible`` (the ones a review item or a person may look at)."""
         t = self.thresholds
-        band = (
-            "certain"
-            if score >= t.certain
-            else "probable"
-            if score >= t.probable
-            else "possible"
-            if score >= t.possible
-            else None
-        )
-        fields, conflict = described[i]
-        return MatchResult(score=score, matched_fields=fields, band=band, hard_conflict=conflict, features=carried)
+        shown = [i for i in rows if scores[i] >= t.possible]
+        contrib = self.model.raw(x[shown], explain=True)[1] if shown else None
+        at = {i: k for k, i in enumerate(shown)}
+        names = self.model.feature_names
+        out = []
+        for i in rows:
+            carried: tuple[tuple[str, float], ...] = ()
+            if contrib is not None and i in at:
+                row = contrib[at[i]]
+                top = np.argsort(-np.abs(row))[:_TOP]
+                carried = tuple((names[j], round(float(row[j]), 2)) for j in top if row[j] != 0.0)
+            score = float(scores[i])
+            band = (
+                "certain"
+                if score >= t.certain
+                else "probable"
+                if score >= t.probable
+                else "possible"
+                if score >= t.possible
+                else None
+            )
+            fields, conflict = described[i]
+            out.append(
+                MatchResult(score=score, matched_fields=fields, band=band, hard_conflict=conflict, features=carried)
+            )
+        return out
 
     def compare(self, query: Person, candidate: Person) -> MatchResult:
         return self.score_set(query, [candidate])[0]
@@ -216,4 +265,5 @@ class LearnedMatcher(Matcher):
         # Calibration is flat in places (isotonic): among equal scores the raw log odds order
         # the candidates, then the caller's order (most shared keys first; the sort is stable).
         order = sorted((i for i in range(len(listed)) if scores[i] >= floor), key=lambda i: (-scores[i], -raw[i]))
-        return [(listed[i][0], self._result(i, scores, described, x)) for i in order[:limit]]
+        kept = order[:limit]
+        return [(listed[i][0], r) for i, r in zip(kept, self._results(kept, scores, described, x), strict=True)]
