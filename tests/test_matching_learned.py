@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.matching import FEATURES, LearnedMatcher, LearnedModel, Matcher, NameFrequencies, Person, default_model
+from shared.matching import (
+    FEATURES,
+    LearnedMatcher,
+    LearnedModel,
+    Matcher,
+    NameFrequencies,
+    Person,
+    default_model,
+)
 from shared.matching.learned import MODEL_FILE
 
 D = dt.date
