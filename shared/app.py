@@ -25,7 +25,7 @@ from .errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests, Unaut
 from .fhir import FHIR_ROUTES, fhir_errors, fhir_openapi_paths
 from .keys import auth_key, cards_key, registry_key, settings_key, store_key
 from .logs import configure_logging
-from .matching import LearnedMatcher, NameFrequencies, Thresholds
+from .matching import NameFrequencies, Thresholds, matcher_of
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
 from .redact import exception_text
@@ -248,9 +248,10 @@ def build_app(
     # fhir_errors renders errors under /fhir as OperationOutcome (auth's included); it stands aside elsewhere.
     app = web.Application(middlewares=[_logging, _errors, fhir_errors, _body, _auth, _plain_text], client_max_size=settings.max_body_bytes)
     frequencies = NameFrequencies()
-    matcher = LearnedMatcher(
-        frequencies=frequencies,
-        thresholds=Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
+    matcher = matcher_of(
+        settings.matcher,
+        frequencies,
+        Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
     )
     registry = Registry(store, matcher, frequencies, settings.candidate_limit)
     app[settings_key] = settings

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from tqdm import tqdm
 
 from .errors import ApiError, BadRequest
-from .matching import LearnedMatcher, NameFrequencies, Thresholds, evidence_detail
+from .matching import NameFrequencies, Thresholds, evidence_detail, matcher_of
 from .registration import register_batch
 from .registry import Registry
 from .schemas import RegisterIn, decode_json, parse_body
@@ -226,9 +226,10 @@ async def import_file(store: Store, settings: Settings, path: Path, *, report: s
     if not path.is_file():
         raise ImportError_(f"{path}: no such file")
     frequencies = NameFrequencies()
-    matcher = LearnedMatcher(
-        frequencies=frequencies,
-        thresholds=Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
+    matcher = matcher_of(
+        settings.matcher,
+        frequencies,
+        Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
     )
     registry = Registry(store, matcher, frequencies, settings.candidate_limit)
     await store.open()

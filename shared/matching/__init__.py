@@ -21,7 +21,7 @@ from shared.matching.blocking import index_keys, query_keys
 from shared.matching.em import estimate
 from shared.matching.features import FEATURES, features
 from shared.matching.frequencies import NameFrequencies
-from shared.matching.learned import LearnedMatcher, LearnedModel, default_model
+from shared.matching.learned import LearnedMatcher, LearnedModel, default_model, matcher_of
 from shared.matching.model import MatchParams, Person, default_params, person_of
 from shared.matching.normalize import name_tokens, normalize_name
 from shared.matching.phonetic import phonetic_key
@@ -42,6 +42,7 @@ __all__ = [
     "estimate",
     "evidence_detail",
     "features",
+    "matcher_of",
     "index_keys",
     "name_tokens",
     "normalize_name",

@@ -31,7 +31,7 @@ from shared.matching.frequencies import NameFrequencies
 from shared.matching.model import MatchParams, Person
 from shared.matching.score import Matcher, MatchResult, Thresholds, _features
 
-__all__ = ["MODEL_FILE", "LearnedMatcher", "LearnedModel", "default_model"]
+__all__ = ["MODEL_FILE", "LearnedMatcher", "LearnedModel", "default_model", "matcher_of"]
 
 K = TypeVar("K")
 MODEL_FILE = "matcher_model.npz"
@@ -267,3 +267,12 @@ class LearnedMatcher(Matcher):
         order = sorted((i for i in range(len(listed)) if scores[i] >= floor), key=lambda i: (-scores[i], -raw[i]))
         kept = order[:limit]
         return [(listed[i][0], r) for i, r in zip(kept, self._results(kept, scores, described, x), strict=True)]
+
+
+def matcher_of(kind: str, frequencies: NameFrequencies, thresholds: Thresholds = Thresholds()) -> Matcher:
+    """The scorer a server uses (``MPI_MATCHER``): "learned" (default) or "fellegi_sunter"."""
+    if kind == "fellegi_sunter":
+        return Matcher(frequencies=frequencies, thresholds=thresholds)
+    if kind != "learned":
+        raise ValueError(f"unknown matcher {kind!r}")
+    return LearnedMatcher(frequencies=frequencies, thresholds=thresholds)
