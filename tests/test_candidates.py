@@ -121,6 +121,11 @@ async def test_a_probable_registration_answers_201_probable_and_is_queued(api: A
     items = await _review_items(api)
     assert [sorted(i["mpi_ids"]) for i in items] == [sorted([first, created["mpi_id"]])]
     assert items[0]["reason"] == "register_probable"
+    # the review item says which features carried the score (the learned matcher's contributions)
+    from shared.matching import FEATURES
+
+    carried = items[0]["detail"]["features"]
+    assert carried and all(c["feature"] in FEATURES and isinstance(c["log_odds"], float) for c in carried)
     status, other = await api.post(
         "/mpi/register", {**body, "first_name": "Moussa", "last_name": "Traore", "gender": "M"}
     )

@@ -136,3 +136,15 @@ def test_rank_orders_a_set_and_keeps_the_fs_vocabulary() -> None:
     fs = Matcher(frequencies=freq).compare(query, ORIGINAL)
     assert dict(ranked)["original"].matched_fields == fs.matched_fields
     assert m.rank(query, [], limit=3) == []
+
+
+def test_the_matcher_setting_picks_the_scorer() -> None:
+    from shared.matching import matcher_of
+    from shared.settings import Settings, SettingsError
+
+    freq = NameFrequencies()
+    assert isinstance(matcher_of(Settings().matcher, freq), LearnedMatcher)
+    old = matcher_of(Settings(matcher="fellegi_sunter").matcher, freq)
+    assert type(old) is Matcher and old.frequencies is freq
+    with pytest.raises(SettingsError, match="matcher"):
+        Settings(matcher="magic")
