@@ -1,23 +1,27 @@
 """Enrolment: how a node gets its number and the hub's key, and registers its own key.
 
 At the hub, ``mpi-hub node enroll`` reserves a node number and a one-time secret and writes
-an enrolment file (``Enrolment``, mode 0600). The node takes the file (``enrol``) and then
-registers its public key (``registration_request``): the request carries the node's name, id
-and public key, signed with that key (it holds the private half) and MACed with a key
-derived from the secret (it was given the file). **The secret itself never travels**: not
-over HTTP, not in a bundle file, so whoever copies a request or a bundle cannot enrol a key
-of their own. The hub keeps only the derived MAC key (``secret_digest``), until the
-registration uses it up.
+an enrolment file (``Enrolment``, mode 0600). The secret seeds an Ed25519 key pair
+(``enrolment_key``): the hub keeps **only its public half** (``sync_node.enrol_key``), which
+checks an enrolment and cannot make one, so a copy of the hub's database completes none.
+
+The node takes the file (``enrol``), and at once signs, with the secret's key, its own name,
+node id and public key (``enrolment_proof``); it keeps that signature until the hub has its
+key, never the secret. The signature names the node's key, so a copy of the node's database
+can only register that key, whose private half is in the node's key file, not in the
+database. The registration (``registration_request``) carries the name, id, key, the
+enrolment signature and a signature by the node's key. **The secret itself never travels**:
+not over HTTP, not in a bundle file.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
 
+from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from ..storage.store import Store
@@ -25,12 +29,16 @@ from .changelog import canonical_json
 from .errors import EnrolmentRefused
 from .meta import put_meta
 
-__all__ = ["Enrolment", "Registration", "enrol", "enrolment_proof", "registration_request", "secret_digest"]
+__all__ = ["FORMAT", "REFUSED", "Enrolment", "Registration", "enrol", "enrolment_key", "enrolment_proof", "registration_request"]
+
+# The one answer to every refused enrolment: which names exist is nobody's business.
+REFUSED = "the enrolment was refused: no pending enrolment is proven by this request"
+FORMAT = 2  # "mpi_enrolment" of the file: 2 since the secret seeds a key pair (1 was a MAC key)
 
 
-def secret_digest(secret: str) -> str:
-    """The MAC key derived from a one-time secret: all the hub and the node keep of it."""
-    return hashlib.sha256(b"mpi-enrol-secret\x00" + secret.encode()).hexdigest()
+def enrolment_key(secret: str) -> SigningKey:
+    """The key pair a one-time secret seeds; the hub keeps its public half only."""
+    return SigningKey(hashlib.sha256(b"mpi-enrol-seed\x00" + secret.encode()).digest())
 
 
 def enrolment_proof(name: str, node_id: str, public_key: str) -> bytes:
@@ -38,45 +46,47 @@ def enrolment_proof(name: str, node_id: str, public_key: str) -> bytes:
     return canonical_json(["mpi-enrol", name, node_id, public_key]).encode()
 
 
-def _mac(digest: str, proof: bytes) -> str:
-    return hmac.new(bytes.fromhex(digest), proof, hashlib.sha256).hexdigest()
-
-
-def registration_request(name: str, node_id: str, key: SigningKey, digest: str) -> dict[str, Any]:
-    """The node's registration: its key, signed by that key and MACed with the secret's digest."""
+def registration_request(name: str, node_id: str, key: SigningKey, enrol_signature: str) -> dict[str, Any]:
+    """The node's registration: its key, signed by that key and by the enrolment secret's key."""
     public = bytes(key.verify_key).hex()
     proof = enrolment_proof(name, node_id, public)
-    return {"name": name, "node_id": node_id, "public_key": public, "mac": _mac(digest, proof),
+    return {"name": name, "node_id": node_id, "public_key": public, "enrol_signature": enrol_signature,
             "signature": key.sign(proof).signature.hex()}
 
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """A registration request whose signature holds (its MAC is checked against the hub's digest)."""
+    """A registration request whose own signature holds (the enrolment signature is checked by ``proves``)."""
 
     name: str
     node_id: str
     public_key: str
-    mac: str
+    enrol_signature: bytes
     verify_key: VerifyKey
 
     @classmethod
     def parse(cls, body: Any) -> Registration:
         try:
             name, node_id, public_key = str(body["name"]), str(body["node_id"]), str(body["public_key"])
-            mac, signature = str(body["mac"]), bytes.fromhex(str(body["signature"]))
+            enrol_signature, signature = bytes.fromhex(str(body["enrol_signature"])), bytes.fromhex(str(body["signature"]))
             verify = VerifyKey(bytes.fromhex(public_key))
             verify.verify(enrolment_proof(name, node_id, public_key), signature)
         except Exception:
-            raise EnrolmentRefused("the enrolment request is malformed or its signature does not hold") from None
-        return cls(name, node_id, public_key, mac, verify)
+            raise EnrolmentRefused(REFUSED) from None
+        return cls(name, node_id, public_key, enrol_signature, verify)
 
-    def proves(self, digest: str | None) -> bool:
-        """Whether the request was made by someone holding the secret behind ``digest``."""
-        if not digest:
+    def proves(self, enrol_key: str | None) -> bool:
+        """Whether the request was signed by the key the enrolment secret behind ``enrol_key`` seeds."""
+        # A node with no enrolment key is checked against a fixed key, so that both take as long.
+        key = VerifyKey(bytes.fromhex(enrol_key)) if enrol_key else _NO_KEY
+        try:
+            key.verify(enrolment_proof(self.name, self.node_id, self.public_key), self.enrol_signature)
+        except (BadSignatureError, ValueError):
             return False
-        expected = _mac(digest, enrolment_proof(self.name, self.node_id, self.public_key))
-        return hmac.compare_digest(expected, self.mac)
+        return enrol_key is not None
+
+
+_NO_KEY = SigningKey(bytes(32)).verify_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +105,7 @@ class Enrolment:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "mpi_enrolment": 1,
+            "mpi_enrolment": FORMAT,
             "name": self.name,
             "node_number": self.node_number,
             "country": self.country,
@@ -110,7 +120,10 @@ class Enrolment:
     @classmethod
     def from_json(cls, data: Any) -> Enrolment:
         try:
-            if data.get("mpi_enrolment") != 1:
+            if data.get("mpi_enrolment") == 1:
+                raise ValueError("this file was written by a hub before enrolment keys (format 1): "
+                                 "ask the hub for a new one (mpi-hub node enroll again for this name)")
+            if data.get("mpi_enrolment") != FORMAT:
                 raise ValueError("not an enrolment file")
             return cls(
                 str(data["name"]), int(data["node_number"]), str(data["country"]), str(data["region"]),
@@ -122,7 +135,8 @@ class Enrolment:
 
 
 async def enrol(store: Store, enrolment: Enrolment) -> None:
-    """Node side: take the node number and the hub's key from an enrolment file."""
+    """Node side: take the node number and the hub's key from an enrolment file, and sign this
+    node's key with the secret's key (kept until registered; the secret is not kept)."""
     meta = store.meta
     if "hub_public_key" in meta:
         raise ValueError("this node is enrolled already")
@@ -145,8 +159,10 @@ async def enrol(store: Store, enrolment: Enrolment) -> None:
                 "hub_public_key": enrolment.hub_public_key,
                 "sync_name": enrolment.name,
                 "sync_regions": json.dumps(enrolment.regions),
-                # Only the MAC key derived from the secret is kept, until the hub has the node's key.
-                "sync_enrol_key": secret_digest(enrolment.secret),
+                # Only the secret's signature of this node's name, id and key is kept, until the hub has the key.
+                "sync_enrol_proof": enrolment_key(enrolment.secret).sign(
+                    enrolment_proof(enrolment.name, store.node_id, meta["public_key"])
+                ).signature.hex(),
                 "sync_registered": "0",
             },
         )

@@ -31,16 +31,19 @@ import sqlalchemy as sa
 from nacl.signing import SigningKey, VerifyKey
 
 from ..crypto import key_id
+from ..errors import BadRequest
 from ..identities import find, snapshot
 from ..ids import MAX_NODE_NUMBER
 from ..registry import Registry
+from ..schemas import decode_json
 from ..storage import schema as t
 from ..storage.store import Store, Tx
 from . import holdings
 from .apply import Applier, HubPolicy, Route
 from .changelog import GENESIS_HASH, Change, canonical_json
 from .changeset import Ack, Envelope, FeedItem, decode_changes, join_parts, open_envelope, seal_ack, seal_feed
-from .enrolment import Enrolment, Registration, secret_digest
+from .enrolment import REFUSED as _REFUSED
+from .enrolment import Enrolment, Registration, enrolment_key
 from .errors import (
     BadEnvelope,
     ChainFork,
@@ -85,50 +88,70 @@ class HubSync:
     # -- enrolment -------------------------------------------------------------------------
 
     async def enrol(self, name: str, region: str, hub_url: str, subscribe: list[str]) -> Enrolment:
-        """Reserve a node number and a one-time secret for a node to come."""
+        """Reserve a node number and a one-time secret for a node to come.
+
+        The hub keeps only the public half of the key pair the secret seeds. Enrolling again a
+        name that is still pending writes a new file with the same number: the old file stops working.
+        """
         secret = secrets.token_urlsafe(24)
+        enrol_key = bytes(enrolment_key(secret).verify_key).hex()
         regions = [region, *[r for r in subscribe if r != region]]
         async with self.store.write("cli:enrol") as tx:
-            taken = set((await tx.conn.execute(sa.select(t.sync_node.c.node_number))).scalars())
-            if (await tx.conn.execute(sa.select(t.sync_node.c.name).where(t.sync_node.c.name == name))).first():
+            existing = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
+            if existing is not None and existing.status != "pending":
                 raise ValueError(f"a node named {name} is enrolled already")
-            number = next((n for n in range(1, MAX_NODE_NUMBER) if n not in taken), None)
-            if number is None:
-                raise ValueError("every node number is taken")
-            await tx.conn.execute(
-                sa.insert(t.sync_node).values(
-                    name=name, node_number=number, region=region, regions=json.dumps(regions), status="pending",
-                    secret_hash=secret_digest(secret), created_at=tx.now,
+            if existing is not None:
+                number = int(existing.node_number)
+                await tx.conn.execute(
+                    sa.update(t.sync_node).where(t.sync_node.c.name == name)
+                    .values(region=region, regions=json.dumps(regions), enrol_key=enrol_key)
                 )
-            )
-            tx.audit("node_enrol", None, name=name, node_number=number, regions=regions)
+            else:
+                taken = set((await tx.conn.execute(sa.select(t.sync_node.c.node_number))).scalars())
+                found = next((n for n in range(1, MAX_NODE_NUMBER) if n not in taken), None)
+                if found is None:
+                    raise ValueError("every node number is taken")
+                number = found
+                await tx.conn.execute(
+                    sa.insert(t.sync_node).values(
+                        name=name, node_number=number, region=region, regions=json.dumps(regions), status="pending",
+                        enrol_key=enrol_key, created_at=tx.now,
+                    )
+                )
+            tx.audit("node_enrol", None, name=name, node_number=number, regions=regions, again=existing is not None)
         return Enrolment(
             name, number, self.store.meta.get("country", ""), region, regions, hub_url, self.store.node_id,
             bytes(self.key.verify_key).hex(), secret,
         )
 
-    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A node presents its key, signed with it and MACed with its enrolment secret's digest."""
+    async def register(self, body: Any) -> dict[str, Any]:
+        """A node presents its key, signed with it and with the key its enrolment secret seeds.
+
+        Every refusal is the same ``EnrolmentRefused``, whether the name is unknown, the
+        signature wrong, the enrolment used or revoked: the answer tells nothing of which
+        names exist. The request is checked against a read first; only a proven one takes
+        the write lock (where it is checked again).
+        """
         request = Registration.parse(body)
         name, node_id, public_key = request.name, request.node_id, request.public_key
         kid = key_id(request.verify_key)
+        async with self.store.read() as conn:
+            node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
+        if not request.proves(node.enrol_key if node is not None else None) or node is None or node.status == "revoked":
+            raise EnrolmentRefused(_REFUSED)
         async with self.store.write(f"node:{name}") as tx:
-            node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
-            if node is None or node.status == "revoked":
-                raise EnrolmentRefused(f"no enrolment for a node named {name}")
+            node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).one()
             if node.status != "pending":
                 known = (
                     await tx.conn.execute(sa.select(t.sync_key.c.key_id).where(t.sync_key.c.key_id == kid))
                 ).first()
-                if node.node_id == node_id and known is not None:
+                if node.status != "revoked" and node.node_id == node_id and known is not None:
                     return self._registered(node)  # the answer was lost: say it again
-                raise EnrolmentRefused("this enrolment was used already")
-            if not request.proves(node.secret_hash):
-                raise EnrolmentRefused("the enrolment request is not proven by this node's enrolment secret")
+                raise EnrolmentRefused(_REFUSED)
             await tx.conn.execute(
                 sa.update(t.sync_node)
                 .where(t.sync_node.c.name == name)
-                .values(node_id=node_id, status="active", secret_hash=None, seen_at=tx.now)
+                .values(node_id=node_id, status="active", seen_at=tx.now)
             )
             await tx.conn.execute(
                 sa.insert(t.sync_key).values(
@@ -535,8 +558,8 @@ class HubSync:
         for n, (kind, part) in enumerate(bundle.parts, 1):
             if kind == "R":
                 try:
-                    body = json.loads(part)
-                except ValueError:
+                    body = decode_json(part)
+                except BadRequest:
                     raise BadEnvelope(f"part {n}: the registration is not JSON") from None
                 requests.append((Registration.parse(body), body))
             elif kind == "E":
