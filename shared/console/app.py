@@ -124,11 +124,9 @@ async def _console(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def _role(route: Route, api_roles: Mapping[str, str | None]) -> str | None:
-    """A page's least role: the higher of its own and that of the API route it shows."""
-    if route.shows is None:
-        return route.role
-    if route.shows not in api_roles:
-        raise ValueError(f"console page {route.path} shows {route.shows}, which this application does not serve")
+    """A page's least role: the higher of its own and that of the API route it shows (if served here)."""
+    if route.shows is None or route.shows not in api_roles:
+        return route.role  # a node shows its review items, but GET /review is the hub's
     roles = [r for r in (route.role, api_roles[route.shows]) if r is not None]
     return max(roles, key=ROLES.__getitem__) if roles else None
 

@@ -87,19 +87,23 @@ class HubSync:
 
     # -- enrolment -------------------------------------------------------------------------
 
-    async def enrol(self, name: str, region: str, hub_url: str, subscribe: list[str]) -> Enrolment:
+    async def enrol(self, name: str, region: str, hub_url: str, subscribe: list[str], *,
+                    again: bool = False) -> Enrolment:
         """Reserve a node number and a one-time secret for a node to come.
 
-        The hub keeps only the public half of the key pair the secret seeds. Enrolling again a
-        name that is still pending writes a new file with the same number: the old file stops working.
+        The hub keeps only the public half of the key pair the secret seeds. ``again`` writes a
+        new file for a name still pending, with the same number: the old file stops working.
         """
         secret = secrets.token_urlsafe(24)
         enrol_key = bytes(enrolment_key(secret).verify_key).hex()
         regions = [region, *[r for r in subscribe if r != region]]
         async with self.store.write("cli:enrol") as tx:
             existing = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
-            if existing is not None and existing.status != "pending":
-                raise ValueError(f"a node named {name} is enrolled already")
+            if existing is not None and (existing.status != "pending" or not again):
+                hint = " (pending: --again writes a new file)" if existing.status == "pending" else ""
+                raise ValueError(f"a node named {name} is enrolled already{hint}")
+            if existing is None and again:
+                raise ValueError(f"no pending node named {name}: --again is for a node enrolled but not registered")
             if existing is not None:
                 number = int(existing.node_number)
                 await tx.conn.execute(
