@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -33,7 +32,6 @@ from nacl.signing import SigningKey, VerifyKey
 from ..crypto import key_id
 from ..errors import BadRequest
 from ..identities import find, snapshot
-from ..ids import MAX_NODE_NUMBER
 from ..registry import Registry
 from ..schemas import decode_json
 from ..storage import schema as t
@@ -42,14 +40,12 @@ from . import holdings
 from .apply import Applier, HubPolicy, Route
 from .changelog import GENESIS_HASH, Change, canonical_json
 from .changeset import Ack, Envelope, FeedItem, decode_changes, join_parts, open_envelope, seal_ack, seal_feed
-from .enrolment import REFUSED as _REFUSED
-from .enrolment import Enrolment, Registration, enrolment_key
+from .enrolment import Enrolment, Registration, register, reserve
 from .errors import (
     BadEnvelope,
     ChainFork,
     ChainGap,
     ClockSkew,
-    EnrolmentRefused,
     Quarantined,
     RevokedKey,
     SyncError,
@@ -89,87 +85,12 @@ class HubSync:
 
     async def enrol(self, name: str, region: str, hub_url: str, subscribe: list[str], *,
                     again: bool = False) -> Enrolment:
-        """Reserve a node number and a one-time secret for a node to come.
-
-        The hub keeps only the public half of the key pair the secret seeds. ``again`` writes a
-        new file for a name still pending, with the same number: the old file stops working.
-        """
-        secret = secrets.token_urlsafe(24)
-        enrol_key = bytes(enrolment_key(secret).verify_key).hex()
-        regions = [region, *[r for r in subscribe if r != region]]
-        async with self.store.write("cli:enrol") as tx:
-            existing = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
-            if existing is not None and (existing.status != "pending" or not again):
-                hint = " (pending: --again writes a new file)" if existing.status == "pending" else ""
-                raise ValueError(f"a node named {name} is enrolled already{hint}")
-            if existing is None and again:
-                raise ValueError(f"no pending node named {name}: --again is for a node enrolled but not registered")
-            if existing is not None:
-                number = int(existing.node_number)
-                await tx.conn.execute(
-                    sa.update(t.sync_node).where(t.sync_node.c.name == name)
-                    .values(region=region, regions=json.dumps(regions), enrol_key=enrol_key)
-                )
-            else:
-                taken = set((await tx.conn.execute(sa.select(t.sync_node.c.node_number))).scalars())
-                found = next((n for n in range(1, MAX_NODE_NUMBER) if n not in taken), None)
-                if found is None:
-                    raise ValueError("every node number is taken")
-                number = found
-                await tx.conn.execute(
-                    sa.insert(t.sync_node).values(
-                        name=name, node_number=number, region=region, regions=json.dumps(regions), status="pending",
-                        enrol_key=enrol_key, created_at=tx.now,
-                    )
-                )
-            tx.audit("node_enrol", None, name=name, node_number=number, regions=regions, again=existing is not None)
-        return Enrolment(
-            name, number, self.store.meta.get("country", ""), region, regions, hub_url, self.store.node_id,
-            bytes(self.key.verify_key).hex(), secret,
-        )
+        """Reserve a node number and a one-time secret for a node to come (``enrolment.reserve``)."""
+        return await reserve(self.store, self.key, name, region, hub_url, subscribe, again=again)
 
     async def register(self, body: Any) -> dict[str, Any]:
-        """A node presents its key, signed with it and with the key its enrolment secret seeds.
-
-        Every refusal is the same ``EnrolmentRefused``, whether the name is unknown, the
-        signature wrong, the enrolment used or revoked: the answer tells nothing of which
-        names exist. The request is checked against a read first; only a proven one takes
-        the write lock (where it is checked again).
-        """
-        request = Registration.parse(body)
-        name, node_id, public_key = request.name, request.node_id, request.public_key
-        kid = key_id(request.verify_key)
-        async with self.store.read() as conn:
-            node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
-        if not request.proves(node.enrol_key if node is not None else None) or node is None or node.status == "revoked":
-            raise EnrolmentRefused(_REFUSED)
-        async with self.store.write(f"node:{name}") as tx:
-            node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).one()
-            if node.status != "pending":
-                known = (
-                    await tx.conn.execute(sa.select(t.sync_key.c.key_id).where(t.sync_key.c.key_id == kid))
-                ).first()
-                if node.status != "revoked" and node.node_id == node_id and known is not None:
-                    return self._registered(node)  # the answer was lost: say it again
-                raise EnrolmentRefused(_REFUSED)
-            await tx.conn.execute(
-                sa.update(t.sync_node)
-                .where(t.sync_node.c.name == name)
-                .values(node_id=node_id, status="active", seen_at=tx.now)
-            )
-            await tx.conn.execute(
-                sa.insert(t.sync_key).values(
-                    key_id=kid, node_name=name, public_key=public_key, status="active", first_seq=1, created_at=tx.now
-                )
-            )
-            tx.audit("node_register", None, name=name, node_id=node_id, key_id=kid)
-            node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).one()
-        return self._registered(node)
-
-    @staticmethod
-    def _registered(node: Any) -> dict[str, Any]:
-        return {"name": node.name, "node_number": node.node_number, "status": node.status,
-                "regions": json.loads(node.regions), "acked_seq": node.acked_seq}
+        """A node presents its key, proven by its enrolment secret (``enrolment.register``)."""
+        return await register(self.store, body)
 
     async def revoke(self, name: str) -> int:
         """Revoke a node: its keys sign nothing more; what it pushed so far stays."""
