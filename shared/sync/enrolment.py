@@ -223,10 +223,14 @@ def _registered(node: Any) -> dict[str, Any]:
             "regions": json.loads(node.regions), "acked_seq": node.acked_seq}
 
 
-async def enrol(store: Store, enrolment: Enrolment) -> None:
+async def enrol(store: Store, enrolment: Enrolment, public_key: str | None = None) -> None:
     """Node side: take the node number and the hub's key from an enrolment file, and sign this
-    node's key with the secret's key (kept until registered; the secret is not kept)."""
+    node's key (``public_key``, hex; default: the one in node_meta) with the secret's key. The
+    signature is kept until registered; the secret is not kept."""
     meta = store.meta
+    public_key = public_key or meta.get("public_key")
+    if not public_key:
+        raise ValueError("this node has no public key recorded: give the key of its key file")
     if "hub_public_key" in meta:
         raise ValueError("this node is enrolled already")
     if enrolment.country != meta.get("country"):
@@ -250,7 +254,7 @@ async def enrol(store: Store, enrolment: Enrolment) -> None:
                 "sync_regions": json.dumps(enrolment.regions),
                 # Only the secret's signature of this node's name, id and key is kept, until the hub has the key.
                 "sync_enrol_proof": enrolment_key(enrolment.secret).sign(
-                    enrolment_proof(enrolment.name, store.node_id, meta["public_key"])
+                    enrolment_proof(enrolment.name, store.node_id, public_key)
                 ).signature.hex(),
                 "sync_registered": "0",
             },
