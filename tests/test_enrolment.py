@@ -65,6 +65,8 @@ def test_enrol_answers_one_body_for_every_refusal_and_429_under_a_flood(pg_datab
         assert status == 200 and json.loads(body)["status"] == "active"
         assert _post(hub, _request("n", secret, key, "node-real"))[0] == 200  # a lost answer, asked again
         assert _post(hub, _request("n", secret)) == unknown  # used already: the same answer again
+        other = json.loads(hub.enroll("m", "DKR", tmp_path / "m.json", hub.url).read_text())["secret"]
+        assert _post(hub, _request("m", other, key, "node-real")) == unknown  # another node's id and key: no 500
         statuses = [_post(hub, _request("n", "guess")) for _ in range(12)]
         refused = [s for s, _ in statuses if s == 429]
         assert len(refused) >= 8 and all(s in (403, 429) for s, _ in statuses), [s for s, _ in statuses]

@@ -197,12 +197,19 @@ async def register(store: Store, body: Any) -> dict[str, Any]:
         raise EnrolmentRefused(REFUSED)
     async with store.write(f"node:{name}") as tx:
         node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).one()
+        if not request.proves(node.enrol_key):  # a new file (--again) was written in between
+            raise EnrolmentRefused(REFUSED)
         if node.status != "pending":
             known = (
                 await tx.conn.execute(sa.select(t.sync_key.c.key_id).where(t.sync_key.c.key_id == kid))
             ).first()
             if node.status != "revoked" and node.node_id == node_id and known is not None:
                 return _registered(node)  # the answer was lost: say it again
+            raise EnrolmentRefused(REFUSED)
+        # A node id or a key some node has already: refused, not a constraint's 500.
+        taken = (await tx.conn.execute(sa.select(t.sync_node.c.name).where(t.sync_node.c.node_id == node_id))).first()
+        known = (await tx.conn.execute(sa.select(t.sync_key.c.key_id).where(t.sync_key.c.key_id == kid))).first()
+        if taken is not None or known is not None:
             raise EnrolmentRefused(REFUSED)
         await tx.conn.execute(
             sa.update(t.sync_node)
@@ -217,6 +224,7 @@ async def register(store: Store, body: Any) -> dict[str, Any]:
         tx.audit("node_register", None, name=name, node_id=node_id, key_id=kid)
         node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).one()
     return _registered(node)
+
 
 def _registered(node: Any) -> dict[str, Any]:
     return {"name": node.name, "node_number": node.node_number, "status": node.status,
