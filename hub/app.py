@@ -20,14 +20,15 @@ from .storage import hub_signing_key, hub_store
 
 __all__ = ["HUB_ROUTES", "create_app", "hub_signing_key"]
 
-# No bearer token on the sync routes: each request is signed by an enrolled node key.
+# No bearer token on the sync routes: each request is signed by an enrolled node key. Enrolment,
+# open to anyone, is limited per client address (MPI_ENROLL_RATE_PER_MINUTE) before any lock.
 HUB_ROUTES = [
     Route("POST", "/sync/push", sync.push, None, "Push a signed change set; the reply acknowledges it and carries the pull",
           statuses=(200, 400, 401, 403, 409, 413, 422)),
     Route("POST", "/sync/pull", sync.pull, None, "Pull what concerns the node (a signed request with no changes)",
           statuses=(200, 400, 401, 403)),
     Route("POST", "/sync/enroll", nodes.register_node, None, "A node registers its key with its enrolment secret",
-          statuses=(200, 400, 403)),
+          statuses=(200, 400, 403, 429), rate_limit="enroll"),
     Route("GET", "/sync/nodes", nodes.list_nodes, "admin", "Enrolled nodes, their cursors and state"),
     Route("POST", "/dedup/run", dedup.run_dedup, "supervisor",
           "Run one pass of cross-region dedup now (what nodes registered since the last pass)"),

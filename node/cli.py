@@ -93,7 +93,7 @@ async def _register(sync: NodeSync, settings: Settings) -> str:
 
 async def _enroll_into(settings: Settings, enrolment: Enrolment) -> str:
     async with _node_sync(settings) as sync:
-        await enrol(sync.store, enrolment)
+        await enrol(sync.store, enrolment, bytes(sync.key.verify_key).hex())
         return await _register(sync, settings)
 
 

@@ -30,7 +30,10 @@ class Route:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     statuses: tuple[int, ...] = (200,)
-    rate_limit: str | None = None  # a per-address limit of its own: "verify"
+    rate_limit: str | None = None  # a per-address limit of its own: "verify", "enroll"
+    # A console page: the API route ("GET /sync/nodes") whose data it shows. Its role is then the
+    # higher of ``role`` and that route's: one role table serves the API and the console.
+    shows: str | None = None
 
 
 # Fixed paths come before /mpi/{mpi_id}: the router tries routes in this order.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import sqlalchemy as sa
 from conftest import AMINATA, Api
 
+from shared.errors import Unauthorized
 from shared.storage import schema as t
 
 
@@ -27,7 +29,8 @@ async def test_a_revoked_token_stops_working(api: Api) -> None:
     status, _ = await api.call("GET", "/mpi/qr-config", role=None, headers=headers)
     assert status == 200
     await auth.revoke_token("temp")
-    assert await auth.authenticate(token) is None
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(token)
 
 
 async def test_reads_and_writes_are_audited(api: Api) -> None:
