@@ -1,6 +1,7 @@
 """Make an upgrade fixture: a small node database of today's schema, with what it must keep.
 
     .venv/bin/python scripts/make_upgrade_fixture.py            # writes tests/fixtures/upgrade/node-vNNNN.*
+    .venv/bin/python scripts/make_upgrade_fixture.py --hub      # writes tests/fixtures/upgrade/hub-vNNNN.*
 
 It runs a real node (``mpi-node init``, ``token create``, ``serve``), writes through the
 HTTP API what a district would hold (identities with phones, external ids, programmes and
@@ -8,6 +9,12 @@ cards, a merge, a revoked card, a review item, an edited field), stops it, and k
 
 - ``node-vNNNN.sqlite3``: the database (one file, ``VACUUM INTO``), NNNN its last migration;
 - ``node-vNNNN.json``: the token, and what the API answered for each identity and card.
+
+With ``--hub`` it runs a hub on a new PostgreSQL database (``MPI_TEST_PG``, default the
+local server) and a node enrolled with it, writes at both, syncs, and keeps
+``hub-vNNNN.sql`` (``pg_dump`` plain SQL, no owner), ``hub-vNNNN.key`` (the test sealing
+key of its signing key: a fixture's, worthless elsewhere), the node's database and key
+(``hub-vNNNN.node.sqlite3``, ``hub-vNNNN.node.key``) and ``hub-vNNNN.json``.
 
 ``tests/test_upgrade.py`` migrates a copy of every fixture with the migrations of the day
 and checks its schema against ``schema.py`` and its data through a node serving it. A fixture
@@ -102,12 +109,107 @@ def _write(api: Api) -> dict[str, Any]:
     }
 
 
+def _serve(kind: str, args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", kind, "serve", *args, "--port", str(port)],
+                            cwd=ROOT, env={**ENV, **env}, stdout=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{kind} did not start")
+
+
+def _run(kind: str, *args: str, env: dict[str, str]) -> str:
+    done = subprocess.run([sys.executable, "-m", kind, *args], cwd=ROOT, env={**ENV, **env}, capture_output=True,
+                          text=True, timeout=120)
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def _hub_fixture(version: int) -> None:
+    import psycopg
+
+    target = OUT / f"hub-v{version:04d}.sql"
+    if target.exists():
+        raise SystemExit(f"{target} exists: a committed fixture is never remade (see this script's docstring)")
+    admin_url = os.environ.get("MPI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"mpi_fixture_{os.urandom(6).hex()}"
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    work = Path(tempfile.mkdtemp(prefix="mpi-fixture-"))
+    env = {"MPI_HUB_KEY_FILE": str(work / "hub.key"), "MPI_DEDUP_INTERVAL_SECONDS": "0"}
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        _run("hub", "init", "--database-url", url, "--country", "SN", env=env)
+        hub_token = _run("hub", "token", "create", "--database-url", url, "--role", "admin", "--name", "fixture", env=env)
+        hub_port, node_port = _free_port(), _free_port()
+        hub_url = f"http://127.0.0.1:{hub_port}"
+        _run("hub", "node", "enroll", "--database-url", url, "--name", "post-a", "--region", "DKR", "--hub-url", hub_url,
+             "--out", str(work / "a.json"), env=env)
+        procs.append(_serve("hub", ["--database-url", url], hub_port, env))
+        data = work / "node"
+        _run("node", "init", "--data-dir", str(data), "--enroll", str(work / "a.json"), env={})
+        node_token = _run("node", "token", "create", "--data-dir", str(data), "--role", "admin", "--name", "fixture",
+                          env={})
+        procs.append(_serve("node", ["--data-dir", str(data)], node_port, {}))
+        hub, node = Api(hub_url, hub_token), Api(f"http://127.0.0.1:{node_port}", node_token)
+        at_node = [node("POST", "/mpi/register", {"region_code": "DKR", "country_code": "SN", "force_create": True,
+                                                  **p})["mpi_id"] for p in PEOPLE[:3]]
+        node("POST", f"/mpi/{at_node[0]}/card", {"campaign_id": "camp_01", "programme_type": "vaccination"})
+        node("POST", "/sync/now")
+        at_hub = [hub("POST", "/mpi/register", {"region_code": "THI", "country_code": "SN", "force_create": True,
+                                                **p})["mpi_id"] for p in PEOPLE[3:]]
+        hub("POST", "/mpi/merge", {"source_mpi_id": at_hub[2], "target_mpi_id": at_hub[1], "reason": "same person"})
+        hub("PATCH", f"/mpi/{at_node[1]}", {"phone_number": "+221775550000"})
+        hub("POST", "/dedup/run")
+        node("POST", "/sync/now")
+        expected = {
+            "schema_version": version, "hub_token": hub_token, "node_token": node_token, "node_name": "post-a",
+            "identities": {i: hub("GET", f"/mpi/{i}") for i in [*at_node, *at_hub]},
+            "at_node": {i: node("GET", f"/mpi/{i}") for i in at_node},
+            "merged": {"source": at_hub[2], "target": at_hub[1]},
+            "review": hub("GET", "/review")["counts"],
+            "nodes": [{k: n[k] for k in ("name", "node_number", "regions", "status", "acked_seq")}
+                      for n in hub("GET", "/sync/nodes")["nodes"]],
+        }
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(30)
+    try:
+        dump = subprocess.run(["pg_dump", "--no-owner", "--no-privileges", "--format=plain", url], capture_output=True,
+                              text=True, timeout=120, check=True).stdout
+        db = sqlite3.connect(data / "mpi.sqlite3", isolation_level=None)
+        try:
+            db.execute("VACUUM INTO ?", (str(work / "node.sqlite3"),))
+        finally:
+            db.close()
+        target.write_text(dump)
+        shutil.copyfile(work / "hub.key", target.with_suffix(".key"))
+        shutil.copyfile(work / "node.sqlite3", target.with_suffix(".node.sqlite3"))
+        shutil.copyfile(data / "node.key", target.with_suffix(".node.key"))
+        target.with_suffix(".json").write_text(json.dumps(expected, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    print(f"wrote {target} ({target.stat().st_size} bytes) and its .key, .node.sqlite3, .node.key, .json")
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     from shared.storage.migrations import MIGRATIONS
 
     version = MIGRATIONS[-1][0]
     OUT.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["--hub"]:
+        _hub_fixture(version)
+        return 0
     target = OUT / f"node-v{version:04d}.sqlite3"
     if target.exists():
         raise SystemExit(f"{target} exists: a committed fixture is never remade (see this script's docstring)")
