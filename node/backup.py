@@ -3,7 +3,8 @@
 A backup is a gzip-compressed tar of ``manifest.json`` (what the copy holds, with each
 file's size and SHA-256), a consistent snapshot of ``mpi.sqlite3`` and the node's key files
 (``node.key`` and the keys it rotated away from, ``admin.token`` if ``scripts/node`` made
-one). The database's ``node_meta`` carries the node's identity, its hub, its enrolment and
+one); the manifest also records the ``MPI_*`` settings the backup ran with (no secrets, not
+the data folder), which a restore shows. The database's ``node_meta`` carries the node's identity, its hub, its enrolment and
 sync cursors and the console's secret, so nothing else of the folder is needed. With a
 passphrase the whole file is sealed (``shared.sealed``: Argon2id, SecretBox).
 
@@ -39,6 +40,7 @@ from typing import IO, Any, BinaryIO
 
 from shared.files import private_file, sync_folder
 from shared.sealed import MAGIC, SealedReader, SealedWriter, SealError
+from shared.settings import Settings
 from shared.storage.store import utc_now
 
 from .storage import DB_NAME, KEY_NAME
@@ -65,6 +67,16 @@ def _members(data_dir: Path) -> list[str]:
     if (data_dir / TOKEN_NAME).is_file():
         names.append(TOKEN_NAME)
     return names
+
+
+# Settings a backup does not record: where the data is (the restore says), and secrets.
+_NOT_RECORDED = {"MPI_DATA_DIR", "MPI_DATABASE_URL", "MPI_CONSOLE_SECRET", "MPI_HUB_KEY_SECRET", "MPI_HUB_KEY_FILE"}
+
+
+def _settings_in_force() -> dict[str, str]:
+    """The MPI_* settings this process was given (the service's environment file, for a timer's backup)."""
+    known = {variable for variable, _, _ in Settings.describe()} - _NOT_RECORDED
+    return {k: v for k, v in sorted(os.environ.items()) if k in known}
 
 
 def _snapshot(source: Path, target: Path) -> None:
@@ -142,7 +154,7 @@ def backup(data_dir: Path, out: Path, passphrase: bytes | None = None) -> dict[s
         snapshot = work / DB_NAME
         _snapshot(data_dir / DB_NAME, snapshot)
         manifest: dict[str, Any] = {"format": FORMAT, "version": VERSION, "created_at": utc_now(),
-                                    **_describe(snapshot)}
+                                    **_describe(snapshot), "settings": _settings_in_force()}
         # The keys are read after the snapshot: a key the snapshot's changes name is on disk by then
         # (a rotation keeps the old key file), so the copy can sign everything it holds.
         names = _members(data_dir)

@@ -254,6 +254,9 @@ def _restore(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(f"restored node {made['country']}-{made['region']} ({made['node_id']}) into {settings.data_dir} "
           f"from the backup of {made['created_at']}: {made['identities']} identities, changes up to {made['last_seq']}")
+    if made.get("settings"):
+        print("settings in force when the backup was taken (set them where this node runs): "
+              + " ".join(f"{k}={v}" for k, v in made["settings"].items()))
     if made.get("hub_url"):
         print("note: what this node wrote after the backup is not in it; if it synced after the backup, "
               "the hub holds changes this copy lacks and refuses its next new changes as a fork "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import sqlite3
 import subprocess
 import threading
@@ -186,3 +187,10 @@ def test_restore_refuses_what_it_cannot_restore_in_one_line(tmp_path: Path) -> N
     ok = restore(tmp_path / "r2", plain)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "r2" / "node.key").read_bytes() == (data / "node.key").read_bytes()
+
+    # The settings it ran with are recorded and shown, never its secrets.
+    cli("node", "backup", "--data-dir", str(data), str(tmp_path / "env.tgz"),
+        env={"MPI_PORT": "9123", "MPI_CANDIDATE_LIMIT": "20", "MPI_CONSOLE_SECRET": "s3cret-s3cret-s3cret-s3cret-s3cret"})
+    shown = cli("node", "restore", "--data-dir", str(tmp_path / "r3"), str(tmp_path / "env.tgz")).stdout
+    assert "MPI_CANDIDATE_LIMIT=20" in shown and "MPI_PORT=9123" in shown and "s3cret" not in shown, shown
+    assert b"s3cret" not in gzip.decompress((tmp_path / "env.tgz").read_bytes())
