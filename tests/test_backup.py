@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -141,6 +142,9 @@ def test_restore_refuses_what_it_cannot_restore_in_one_line(tmp_path: Path) -> N
     (tmp_path / "wrong").write_text("not the passphrase at all\n")
     (tmp_path / "short").write_text("short\n")
     plain, sealed = tmp_path / "plain.tgz", tmp_path / "sealed.bak"
+    # A key rotated away from (kept until its changes are pushed) travels too; a temporary file does not.
+    shutil.copyfile(data / "node.key", data / "node.key.0123456789abcdef")
+    (data / "node.key.0123456789abcdef.5f3a.tmp").write_bytes(b"half")
     made = cli("node", "backup", "--data-dir", str(data), str(plain))
     assert "NOT encrypted" in made.stdout
     cli("node", "backup", "--data-dir", str(data), str(sealed), "--passphrase-file", str(tmp_path / "pass"))
@@ -187,6 +191,7 @@ def test_restore_refuses_what_it_cannot_restore_in_one_line(tmp_path: Path) -> N
     ok = restore(tmp_path / "r2", plain)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "r2" / "node.key").read_bytes() == (data / "node.key").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "r2").iterdir()) == ["mpi.sqlite3", "node.key", "node.key.0123456789abcdef"]
 
     # The settings it ran with are recorded and shown, never its secrets.
     cli("node", "backup", "--data-dir", str(data), str(tmp_path / "env.tgz"),
