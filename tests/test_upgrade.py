@@ -66,8 +66,17 @@ async def test_a_fixture_migrates_to_the_schema_of_today(fixture: Path, tmp_path
     assert applied == [f"{v:04d}_{name}" for v, name, _ in MIGRATIONS if v > expected["schema_version"]]
     _, fresh = await _migrated_shape(tmp_path / "fresh.sqlite3")  # every migration from nothing
     assert old == fresh
-    assert {name: {c[0] for c in shape["columns"]} for name, shape in old.items() if name != "schema_migrations"} == {
-        name: {c.name for c in table.columns} for name, table in schema.metadata.tables.items()}
+    declared = sa.create_engine(f"sqlite:///{tmp_path / 'declared.sqlite3'}")
+    try:
+        schema.metadata.create_all(declared)
+        with declared.connect() as conn:
+            assert _without_migrations(old) == _shape(conn)  # types, nullability, defaults, keys, indexes
+    finally:
+        declared.dispose()
+
+
+def _without_migrations(shape: dict[str, Any]) -> dict[str, Any]:
+    return {name: table for name, table in shape.items() if name != "schema_migrations"}
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.stem)
@@ -151,17 +160,25 @@ async def test_a_hub_dump_migrates_to_the_schema_of_today(fixture: Path, pg_data
     _load_dump(fixture, pg_database)
     applied, old = await _pg_shape(pg_database)
     assert applied == [f"{v:04d}_{name}" for v, name, _ in MIGRATIONS if v > expected["schema_version"]]
-    fresh_name = f"mpi_test_{uuid.uuid4().hex[:12]}"
+    fresh_name, declared_name = (f"mpi_test_{uuid.uuid4().hex[:12]}" for _ in range(2))
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{fresh_name}"')
+        conn.execute(f'CREATE DATABASE "{declared_name}"')
     try:
-        _, fresh = await _pg_shape(pg_url(fresh_name))
+        _, fresh = await _pg_shape(pg_url(fresh_name))  # every migration from nothing
+        declared = sa.create_engine(pg_url(declared_name).replace("postgresql://", "postgresql+psycopg://", 1))
+        try:
+            schema.metadata.create_all(declared)
+            with declared.connect() as conn:
+                as_declared = _shape(conn)
+        finally:
+            declared.dispose()
     finally:
         with psycopg.connect(pg_server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{fresh_name}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{declared_name}" WITH (FORCE)')
     assert old == fresh
-    assert {name: {c[0] for c in shape["columns"]} for name, shape in old.items() if name != "schema_migrations"} == {
-        name: {c.name for c in table.columns} for name, table in schema.metadata.tables.items()}
+    assert _without_migrations(old) == as_declared  # types, nullability, defaults, keys, indexes
 
 
 @pytest.mark.parametrize("fixture", HUB_FIXTURES, ids=lambda p: p.stem)
