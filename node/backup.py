@@ -236,6 +236,8 @@ def _unpack(stream: BinaryIO, work: Path) -> dict[str, Any]:
 
 def restore(data_dir: Path, source: Path, passphrase: bytes | None = None) -> dict[str, Any]:
     """Restore the backup ``source`` into ``data_dir``, which must be empty or absent; returns its manifest."""
+    if not source.is_file():
+        raise BackupError(f"{source} is not a file")
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
         raise BackupError(f"{data_dir} is not empty: restore into an empty or new folder")
     created = not data_dir.exists()

@@ -179,6 +179,8 @@ def test_restore_refuses_what_it_cannot_restore_in_one_line(tmp_path: Path) -> N
     (tmp_path / "other.txt").write_text("hello")
     assert "not an mpi-node backup" in _one_line_failure(restore(empty, tmp_path / "other.txt"))
     assert list(empty.iterdir()) == []
+    assert "is not a file" in _one_line_failure(restore(tmp_path / "r4", tmp_path / "missing.bak"))
+    assert not (tmp_path / "r4").exists()
 
     assert "too short" in _one_line_failure(cli("node", "backup", "--data-dir", str(data), str(tmp_path / "x"),
                                                 "--passphrase-file", str(tmp_path / "short"), check=False))
