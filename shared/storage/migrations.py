@@ -95,9 +95,23 @@ _audit_log_v1 = sa.Table(
 )
 
 
+# external_id as version 1 made it; migration 51 adds the index on value.
+_external_id_v1 = sa.Table(
+    "external_id",
+    sa.MetaData(),
+    sa.Column("system", sa.String(40), primary_key=True),
+    sa.Column("value", sa.String(200), primary_key=True),
+    sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey(schema.identity.c.pk, ondelete="CASCADE"), nullable=False),
+    sa.Column("instance_url", sa.String(300), nullable=True),
+    sa.Column("linked_at", sa.String(24), nullable=False),
+    sa.Index("ix_external_id_identity", "identity_pk"),
+)
+
+
 def _v1_initial(conn: Connection) -> None:
     frozen = {
         schema.review_item.name: _review_item_v1,
+        schema.external_id.name: _external_id_v1,
         schema.name_token.name: _name_token_v1,
         schema.api_token.name: _api_token_v1,
         schema.audit_log.name: _audit_log_v1,
@@ -162,6 +176,11 @@ def _v50_blocking_keys_v2(conn: Connection) -> None:
     rekey(conn)
 
 
+def _v51_external_id_value(conn: Connection) -> None:
+    """An index on external ids by value alone: FHIR's ``identifier=|value`` (any system)."""
+    conn.exec_driver_sql("CREATE INDEX ix_external_id_value ON external_id (value)")
+
+
 def rekey(conn: Connection, page: int = 5000) -> int:
     """Rewrite the blocking keys of every active identity, a page at a time, with a progress bar."""
     identity, keys = schema.identity, schema.blocking_key
@@ -192,6 +211,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     # 40-49: sync security and holdings (branch syncsec).
     (40, "sync_holdings", _v40_sync_holdings),
     (50, "blocking_keys_v2", _v50_blocking_keys_v2),
+    (51, "external_id_value", _v51_external_id_value),
 ]
 
 

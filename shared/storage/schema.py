@@ -95,6 +95,8 @@ external_id = sa.Table(
     sa.Column("instance_url", sa.String(300), nullable=True),
     sa.Column("linked_at", sa.String(24), nullable=False),
     sa.Index("ix_external_id_identity", "identity_pk"),
+    # An identifier of any system (FHIR ``identifier=|value``): the key is (system, value).
+    sa.Index("ix_external_id_value", "value"),
 )
 
 programme = sa.Table(
