@@ -10,6 +10,7 @@ from shared.app import build_app
 from shared.console import CONSOLE_ROUTES, HUB_CONSOLE_ROUTES
 from shared.dedup import Dedup
 from shared.keys import hub_sync_key, registry_key, settings_key, store_key
+from shared.metrics import hub_metrics, metric_sources_key
 from shared.routes import REVIEW_ROUTES, Route
 from shared.settings import Settings
 from shared.sync.hub import HubSync
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> web.Application:
     store = hub_store(settings)
     app = build_app(settings, store, role="hub", extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[_hub_key, dedup_scheduler],
                     console_routes=[*CONSOLE_ROUTES, *HUB_CONSOLE_ROUTES])
+    app[metric_sources_key].append(hub_metrics)
     app[dedup_runner_key] = DedupRunner(Dedup(app[registry_key], auto_merge=settings.auto_merge_threshold))
     app[hub_sync_key] = HubSync(store, app[registry_key], max_skew_seconds=settings.max_clock_skew_seconds)
     return app

@@ -26,6 +26,7 @@ from .fhir import FHIR_ROUTES, fhir_errors, fhir_openapi_paths
 from .keys import auth_key, cards_key, registry_key, settings_key, store_key
 from .logs import configure_logging
 from .matching import Matcher, NameFrequencies, Thresholds
+from .metrics import HttpMetrics, http_metrics_key, identity_metrics, metric_sources_key
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
 from .redact import exception_text
@@ -60,14 +61,17 @@ async def _logging(request: web.Request, handler: Any) -> web.StreamResponse:
         status = response.status
         return response
     finally:
+        seconds = time.perf_counter() - started
+        route = route_template(request)
+        request.config_dict[http_metrics_key].observe(request.method, route, status, seconds)
         log.info(
             "request",
             extra={
                 "fields": {
                     "method": request.method,
-                    "route": route_template(request),
+                    "route": route,
                     "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "ms": round(seconds * 1000, 2),
                     "actor": actor(request),
                 }
             },
@@ -242,6 +246,8 @@ def build_app(
     app[cards_key] = Cards(registry, settings)
     app[role_key] = role
     app[health_checks_key] = list(health)
+    app[http_metrics_key] = HttpMetrics()
+    app[metric_sources_key] = [identity_metrics]  # the roles add theirs
     app[limiters_key] = {
         "verify": RateLimiter(settings.verify_rate_per_minute),
         "enroll": RateLimiter(settings.enroll_rate_per_minute),

@@ -1,4 +1,5 @@
-"""Bearer tokens, roles (registrar < supervisor < admin) and console sessions: one way in.
+"""Bearer tokens, roles (registrar < supervisor < admin, and ``metrics`` beside them) and console
+sessions: one way in.
 
 Tokens are made by the CLI, shown once, and stored as their SHA-256, with an optional
 expiry. ``Auth.authenticate`` is the one check of a token, for the API's bearer header and
@@ -34,7 +35,10 @@ from .storage.store import Store, utc_now
 
 __all__ = ["ROLES", "Auth", "Principal", "expiry", "session_digest"]
 
-ROLES = {"registrar": 1, "supervisor": 2, "admin": 3}
+# The one role table. A ranked role may do what the roles ranked below it may; a role ranked 0
+# stands aside: only it and admin may do its routes, and it may do nothing else (a
+# monitoring system's token scrapes GET /metrics and reads no person).
+ROLES = {"metrics": 0, "registrar": 1, "supervisor": 2, "admin": 3}
 _CACHE_SECONDS = 5.0
 _PREFIX = "mpi_"
 _DURATION = re.compile(r"(\d{1,6})([smhdw])")
@@ -48,6 +52,8 @@ class Principal:
     expires_at: str | None = None
 
     def may(self, role: str) -> bool:
+        if ROLES[role] == 0 or ROLES[self.role] == 0:
+            return self.role in (role, "admin")
         return ROLES[self.role] >= ROLES[role]
 
     def expired(self, now: str | None = None) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..auth import ROLES, Principal
+from ..auth import Principal
 from ..keys import hub_sync_key, node_sync_key, registry_key, store_key
 from ..routes import Route
 from .i18n import format_date, format_when, translator
@@ -52,7 +52,7 @@ def may(request: web.Request, api: str) -> bool:
     if principal is None or api not in roles:
         return False
     role = roles[api]
-    return role is None or ROLES[principal.role] >= ROLES[role]
+    return role is None or principal.may(role)
 
 
 def who(request: web.Request) -> str:
