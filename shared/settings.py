@@ -36,10 +36,12 @@ class Settings:
     certain_threshold: float = _setting(0.95, "score at or above which register answers 409 duplicate_detected")
     probable_threshold: float = _setting(0.85, "score at or above which a match is 'probable'")
     possible_threshold: float = _setting(0.70, "score at or above which a match is 'possible' (lowest reported)")
+    matcher: str = _setting("learned", "learned (gradient-boosted trees, the shipped model) or fellegi_sunter (the previous scorer)")
     candidate_limit: int = _setting(30, "most candidates scored for one query (the best by what they share with it)")
     max_body_bytes: int = _setting(262_144, "largest request body accepted; larger ones answer 413")
     body_timeout_seconds: float = _setting(30.0, "longest a client may take to send a request body; slower ones answer 408")
     verify_rate_per_minute: int = _setting(60, "per client address: most GET /mpi/verify requests a minute, then 429 (0: no limit)")
+    enroll_rate_per_minute: int = _setting(10, "hub, per client address: most POST /sync/enroll requests a minute, then 429 (0: no limit)")
     auth_failures_per_minute: int = _setting(
         10, "per client address: most failed authentications a minute, then 429 even for a good token (0: no limit)"
     )
@@ -67,7 +69,7 @@ class Settings:
     fhir_dhis2_system: str = _setting("https://dhis2.sante.gov.sn", "FHIR: identifier system of DHIS2 UIDs, naming the DHIS2 instance")
     fhir_identifier_base: str = _setting("https://api.oomus.health/fhir/sid/", "FHIR: system of any other external id: this prefix + its name")
     console_idle_minutes: float = _setting(30.0, "console: minutes without activity after which a console session ends")
-    console_secret: str = _setting("", "console: key signing session cookies (empty: a random key kept in the database)")
+    console_session_hours: float = _setting(12.0, "console: longest a console session lasts, however active, before signing in again")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object a line) or text")
 
@@ -76,13 +78,15 @@ class Settings:
             raise SettingsError("thresholds must satisfy 0 < possible <= probable <= certain <= 1")
         if not 0 < self.port < 65536:
             raise SettingsError(f"port must be 1..65535, not {self.port}")
+        if self.matcher not in ("learned", "fellegi_sunter"):
+            raise SettingsError("matcher must be learned or fellegi_sunter")
         if self.candidate_limit < 1:
             raise SettingsError("candidate_limit must be at least 1")
         if self.max_body_bytes < 1024:
             raise SettingsError("max_body_bytes must be at least 1024")
         if self.body_timeout_seconds <= 0:
             raise SettingsError("body_timeout_seconds must be positive")
-        if self.verify_rate_per_minute < 0 or self.auth_failures_per_minute < 0:
+        if self.verify_rate_per_minute < 0 or self.auth_failures_per_minute < 0 or self.enroll_rate_per_minute < 0:
             raise SettingsError("rate limits must be 0 (no limit) or more")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise SettingsError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
@@ -115,6 +119,8 @@ class Settings:
             raise SettingsError("fhir_base_url must be empty or an http(s):// URL")
         if not 0 < self.console_idle_minutes <= 7 * 24 * 60:
             raise SettingsError("console_idle_minutes must be more than 0 and at most a week")
+        if not 0 < self.console_session_hours <= 7 * 24:
+            raise SettingsError("console_session_hours must be more than 0 and at most a week")
         if self.log_format not in ("json", "text"):
             raise SettingsError("log_format must be json or text")
 

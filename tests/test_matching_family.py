@@ -96,11 +96,11 @@ def test_twins_of_one_mother_stay_below_certain() -> None:
     m = Matcher()
     sister = replace(CHILD, first_name="Awa", gender="F")
     result = m.compare(CHILD, sister)
-    assert result.hard_conflict == "twin" and result.score < m.thresholds.certain
+    assert result.hard_conflict == "twin_same_mother" and result.score < m.thresholds.certain
     # Same sex, names one letter apart (Ousmane / Ousmana): still twins by the given name? no,
     # close names are the same child; a different given name is what tells twins apart.
     brother = replace(CHILD, first_name="Assane")
-    assert m.compare(CHILD, brother).hard_conflict == "twin"
+    assert m.compare(CHILD, brother).hard_conflict == "twin_same_mother"
 
 
 def test_a_newborn_without_a_name_is_matched_on_mother_family_name_and_date() -> None:
@@ -109,3 +109,19 @@ def test_a_newborn_without_a_name_is_matched_on_mother_family_name_and_date() ->
     again = replace(baby, date_of_birth=TODAY - dt.timedelta(days=25))
     assert m.compare(baby, again).band == "certain"
     assert m.compare(baby, replace(again, mother_mpi_id="SN-DKR-26-OTHER")).band != "certain"
+
+
+def test_the_learned_scorer_leaves_campaign_pairs_to_the_family_comparisons() -> None:
+    from shared.matching import NameFrequencies, matcher_of
+
+    learned = matcher_of("learned", NameFrequencies())
+    fs = Matcher(frequencies=NameFrequencies())
+    later = replace(CHILD, date_of_birth=CHILD.date_of_birth + dt.timedelta(days=100))
+    assert learned.compare(CHILD, later).score == fs.compare(CHILD, later).score
+    assert learned.compare(CHILD, later).band == "certain"
+    sister = replace(CHILD, first_name="Awa", gender="F")
+    twin = learned.compare(CHILD, sister)
+    assert twin.hard_conflict == "twin_same_mother" and twin.score < learned.thresholds.certain
+    # Pairs without campaign evidence are the trees' alone.
+    plain = replace(CHILD, date_of_birth_estimated=False, mother_mpi_id=None)
+    assert learned.compare(plain, plain).features

@@ -22,6 +22,7 @@ __all__ = [
     "MOTHER_SAME_BITS",
     "RELATIONSHIPS",
     "SAME_CHILD_BITS",
+    "applies",
     "birth_date_tolerance_days",
     "estimated_birth_date",
     "estimated_dob_agreement",
@@ -114,6 +115,15 @@ def estimated_dob_agreement(
     if gap <= 2 * tolerance:
         return "near"
     return "far"
+
+
+def applies(a_mother: str | None, b_mother: str | None, a_estimated: bool, b_estimated: bool) -> bool:
+    """Whether a pair carries campaign evidence: both mothers linked, or an estimated date on either side.
+
+    A scorer that was not trained on this evidence (the learned trees, for now) leaves such
+    pairs to the comparisons here (``Matcher``'s Fellegi-Sunter score, which calls them).
+    """
+    return bool(a_mother and b_mother) or a_estimated or b_estimated
 
 
 def mother_agreement(a: str | None, b: str | None) -> bool | None:

@@ -30,7 +30,8 @@ candidate ranking.
 Hard conflicts (``MatchResult.hard_conflict``), which keep the score below ``certain``:
 ``dhis2_uid`` (two different DHIS2 UIDs), ``sex_and_birth_date`` (known sexes differ and the
 birth dates are not equal), ``twin`` (same family name and exact birth date, other first name;
-or the same linked mother and birth date, another sex or first name: ``family.twins``).
+``twin_same_mother``: the same linked mother and birth date, another sex or first name,
+``family.twins``, which every scorer caps, the learned one too).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rapidfuzz.distance import OSA, JaroWinkler
 
@@ -63,6 +64,7 @@ __all__ = [
     "NameFrequencies",
     "Thresholds",
     "comparison_vector",
+    "evidence_detail",
     "is_placeholder_date",
 ]
 
@@ -124,6 +126,13 @@ assert COMPARISONS == (
 )
 
 
+def evidence_detail(result: MatchResult) -> dict[str, Any]:
+    """What a review item keeps of a score: the features that carried it (learned matcher)."""
+    if not result.features:
+        return {}
+    return {"features": [{"feature": name, "log_odds": weight} for name, weight in result.features]}
+
+
 def is_placeholder_date(d: datetime.date) -> bool:
     """1 January and 1 July: what clerks write when only the birth year is known."""
     return d.day == 1 and d.month in (1, 7)
@@ -135,6 +144,9 @@ class MatchResult:
     matched_fields: list[str]
     band: str | None  # "certain", "probable", "possible" or None
     hard_conflict: str | None  # None, "dhis2_uid", "sex_and_birth_date" or "twin"
+    # Which features carried the score (learned matcher): (feature, log-odds contribution),
+    # largest first; empty for the Fellegi-Sunter scorer.
+    features: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,7 +539,7 @@ class Matcher:
         if a.dhis2 and b.dhis2 and a.dhis2 != b.dhis2:
             conflict = DHIS2
         elif not swapped and twins(a.mother, b.mother, a.dob, b.dob, lg == 1, lf is not None and lf >= N_FUZZY_LOW):
-            conflict = "twin"
+            conflict = "twin_same_mother"
         elif lg == 1 and ld is not None and ld != D_EXACT:
             conflict = "sex_and_birth_date"
         elif (

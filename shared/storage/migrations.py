@@ -135,10 +135,28 @@ def _v1_initial(conn: Connection) -> None:
             table.create(conn)
 
 
+# sync_node as migration 2 made it; migration 61 replaces its secret_hash with enrol_key.
+_sync_node_v2 = sa.Table(
+    "sync_node",
+    sa.MetaData(),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("node_id", sa.String(64), nullable=True, unique=True),
+    sa.Column("node_number", sa.Integer, nullable=False, unique=True),
+    sa.Column("region", sa.String(3), nullable=False),
+    sa.Column("regions", sa.Text, nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=True),
+    sa.Column("acked_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("acked_hash", sa.String(64), nullable=False, server_default="0" * 64),
+    sa.Column("pull_pos", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.String(24), nullable=False),
+    sa.Column("seen_at", sa.String(24), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+)
+
 _V2_TABLES = [
     schema.card_status,
     schema.merge_link,
-    schema.sync_node,
     schema.sync_key,
     schema.sync_batch,
     schema.sync_fork,
@@ -149,6 +167,7 @@ _V2_TABLES = [
 
 def _v2_sync(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=_V2_TABLES)
+    _sync_node_v2.create(conn)
 
 
 def _v10_dedup(conn: Connection) -> None:
@@ -225,6 +244,24 @@ def rekey(conn: Connection, page: int = 5000) -> int:
             bar.update(len(rows))
 
 
+def _v60_console_sessions(conn: Connection) -> None:
+    """Console sessions kept on the server; the cookie signing key kept in node_meta goes."""
+    schema.metadata.create_all(conn, tables=[schema.console_session])
+    conn.execute(sa.delete(schema.node_meta).where(schema.node_meta.c.key == "console_secret"))
+
+
+def _v61_enrolment_keys(conn: Connection) -> None:
+    """Enrolment verified by a public key: the stored MAC keys, each a credential, are dropped.
+
+    A node enrolled (at the hub) before this migration but not yet registered needs a new
+    enrolment file: ``mpi-hub node enroll`` again for its name. On a node, the MAC key kept
+    until registration goes too.
+    """
+    conn.exec_driver_sql("ALTER TABLE sync_node ADD COLUMN enrol_key VARCHAR(64)")
+    conn.exec_driver_sql("ALTER TABLE sync_node DROP COLUMN secret_hash")
+    conn.execute(sa.delete(schema.node_meta).where(schema.node_meta.c.key.in_(["sync_enrol_key", "sync_secret"])))
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
@@ -236,6 +273,9 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (40, "sync_holdings", _v40_sync_holdings),
     (50, "blocking_keys_v2", _v50_blocking_keys_v2),
     (51, "external_id_value", _v51_external_id_value),
+    # 60-69: console sessions and enrolment keys (branch console).
+    (60, "console_sessions", _v60_console_sessions),
+    (61, "enrolment_keys", _v61_enrolment_keys),
     # 80: the campaign data model (branch campaign).
     (80, "campaign", _v80_campaign),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...schemas import SearchQuery, parse_body
-from ..context import render, see_other, service, who
+from ..context import may, render, see_other, service, who
 from .review import FIELDS
 
 __all__ = ["identity", "search", "unmerge"]
@@ -37,7 +37,8 @@ async def identity(request: web.Request) -> web.Response:
         "members": await adapter.merged_into(mpi_id),
         # The family: the people linked to this one (a mother's children), through GET /mpi/search?related_to=.
         "children": (await adapter.search(SearchQuery(related_to=mpi_id, limit=50), who(request)))["items"],
-        "history": await adapter.history(mpi_id),
+        # The history is the audit log's: for the roles the API lets read it (GET /audit).
+        "history": await adapter.history(mpi_id) if may(request, "GET /audit") else None,
         "origin": (await adapter.registrations([mpi_id])).get(mpi_id),
         "unmerged": request.query.get("unmerged", ""),
     })
