@@ -225,18 +225,18 @@ def _child_body(rec: dict[str, Any], mother: str | None) -> dict[str, Any]:
     return body
 
 
-async def run_children(size: int, queries: int, seed: int, data: Path) -> dict[str, Any]:
+async def run_children(size: int, queries: int, seed: int, data: Path, scorer: str = "learned") -> dict[str, Any]:
     """Campaign children (``synth.generate_children``): caught and look-alikes blocked, with and without the mothers.
 
     Mothers and the children's first registrations are loaded (each child linked to its
     mother); every later registration of a child, twin and namesake of another mother is
     then scored as register scores it: once with the mothers linked on both sides, once
-    with no link anywhere (what the registry did before issue 22).
+    with no link anywhere (what the registry did before issue 22). ``scorer``: as --scorers.
     """
     store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
     await store.open()
     frequencies = NameFrequencies()
-    matcher = Matcher(frequencies=frequencies)
+    matcher: Matcher = SCORERS[scorer](frequencies=frequencies)
     registry = Registry(store, matcher, frequencies)
     records = list(synth.generate_children(size, seed=seed))
     mpi_of: dict[str, str] = {}
@@ -282,7 +282,7 @@ async def run_children(size: int, queries: int, seed: int, data: Path) -> dict[s
                         counts[f"{mode}_wrong"] += int(blocked and top is not None and top[0].mpi_id != truth)
     await store.close()
     out: dict[str, Any] = {
-        "size": size, "load_s": round(load_s, 1),
+        "size": size, "scorer": scorer, "load_s": round(load_s, 1),
         "records": {k: sum(1 for r in records if r["kind"] == k) for k in ("mother", "original", *CHILD_PROBES)},
         "queried": {k: len(v) for k, v in probes.items()},
     }
@@ -301,14 +301,14 @@ def report_children(results: list[dict[str, Any]]) -> str:
     lines = [
         f"Campaign children benchmark, {dt.date.today()}, real node store (SQLite): synth.generate_children",
         "",
-        "| records | mode | caught 409 | blocked on another child | twins blocked | namesakes (another mother) blocked |",
-        "|---|---|---|---|---|---|",
+        "| records | scorer | mode | caught 409 | blocked on another child | twins blocked | namesakes (another mother) blocked |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for mode in ("links", "no_links"):
             m = r[mode]
             lines.append(
-                f"| {r['size']:,} | {mode.replace('_', ' ')} | {m['caught_409']} | {m['blocked_on_another_child']} "
+                f"| {r['size']:,} | {r['scorer']} | {mode.replace('_', ' ')} | {m['caught_409']} | {m['blocked_on_another_child']} "
                 f"| {m['twins_blocked']} | {m['namesakes_blocked']} |"
             )
         lines.append(f"\nAt {r['size']:,}: records {r['records']}, queried {r['queried']}")
@@ -362,7 +362,11 @@ def main() -> int:
                 raise SystemExit("init failed")
             print(f"size {size:,}", file=sys.stderr, flush=True)
             if args.children:
-                results.append(asyncio.run(run_children(size, args.queries, args.seed, data)))
+                for scorer in args.scorers.split(","):
+                    fresh = data / f"children-{scorer}"  # one fresh node each: the load is part of the run
+                    if node_cli(["init", "--data-dir", str(fresh), "--country", "SN", "--region", "DKR"]) != 0:
+                        raise SystemExit("init failed")
+                    results.append(asyncio.run(run_children(size, args.queries, args.seed, fresh, scorer)))
             else:
                 results += asyncio.run(run(size, args.queries, args.import_rows, args.seed, data, args.scorers.split(",")))
         finally:
