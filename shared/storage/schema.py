@@ -58,10 +58,6 @@ identity = sa.Table(
     sa.Column("region_code", sa.String(3), nullable=False),
     sa.Column("country_code", sa.String(2), nullable=False),
     sa.Column("phone_number", sa.String(20), nullable=True),
-    # Migration 80: the birth date is an estimate (from an age, or said so); the caregivers,
-    # JSON ``[{"mpi_id", "relationship"}]`` sorted (one register for sync, like every field).
-    sa.Column("date_of_birth_estimated", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("related_persons", sa.Text, nullable=True),
     sa.Column("status", sa.String(10), nullable=False, server_default="active"),
     sa.Column("merged_into", sa.String(18), nullable=True),
     sa.Column("merged_at", sa.String(24), nullable=True),
@@ -69,6 +65,10 @@ identity = sa.Table(
     sa.Column("updated_at", sa.String(24), nullable=False),
     # Per-field hybrid logical clocks, JSON: what last-writer-wins sync compares.
     sa.Column("clocks", sa.Text, nullable=False, server_default="{}"),
+    # Migration 80: the birth date is an estimate (from an age, or said so); the caregivers,
+    # JSON ``[{"mpi_id", "relationship"}]`` sorted (one register for sync, like every field).
+    sa.Column("date_of_birth_estimated", sa.Boolean, nullable=False, server_default=sa.text("FALSE")),
+    sa.Column("related_persons", sa.Text, nullable=True),
     sa.Index("ix_identity_region_dob", "region_code", "date_of_birth"),
     sa.Index("ix_identity_dob", "date_of_birth"),
     sa.Index("ix_identity_merged_into", "merged_into"),
