@@ -143,6 +143,10 @@ async def import_rows(
                     raise BadRequest(row, code="invalid_row")
                 if "__extra__" in row:
                     raise BadRequest("more values than columns", code="invalid_row")
+                if isinstance(row, dict) and row.get("related_persons"):
+                    # Links are checked against the registry one by one (register, PATCH): not here yet.
+                    raise BadRequest("related_persons cannot be imported: link them with PATCH /mpi/{id}",
+                                     code="invalid_row")
                 valid.append((number, parse_body(RegisterIn, row)))
             except ApiError as exc:
                 report.append({"line": number, "action": "error", "error": exc.message})

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Api
 from fhir.resources.R4B.patient import Patient
+from test_cli import node
 
 from shared import ids
 from shared.fhir.resources import BIRTH_DATE_ESTIMATED_EXTENSION, RELATED_PERSON_EXTENSION
@@ -305,3 +308,22 @@ async def test_stored_candidates_carry_the_mother_and_the_flag_for_every_scorer(
         (found,) = await candidates(conn, [query], 30)
     (person,) = [p for row, p in found if row.mpi_id == child]
     assert person.mother_mpi_id == mother and person.date_of_birth_estimated is True
+
+
+def test_an_import_takes_estimated_dates_and_refuses_links_by_line(tmp_path: Path) -> None:
+    data = tmp_path / "n"
+    assert node("init", "--data-dir", str(data), "--country", "SN", "--region", "DKR").returncode == 0
+    jsonl = tmp_path / "children.jsonl"
+    rows = [
+        {"first_name": "Ibou", "last_name": "Gueye", "age_months": 14, **DKR},
+        {"first_name": "Awa", "last_name": "Gueye", "age_months": 30, **DKR,
+         "related_persons": [{"mpi_id": "SN-DKR-26-ABCDEFG", "relationship": "mother"}]},
+    ]
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    done = node("import", "--data-dir", str(data), str(jsonl))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "children.jsonl:2: " in done.stderr and "related_persons" in done.stderr, done.stderr
+    assert "1 created" in done.stdout and "1 errors" in done.stdout, done.stdout
+    with sqlite3.connect(data / "mpi.sqlite3") as db:
+        rows_out = db.execute("select first_name, date_of_birth, date_of_birth_estimated, related_persons from identity").fetchall()
+    assert rows_out == [("Ibou", estimated_birth_date(dt.date.today(), age_months=14).isoformat(), 1, None)]
