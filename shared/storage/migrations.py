@@ -182,6 +182,11 @@ def rekey(conn: Connection, page: int = 5000) -> int:
             bar.update(len(rows))
 
 
+def _v70_import_lines(conn: Connection) -> None:
+    """What each imported row became, for the map of ``mpi-node import`` and ``mpi-hub import``."""
+    schema.metadata.create_all(conn, tables=[schema.import_line])
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
@@ -192,6 +197,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     # 40-49: sync security and holdings (branch syncsec).
     (40, "sync_holdings", _v40_sync_holdings),
     (50, "blocking_keys_v2", _v50_blocking_keys_v2),
+    # 70-79: bulk import (branch hubimport).
+    (70, "import_lines", _v70_import_lines),
 ]
 
 
