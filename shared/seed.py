@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from .bulk import file_sha256, lines_done, read_rows, record_batch, validate
 from .dedup import enqueue
+from .identities.lookup import text_in
 from .registration import taken_external_ids
 from .registry import Registry
 from .schemas import RegisterIn
@@ -137,5 +138,5 @@ async def _load(
 
 async def _queue_for_dedup(tx: Tx, mpi_ids: list[str]) -> None:
     if mpi_ids:
-        pks = (await tx.conn.execute(sa.select(t.identity.c.pk).where(t.identity.c.mpi_id.in_(mpi_ids)))).scalars()
-        await enqueue(tx, list(pks))
+        pks = await tx.conn.execute(sa.select(t.identity.c.pk).where(text_in(tx.conn, t.identity.c.mpi_id, mpi_ids)))
+        await enqueue(tx, list(pks.scalars()))

@@ -32,6 +32,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from ..crypto import key_id
 from ..identities import find, snapshot
+from ..identities.lookup import text_in
 from ..ids import MAX_NODE_NUMBER
 from ..registry import Registry
 from ..storage import schema as t
@@ -428,16 +429,12 @@ class HubSync:
             tx.change(kind, mpi_id, {**body, "route": [follow.region_a, follow.region_b, follow.exclude]})
 
     async def _regions(self, tx: Tx, mpi_ids: list[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        unique = sorted(set(mpi_ids))
-        for i in range(0, len(unique), _REGIONS_PER_QUERY):
-            rows = await tx.conn.execute(
-                sa.select(t.identity.c.mpi_id, t.identity.c.region_code).where(
-                    t.identity.c.mpi_id.in_(unique[i : i + _REGIONS_PER_QUERY])
-                )
-            )
-            found.update({str(m): str(r) for m, r in rows if r is not None})
-        return found
+        if not mpi_ids:
+            return {}
+        rows = await tx.conn.execute(
+            sa.select(t.identity.c.mpi_id, t.identity.c.region_code).where(text_in(tx.conn, t.identity.c.mpi_id, mpi_ids))
+        )
+        return {str(m): str(r) for m, r in rows if r is not None}
 
     async def _region(self, tx: Tx, mpi_id: str | None) -> str | None:
         if not mpi_id:
