@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from nacl.signing import SigningKey
 
+from shared.bulk import append_report, file_sha256, write_map
 from shared.cli import (
     CliError,
     OneLineParser,
@@ -36,7 +37,6 @@ from shared.cli import (
     settings_table,
     token_command,
 )
-from shared.bulk import append_report, file_sha256, write_map
 from shared.crypto import PLAIN_META, SEALED_META, key_id, seal_signing_key, sealing_key
 from shared.files import write_private
 from shared.ids import MAX_NODE_NUMBER
