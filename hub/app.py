@@ -10,6 +10,7 @@ from shared.app import build_app
 from shared.console import CONSOLE_ROUTES, HUB_CONSOLE_ROUTES
 from shared.dedup import Dedup
 from shared.keys import hub_sync_key, registry_key, settings_key, store_key
+from shared.metrics import hub_metrics, metric_sources_key
 from shared.routes import REVIEW_ROUTES, Route
 from shared.settings import Settings
 from shared.sync.hub import HubSync
@@ -20,14 +21,15 @@ from .storage import hub_signing_key, hub_store
 
 __all__ = ["HUB_ROUTES", "create_app", "hub_signing_key"]
 
-# No bearer token on the sync routes: each request is signed by an enrolled node key.
+# No bearer token on the sync routes: each request is signed by an enrolled node key. Enrolment,
+# open to anyone, is limited per client address (MPI_ENROLL_RATE_PER_MINUTE) before any lock.
 HUB_ROUTES = [
     Route("POST", "/sync/push", sync.push, None, "Push a signed change set; the reply acknowledges it and carries the pull",
           statuses=(200, 400, 401, 403, 409, 413, 422)),
     Route("POST", "/sync/pull", sync.pull, None, "Pull what concerns the node (a signed request with no changes)",
           statuses=(200, 400, 401, 403)),
     Route("POST", "/sync/enroll", nodes.register_node, None, "A node registers its key with its enrolment secret",
-          statuses=(200, 400, 403)),
+          statuses=(200, 400, 403, 429), rate_limit="enroll"),
     Route("GET", "/sync/nodes", nodes.list_nodes, "admin", "Enrolled nodes, their cursors and state"),
     Route("POST", "/dedup/run", dedup.run_dedup, "supervisor",
           "Run one pass of cross-region dedup now (what nodes registered since the last pass)"),
@@ -43,6 +45,7 @@ def create_app(settings: Settings) -> web.Application:
     store = hub_store(settings)
     app = build_app(settings, store, role="hub", extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[_hub_key, dedup_scheduler],
                     console_routes=[*CONSOLE_ROUTES, *HUB_CONSOLE_ROUTES])
+    app[metric_sources_key].append(hub_metrics)
     app[dedup_runner_key] = DedupRunner(Dedup(app[registry_key], auto_merge=settings.auto_merge_threshold))
     app[hub_sync_key] = HubSync(store, app[registry_key], max_skew_seconds=settings.max_clock_skew_seconds)
     return app

@@ -251,7 +251,7 @@ async def _node_enroll(args: argparse.Namespace) -> int:
     if out.exists():
         raise CliError(f"{out} exists already: choose another --out")
     async with _hub(args) as hub:
-        enrolment = await hub.enrol(args.name, region, args.hub_url, subscribe)
+        enrolment = await hub.enrol(args.name, region, args.hub_url, subscribe, again=args.again)
     write_private(out, json.dumps(enrolment.to_json(), indent=2).encode(), exclusive=True)
     print(f"enrolled node {args.name} as number {enrolment.node_number} ({', '.join(enrolment.regions)}): {out}")
     return 0
@@ -376,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--hub-url", required=True, help="the URL nodes reach this hub at")
     enroll.add_argument("--out", required=True, help="enrolment file to write (holds a one-time secret)")
     enroll.add_argument("--subscribe", default=None, help="more regions the node receives, e.g. THI,ZIG")
+    enroll.add_argument("--again", action="store_true",
+                        help="a new file for a node enrolled but not registered yet (the old file stops working)")
     enroll.set_defaults(func=_node_enroll)
     revoke = node_sub.add_parser("revoke", help="revoke a node's keys")
     _db(revoke)

@@ -9,6 +9,7 @@ from aiohttp import web
 from shared.app import build_app
 from shared.console import CONSOLE_ROUTES, NODE_CONSOLE_ROUTES
 from shared.keys import node_sync_key, registry_key, store_key
+from shared.metrics import metric_sources_key, node_metrics
 from shared.routes import Route
 from shared.settings import Settings
 from shared.sync.node import NodeSync
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     store = node_store(settings)
     app = build_app(settings, store, role="node", extra_routes=NODE_ROUTES, lifetimes=[sync_scheduler],
                     health=[_sync_health], console_routes=[*CONSOLE_ROUTES, *NODE_CONSOLE_ROUTES])
+    app[metric_sources_key].append(node_metrics)
     app[node_sync_key] = NodeSync(
         store, app[registry_key], load_keys(settings.data_dir),
         batch_max=settings.sync_batch_max, request_seconds=settings.sync_request_seconds,

@@ -93,7 +93,7 @@ async def _register(sync: NodeSync, settings: Settings) -> str:
 
 async def _enroll_into(settings: Settings, enrolment: Enrolment) -> str:
     async with _node_sync(settings) as sync:
-        await enrol(sync.store, enrolment)
+        await enrol(sync.store, enrolment, bytes(sync.key.verify_key).hex())
         return await _register(sync, settings)
 
 
@@ -222,6 +222,48 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passphrase(args: argparse.Namespace, *, new: bool) -> bytes | None:
+    from shared.sealed import read_passphrase
+
+    return read_passphrase(args.passphrase_file, new=new) if args.passphrase_file else None
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from .backup import BackupError, backup
+
+    settings = _settings(args)
+    _require_initialised(settings)
+    passphrase = _passphrase(args, new=True)
+    try:
+        made = backup(Path(settings.data_dir), Path(args.file), passphrase)
+    except BackupError as exc:
+        raise CliError(str(exc)) from None
+    sealed = "encrypted" if passphrase else "NOT encrypted (it holds personal data and the node's key: --passphrase-file)"
+    print(f"wrote {args.file}: {made['identities']} identities, changes up to {made['last_seq']} "
+          f"(the hub had acknowledged {made['acked_seq']}), {sealed}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from .backup import BackupError, restore
+
+    settings = _settings(args)
+    try:
+        made = restore(Path(settings.data_dir), Path(args.file), _passphrase(args, new=False))
+    except BackupError as exc:
+        raise CliError(str(exc)) from None
+    print(f"restored node {made['country']}-{made['region']} ({made['node_id']}) into {settings.data_dir} "
+          f"from the backup of {made['created_at']}: {made['identities']} identities, changes up to {made['last_seq']}")
+    if made.get("settings"):
+        print("settings in force when the backup was taken (set them where this node runs): "
+              + " ".join(f"{k}={v}" for k, v in made["settings"].items()))
+    if made.get("hub_url"):
+        print("note: what this node wrote after the backup is not in it; if it synced after the backup, "
+              "the hub holds changes this copy lacks and refuses its next new changes as a fork "
+              "(catching up from the hub is not built yet: see README, Operations)")
+    return 0
+
+
 async def _token(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _require_initialised(settings)
@@ -285,6 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     _data_dir(migrate)
     migrate.set_defaults(func=_migrate)
+
+    backup = sub.add_parser("backup", help="write a consistent copy of the node (database and keys) while it serves")
+    _data_dir(backup)
+    backup.add_argument("file", help="the backup file to write (atomically, mode 0600)")
+    backup.add_argument("--passphrase-file", default=None, metavar="FILE",
+                        help="encrypt with the passphrase on this file's first line (Argon2id, SecretBox); recommended")
+    backup.set_defaults(func=_backup)
+
+    restore = sub.add_parser("restore", help="restore a backup into an empty or new data folder")
+    _data_dir(restore)
+    restore.add_argument("file", help="a file from mpi-node backup")
+    restore.add_argument("--passphrase-file", default=None, metavar="FILE", help="the passphrase it was encrypted with")
+    restore.set_defaults(func=_restore)
 
     add_token_commands(sub, _data_dir)
     sub.choices["token"].set_defaults(func=_token)

@@ -21,11 +21,12 @@ from .auth import Auth
 from .cards import Cards
 from .console import PREFIX as CONSOLE_PREFIX
 from .console import console_app
-from .errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
+from .errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests
 from .fhir import FHIR_ROUTES, fhir_errors, fhir_openapi_paths
 from .keys import auth_key, cards_key, registry_key, settings_key, store_key
 from .logs import configure_logging
 from .matching import Matcher, NameFrequencies, Thresholds
+from .metrics import HttpMetrics, http_metrics_key, identity_metrics, metric_sources_key
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
 from .redact import exception_text
@@ -60,14 +61,17 @@ async def _logging(request: web.Request, handler: Any) -> web.StreamResponse:
         status = response.status
         return response
     finally:
+        seconds = time.perf_counter() - started
+        route = route_template(request)
+        request.config_dict[http_metrics_key].observe(request.method, route, status, seconds)
         log.info(
             "request",
             extra={
                 "fields": {
                     "method": request.method,
-                    "route": route_template(request),
+                    "route": route,
                     "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "ms": round(seconds * 1000, 2),
                     "actor": actor(request),
                 }
             },
@@ -149,24 +153,13 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     limiters = request.app[limiters_key]
     if route is not None and route.rate_limit is not None:
         _limited(limiters[route.rate_limit], request, "requests", spend=True)
-    # The console's pages check their own session (shared/console/app.py), not a bearer token.
+    # The console's pages check their own session (shared/console/app.py), not a bearer header;
+    # its sign-in goes through the same Auth.authenticate.
     if route is not None and route.role is not None and not request.path.startswith(f"{CONSOLE_PREFIX}/"):
-        failures = limiters["auth_failures"]
-        # An address that failed too often is refused before its token is even looked at:
-        # otherwise a guess that works would still stand out from the refused ones.
-        _limited(failures, request, "failed authentications", spend=False)
+        auth = request.app[auth_key]
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            failures.spend(_client(request))
-            raise Unauthorized("this endpoint needs an Authorization: Bearer <token> header")
-        principal = await request.app[auth_key].authenticate(token.strip())
-        if principal is None:
-            failures.spend(_client(request))
-            raise Unauthorized("unknown or revoked token")
-        if principal.expired():
-            failures.spend(_client(request))
-            raise Unauthorized(f"this token expired at {principal.expires_at}", code="token_expired")
+        principal = await auth.authenticate(token.strip() if scheme.lower() == "bearer" else "", _client(request))
         if not principal.may(route.role):
             raise Forbidden(f"role {principal.role} may not do this: it needs {route.role}")
         request[principal_key] = principal
@@ -251,13 +244,17 @@ def build_app(
     app[store_key] = store
     app[registry_key] = registry
     app[cards_key] = Cards(registry, settings)
-    app[auth_key] = Auth(store)
     app[role_key] = role
     app[health_checks_key] = list(health)
+    app[http_metrics_key] = HttpMetrics()
+    app[metric_sources_key] = [identity_metrics]  # the roles add theirs
     app[limiters_key] = {
         "verify": RateLimiter(settings.verify_rate_per_minute),
+        "enroll": RateLimiter(settings.enroll_rate_per_minute),
         "auth_failures": RateLimiter(settings.auth_failures_per_minute),
     }
+    # One check of tokens for the API and the console, with the one failed-authentication limit.
+    app[auth_key] = Auth(store, failures=app[limiters_key]["auth_failures"])
     app.on_response_prepare.append(_server_header)
     table: dict[Any, Route] = {}
     all_routes = [*ROUTES, *extra_routes]
@@ -270,7 +267,7 @@ def build_app(
     app[openapi_key] = openapi_document(all_routes, role)
     app[openapi_key]["paths"].update(fhir_openapi_paths(FHIR_ROUTES))
     if console_routes:
-        app.add_subapp(CONSOLE_PREFIX, console_app(console_routes))
+        app.add_subapp(CONSOLE_PREFIX, console_app(console_routes, all_routes))
 
     async def _storage(app: web.Application) -> AsyncIterator[None]:
         await store.open()

@@ -11,13 +11,27 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["write_private"]
+__all__ = ["private_file", "sync_folder", "write_private"]
 
 
 def write_private(path: str | os.PathLike[str], data: bytes, *, exclusive: bool = False) -> None:
     """Write ``data`` to ``path`` atomically with mode 0600; ``exclusive``: refuse an existing file."""
+    with private_file(path, exclusive=exclusive) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def private_file(path: str | os.PathLike[str], *, exclusive: bool = False) -> Iterator[BinaryIO]:
+    """A file to write ``path`` through, atomically and with mode 0600 (for what is too big for memory).
+
+    What is written goes to a temporary file beside ``path``; when the block ends without an
+    exception the file is synced and renamed over ``path`` (``exclusive``: it must not exist),
+    else removed: a reader sees the old file or the whole new one, never a part.
+    """
     target = Path(path)
     if exclusive and (target.exists() or target.is_symlink()):
         raise FileExistsError(f"{target} exists already")
@@ -33,7 +47,7 @@ def write_private(path: str | os.PathLike[str], data: bytes, *, exclusive: bool 
         raise FileExistsError(f"cannot create a temporary file beside {target}")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         if exclusive:
@@ -45,9 +59,14 @@ def write_private(path: str | os.PathLike[str], data: bytes, *, exclusive: bool 
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    sync_folder(target.parent)
+
+
+def sync_folder(folder: str | os.PathLike[str]) -> None:
+    """fsync a folder, so that the names created or renamed in it survive a power cut."""
     with contextlib.suppress(OSError):
-        folder = os.open(target.parent, os.O_RDONLY)
+        fd = os.open(folder, os.O_RDONLY)
         try:
-            os.fsync(folder)
+            os.fsync(fd)
         finally:
-            os.close(folder)
+            os.close(fd)

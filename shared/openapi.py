@@ -110,6 +110,7 @@ _ANSWERS: dict[str, dict[str, Any]] = {
     "register_node": {"type": "object"},
 }
 _BINARY = {"push", "pull"}  # signed change sets in and out: application/octet-stream
+_TEXT = {"metrics"}  # the Prometheus text format
 
 _HEALTH = _object(["status", "role", "node_id", "database"], status={"const": "ok"}, role={"enum": ["node", "hub"]},
                   node_id=_STR, database={"const": "ok"},
@@ -150,6 +151,9 @@ def _responses(route: Route) -> dict[str, Any]:
             if code == 429:
                 response["headers"] = retry_after_header()
             out[str(code)] = response
+        elif name in _TEXT:
+            out[str(code)] = {"description": "Prometheus text exposition format 0.0.4",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}
         elif name in _BINARY:
             out[str(code)] = {"description": "signed reply parts", "content": {"application/octet-stream": {}}}
         else:

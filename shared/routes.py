@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from . import schemas
-from .api import audit, cards, dhis2, identities, match, merge, review
+from .api import audit, cards, dhis2, identities, match, merge, metrics, review
 
 __all__ = ["REVIEW_ROUTES", "ROUTES", "Route"]
 
@@ -30,7 +30,10 @@ class Route:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     statuses: tuple[int, ...] = (200,)
-    rate_limit: str | None = None  # a per-address limit of its own: "verify"
+    rate_limit: str | None = None  # a per-address limit of its own: "verify", "enroll"
+    # A console page: the API route ("GET /sync/nodes") whose data it shows. Its role is then the
+    # higher of ``role`` and that route's: one role table serves the API and the console.
+    shows: str | None = None
 
 
 # Fixed paths come before /mpi/{mpi_id}: the router tries routes in this order.
@@ -66,6 +69,7 @@ ROUTES: list[Route] = [
           schemas.CardRevokeIn, statuses=(200, 400, 403, 404)),
     Route("GET", "/audit", audit.list_audit, "admin", "Read the audit log back (newest first)",
           query=schemas.AuditQuery, statuses=(200, 400)),
+    Route("GET", "/metrics", metrics.metrics, "metrics", "Prometheus metrics: requests, identities, sync, review, dedup"),
 ]
 
 # The review queue is the hub's: the role appends these (the node keeps its items for sync).

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from .errors import BadRequest, ValidationFailed
+from .matching import name_tokens
 
 __all__ = [
     "AuditQuery",
@@ -41,6 +42,12 @@ __all__ = [
     "SearchQuery",
     "UnmergeIn",
     "MAX_JSON_DEPTH",
+    "SEARCH_LIMIT_MAX",
+    "SEARCH_OFFSET_MAX",
+    "SEARCH_REPEAT_MAX",
+    "SEARCH_TEXT_MAX",
+    "SEARCH_WORDS_MAX",
+    "check_search_words",
     "check_text",
     "decode_json",
     "parse_body",
@@ -268,14 +275,36 @@ class CardRevokeIn(_Body):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = ""
 
 
+# The limits of a search, whichever face asks (GET /mpi/search, GET /fhir/Patient): each name
+# word is one index probe, so a search reads at most this many; what the page may be.
+SEARCH_TEXT_MAX = 200  # characters of name text
+SEARCH_WORDS_MAX = 10  # name words (as folded: "N'Diaye" is one word)
+SEARCH_LIMIT_MAX = 200  # results a page
+SEARCH_OFFSET_MAX = 100_000  # where a page may start
+SEARCH_REPEAT_MAX = 5  # values of one repeatable parameter (FHIR: identifier, birthdate...)
+
+
+def check_search_words(text: str) -> str:
+    """``text`` if its name words are within ``SEARCH_WORDS_MAX``; ValueError otherwise."""
+    words = len(name_tokens(text))
+    if words > SEARCH_WORDS_MAX:
+        raise ValueError(f"at most {SEARCH_WORDS_MAX} name words in a search, not {words}")
+    return text
+
+
+SearchText = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=SEARCH_TEXT_MAX), AfterValidator(check_search_words)
+]
+
+
 class SearchQuery(_StrictDate):
-    q: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    q: SearchText | None = None
     mpi_id: str | None = None
     region_code: Region | None = None
     date_of_birth: dt.date | None = None
     program: Programme | None = None
-    limit: Annotated[int, Field(ge=1, le=200)] = 20
-    offset: Annotated[int, Field(ge=0, le=100_000)] = 0
+    limit: Annotated[int, Field(ge=1, le=SEARCH_LIMIT_MAX)] = 20
+    offset: Annotated[int, Field(ge=0, le=SEARCH_OFFSET_MAX)] = 0
 
 
 class ReviewQuery(_Body):

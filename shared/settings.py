@@ -40,6 +40,7 @@ class Settings:
     max_body_bytes: int = _setting(262_144, "largest request body accepted; larger ones answer 413")
     body_timeout_seconds: float = _setting(30.0, "longest a client may take to send a request body; slower ones answer 408")
     verify_rate_per_minute: int = _setting(60, "per client address: most GET /mpi/verify requests a minute, then 429 (0: no limit)")
+    enroll_rate_per_minute: int = _setting(10, "hub, per client address: most POST /sync/enroll requests a minute, then 429 (0: no limit)")
     auth_failures_per_minute: int = _setting(
         10, "per client address: most failed authentications a minute, then 429 even for a good token (0: no limit)"
     )
@@ -67,7 +68,7 @@ class Settings:
     fhir_dhis2_system: str = _setting("https://dhis2.sante.gov.sn", "FHIR: identifier system of DHIS2 UIDs, naming the DHIS2 instance")
     fhir_identifier_base: str = _setting("https://api.oomus.health/fhir/sid/", "FHIR: system of any other external id: this prefix + its name")
     console_idle_minutes: float = _setting(30.0, "console: minutes without activity after which a console session ends")
-    console_secret: str = _setting("", "console: key signing session cookies (empty: a random key kept in the database)")
+    console_session_hours: float = _setting(12.0, "console: longest a console session lasts, however active, before signing in again")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object a line) or text")
 
@@ -82,7 +83,7 @@ class Settings:
             raise SettingsError("max_body_bytes must be at least 1024")
         if self.body_timeout_seconds <= 0:
             raise SettingsError("body_timeout_seconds must be positive")
-        if self.verify_rate_per_minute < 0 or self.auth_failures_per_minute < 0:
+        if self.verify_rate_per_minute < 0 or self.auth_failures_per_minute < 0 or self.enroll_rate_per_minute < 0:
             raise SettingsError("rate limits must be 0 (no limit) or more")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise SettingsError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
@@ -115,6 +116,8 @@ class Settings:
             raise SettingsError("fhir_base_url must be empty or an http(s):// URL")
         if not 0 < self.console_idle_minutes <= 7 * 24 * 60:
             raise SettingsError("console_idle_minutes must be more than 0 and at most a week")
+        if not 0 < self.console_session_hours <= 7 * 24:
+            raise SettingsError("console_session_hours must be more than 0 and at most a week")
         if self.log_format not in ("json", "text"):
             raise SettingsError("log_format must be json or text")
 

@@ -1,12 +1,14 @@
-"""Roles: registrar < supervisor < admin; verify is public; reads and writes are audited."""
+"""Roles: registrar < supervisor < admin, metrics beside them; verify is public; reads and writes are audited."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 import sqlalchemy as sa
 from conftest import AMINATA, Api
 
+from shared.errors import Unauthorized
 from shared.storage import schema as t
 
 
@@ -27,7 +29,8 @@ async def test_a_revoked_token_stops_working(api: Api) -> None:
     status, _ = await api.call("GET", "/mpi/qr-config", role=None, headers=headers)
     assert status == 200
     await auth.revoke_token("temp")
-    assert await auth.authenticate(token) is None
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(token)
 
 
 async def test_reads_and_writes_are_audited(api: Api) -> None:
@@ -54,3 +57,25 @@ async def test_health_and_openapi_are_public(api: Api) -> None:
     for route in ROUTES:
         assert route.method.lower() in doc["paths"][route.path]
     assert doc["paths"]["/mpi/verify/{token}"]["get"]["security"] == []
+
+
+def test_the_metrics_role_stands_beside_the_others() -> None:
+    from shared.auth import ROLES, Principal
+
+    may = {(who, what): Principal("x", who).may(what) for who in ROLES for what in ROLES}
+    assert {what for (who, what), ok in may.items() if who == "metrics" and ok} == {"metrics"}
+    assert {who for (who, what), ok in may.items() if what == "metrics" and ok} == {"metrics", "admin"}
+    assert may["admin", "registrar"] and may["supervisor", "registrar"] and not may["registrar", "supervisor"]
+
+
+async def test_a_metrics_token_reads_no_person(api: Api) -> None:
+    from shared.auth import Auth
+
+    mpi_id = await api.register(**AMINATA)
+    headers = {"Authorization": f"Bearer {await Auth(api.store).create_token('metrics', 'prometheus')}"}
+    for path in (f"/mpi/{mpi_id}", "/mpi/search?q=diallo", "/mpi/qr-config", "/audit"):
+        status, body = await api.call("GET", path, role=None, headers=headers)
+        assert status == 403 and body["status"] == "forbidden", (path, body)
+    async with api.client.get("/metrics", headers=headers) as response:
+        assert response.status == 200 and response.content_type == "text/plain"
+        assert mpi_id not in await response.text()

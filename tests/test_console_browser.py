@@ -177,16 +177,25 @@ def test_decisions_made_in_the_browser_are_seen_through_the_api(context: Browser
     assert [actor for actor, _ in mine] == ["supervisor:sup", "supervisor:sup"]
     assert "twins, seen at the post" in mine[0][1]
 
-    page.goto(f"{cluster.hub.url}/console/identities/{b1}")  # the merge is in the survivor's history
-    expect(page.locator("table.list")).to_contain_text("supervisor:sup")
+    page.goto(f"{cluster.hub.url}/console/identities/{b1}")
     expect(page.get_by_role("button", name="Unmerge")).to_be_visible()
+    # The history is the audit log's: an admin's, as GET /audit is.
+    expect(page.get_by_text("only an admin may read")).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, cluster.hub.url, cluster.hub.token, f"/console/identities/{b1}")
+    expect(page.locator("table.list")).to_contain_text("supervisor:sup")  # the merge is in the survivor's history
     assert a1
 
 
 def test_the_nodes_page_shows_the_enrolled_node_and_the_dedup(context: BrowserContext, cluster: Cluster,
                                                               node: Node) -> None:
     page = context.new_page()
-    sign_in(page, cluster.hub.url, cluster.supervisor, "/console/nodes")
+    sign_in(page, cluster.hub.url, cluster.supervisor, "/console/review")
+    expect(page.get_by_role("link", name="Nodes")).to_have_count(0)
+    page.goto(f"{cluster.hub.url}/console/nodes")  # an admin's page, as GET /sync/nodes is
+    expect(page.get_by_role("alert")).to_contain_text("Your role may not do this.")
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, cluster.hub.url, cluster.hub.token, "/console/nodes")
     row = page.locator("table.nodes tbody tr", has_text="dakar")
     expect(row).to_contain_text("DKR")
     expect(row).to_contain_text("active")

@@ -74,7 +74,7 @@ def test_enrolment_at_once_later_and_refused(pg_database: str, tmp_path: Path) -
         # The same file again: the secret was used.
         again = cli("node", "init", "--data-dir", str(tmp_path / "again"), "--enroll", str(tmp_path / "n.json"),
                     check=False)
-        assert "used already" in _one_line(again)
+        assert "enrolment was refused" in _one_line(again)
         # The hub out of reach at enrolment: the key is registered at the first sync.
         late = tmp_path / "late.json"
         hub.enroll("late", "DKR", late, f"http://127.0.0.1:{free_port()}")

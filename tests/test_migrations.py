@@ -19,6 +19,19 @@ def _reflect(conn: sa.Connection) -> dict[str, set[str]]:
     return {name: {c["name"] for c in inspector.get_columns(name)} for name in inspector.get_table_names()}
 
 
+def _reflect_indexes(conn: sa.Connection) -> dict[str, set[tuple[str, tuple[str, ...]]]]:
+    """Each table's named indexes (not those a primary key or a UNIQUE constraint makes), with their columns."""
+    inspector = sa.inspect(conn)
+    return {
+        name: {
+            (str(ix["name"]), tuple(str(c) for c in ix["column_names"]))
+            for ix in inspector.get_indexes(name)
+            if "duplicates_constraint" not in ix
+        }
+        for name in inspector.get_table_names()
+    }
+
+
 async def test_migrations_build_schema_py(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     store, _ = make_store(store_kind, tmp_path, request)
     await store.connect()
@@ -28,10 +41,16 @@ async def test_migrations_build_schema_py(store_kind: str, tmp_path: Path, reque
         assert await store.migrate() == []  # a second run does nothing
         async with store.writer.connect() as conn:
             tables = await conn.run_sync(_reflect)
+            indexes = await conn.run_sync(_reflect_indexes)
     finally:
         await store.close()
     expected = {name: {c.name for c in table.columns} for name, table in schema.metadata.tables.items()}
     assert {k: v for k, v in tables.items() if k != "schema_migrations"} == expected
+    expected_indexes = {
+        name: {(str(ix.name), tuple(c.name for c in ix.columns)) for ix in table.indexes}
+        for name, table in schema.metadata.tables.items()
+    }
+    assert {k: v for k, v in indexes.items() if k != "schema_migrations"} == expected_indexes
 
 
 async def test_migration_50_re_keys_identities_indexed_by_older_recipes(

@@ -40,7 +40,7 @@ def test_a_bundle_applies_whole_or_not_at_all_and_carries_no_secret(hub: Hub, tm
     assert victim.read_text() == "keep me" and (tmp_path / "a.mpib.tmp").is_symlink()
     assert out.stat().st_mode & 0o777 == 0o600
     raw = out.read_bytes()
-    # The one-time secret is proven (a MAC), never carried: not in the file, not in the node's database.
+    # The one-time secret is proven (a signature by the key it seeds), never carried: not in the file, not in the node's database.
     assert secret.encode() not in raw
     assert secret.encode() not in (a.data / "mpi.sqlite3").read_bytes()
     parts = split_parts(raw)

@@ -147,7 +147,7 @@ async def _scenario(hub: Hub, proxy: Proxy, folder: Path, ops: list[tuple[Any, .
                                     "country": "SN", "region": region, "key_id": key_id(replica.key.verify_key)})
             await store.close()
             await replica.open()
-            await enrol(replica.sync.store, enrolment)
+            await enrol(replica.sync.store, enrolment, bytes(replica.key.verify_key).hex())
             replicas.append(replica)
         link = HttpLink(proxy.url, timeout=10)
         tokens: dict[str, list[str]] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,20 +17,20 @@ from .service import ConsoleService
 from .session import Session, csrf_token
 
 __all__ = [
-    "ConsoleState", "console_principal_key", "lang_key", "render", "see_other", "service", "session_key",
+    "ConsoleState", "console_principal_key", "lang_key", "may", "render", "see_other", "service", "session_key",
     "state_key", "who",
 ]
 
 
 @dataclass
 class ConsoleState:
-    """The console sub-application's own state: its route table and the cookie key, read once."""
+    """The console sub-application's own state: its route table, and the API's roles."""
 
     table: dict[Any, Route]
     paths: frozenset[str]
-    key: bytes | None = None
     decides: bool = False
-    key_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # "METHOD /path" of every API route of the application: its least role (None: public).
+    api_roles: dict[str, str | None] = field(default_factory=dict)
 
 
 state_key = web.AppKey("console_state", ConsoleState)
@@ -44,6 +43,16 @@ def service(request: web.Request) -> ConsoleService:
     """The adapter over this application's store and domain objects."""
     config = request.config_dict
     return ConsoleService(config[store_key], config[registry_key], config.get(hub_sync_key), config.get(node_sync_key))
+
+
+def may(request: web.Request, api: str) -> bool:
+    """Whether this request's principal may what the API route ``api`` ("GET /audit") does."""
+    principal = request.get(console_principal_key)
+    roles = request.app[state_key].api_roles
+    if principal is None or api not in roles:
+        return False
+    role = roles[api]
+    return role is None or principal.may(role)
 
 
 def who(request: web.Request) -> str:
@@ -73,8 +82,9 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
         "tr": lambda word: table.get(word, word) if word else "",
         "when": lambda value: format_when(value, lang),
         "day": lambda value: format_date(value, lang),
-        "csrf": csrf_token(state.key, session) if state.key and session else "",
+        "csrf": csrf_token(session) if session else "",
         "principal": principal,
+        "may": lambda api: may(request, api),
         "paths": state.paths,
         "decides": state.decides,
         "here": request.path_qs,

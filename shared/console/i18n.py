@@ -25,6 +25,11 @@ FRENCH: dict[str, str] = {
     "Your session has ended after a time without activity: sign in again.":
         "Votre session a pris fin après un temps d'inactivité : reconnectez-vous.",
     "Sign in to see this page.": "Connectez-vous pour voir cette page.",
+    "This token has expired.": "Ce jeton a expiré.",
+    "Too many failed sign-ins from this address: try again in a minute.":
+        "Trop d'échecs de connexion depuis cette adresse : réessayez dans une minute.",
+    "Your session has reached its longest allowed length: sign in again.":
+        "Votre session a atteint sa durée maximale : reconnectez-vous.",
     "The form had expired: please try again.": "Le formulaire avait expiré : veuillez réessayer.",
     "This request did not come from a console page and was refused.":
         "Cette requête ne venait pas d'une page de la console et a été refusée.",
@@ -103,6 +108,8 @@ FRENCH: dict[str, str] = {
     "What": "Quoi",
     "Details": "Détails",
     "No history recorded at this replica.": "Aucun historique enregistré sur cette réplique.",
+    "The history is read from the audit log, which only an admin may read.":
+        "L'historique est lu dans le journal d'audit, que seul un administrateur peut lire.",
     "merge": "fusion",
     "unmerge": "défusion",
     "review decision": "décision de revue",

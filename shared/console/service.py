@@ -7,21 +7,18 @@ those operations to other modules means changing the calls here and nowhere else
 Part 2 holds the reads the domain has no operation for yet, each a small query of its own:
 one review item, the names on a queue page, where an identity was registered, its cards, its
 history, the feed backlog of each node, refused sets and clock skew per node, the dedup
-state, the console's signing key and whether a session's token still holds.
+state. (Who is signed in is not asked here: sessions and tokens are ``Auth``'s.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..auth import Principal
 from ..identities import find
 from ..registry import Registry
 from ..review.queue import decide, list_reviews
@@ -35,7 +32,6 @@ from ..sync.node import NodeSync
 
 __all__ = ["ConsoleService"]
 
-_KEY_META = "console_secret"
 _HISTORY_ACTIONS = ("register", "force_create_override", "patch", "merge", "unmerge", "review_decision", "link_dhis2",
                     "enrol", "card_issue", "card_revoke")
 
@@ -89,34 +85,6 @@ class ConsoleService:
             "possible" if score >= th.possible else None
 
     # == 2. reads the domain lacks: the console's own queries ===================================
-
-    async def signing_key(self, configured: str) -> bytes:
-        """The key of session cookies: the setting, else a random key kept in node_meta."""
-        if configured:
-            return hashlib.sha256(configured.encode()).digest()
-        value = self.store.meta.get(_KEY_META)
-        if not value:
-            async with self.store.read() as conn:
-                value = (
-                    await conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == _KEY_META))
-                ).scalar()
-            if not value:
-                value = secrets.token_hex(32)
-                await self.store.set_meta(_KEY_META, value)
-            self.store.meta[_KEY_META] = value
-        return bytes.fromhex(value)
-
-    async def principal(self, token_hash: str) -> Principal | None:
-        """Who holds this token (by its SHA-256) if it is not revoked: a session ends with its token."""
-        async with self.store.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.api_token.c.name, t.api_token.c.role).where(
-                        t.api_token.c.token_hash == token_hash, t.api_token.c.revoked_at.is_(None)
-                    )
-                )
-            ).first()
-        return Principal(row.name, row.role) if row else None
 
     async def review_item(self, item_id: int) -> dict[str, Any] | None:
         """One review item (the domain lists them, but has no read of one)."""

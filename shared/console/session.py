@@ -1,88 +1,58 @@
-"""Console sessions: a signed cookie, its idle expiry, and the checks against cross-site forms.
+"""Console sessions as the browser sees them: a cookie holding a random id, and CSRF checks.
 
-The cookie holds ``{sid, seen}`` for a visitor and, once signed in, the principal's name and
-role and the SHA-256 of the token used (never the token), so a revoked token ends the
-session at the next request. It is signed with HMAC-SHA256; ``seen`` moves on with every
-request and a session idle for longer than ``MPI_CONSOLE_IDLE_MINUTES`` is over.
+The cookie holds only a random session id. Signed in, the id names a row of
+``console_session`` kept by ``Auth`` (which stores only the id's SHA-256, so no copy of the
+database opens a session, and signing out deletes the row, so no copy of the cookie outlives
+it). A visitor's id is in no table: it only binds the sign-in form's CSRF token. No key signs
+anything, so there is no key to keep.
 
-Every form that changes state carries a CSRF token derived from the session id with the same
-key, so it is bound to the session (a new one at sign-in); the request's Origin, when the
-browser sends one, must be this server's own.
+Every form that changes state carries a CSRF token derived from the session id (a digest
+under its own label, so neither the token shown in a page nor the digest stored gives the
+id); a new id at sign-in gives a new token. The request's Origin, when the browser sends one,
+must be this server's own.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import json
+import re
 import secrets
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-__all__ = ["COOKIE", "LANG_COOKIE", "Session", "csrf_token", "new_session", "origin_allowed", "read", "seal"]
+from ..auth import Principal
+
+__all__ = ["COOKIE", "LANG_COOKIE", "Session", "csrf_token", "new_session", "origin_allowed", "session_id"]
 
 COOKIE = "mpi_console"
 LANG_COOKIE = "mpi_console_lang"
+_SID = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
+    """This request's session id, and its principal once signed in."""
+
     sid: str
-    seen: float
-    name: str | None = None
-    role: str | None = None
-    token_hash: str | None = None
+    principal: Principal | None = None
 
     @property
     def signed_in(self) -> bool:
-        return self.name is not None
-
-    def touched(self, now: float) -> Session:
-        return replace(self, seen=now)
+        return self.principal is not None
 
 
-def new_session(now: float | None = None, *, name: str | None = None, role: str | None = None,
-                token_hash: str | None = None) -> Session:
-    """A fresh session id (a new one at every sign-in: a planted cookie is worth nothing)."""
-    return Session(secrets.token_urlsafe(18), time.time() if now is None else now, name, role, token_hash)
+def new_session(sid: str | None = None, principal: Principal | None = None) -> Session:
+    """A session with a fresh random id (a new one at every sign-in: a planted cookie is worth nothing)."""
+    return Session(sid or secrets.token_urlsafe(32), principal)
 
 
-def _sign(key: bytes, data: bytes) -> str:
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+def session_id(value: str | None) -> str | None:
+    """The session id a cookie holds, or None for a missing or malformed one."""
+    return value if value is not None and _SID.fullmatch(value) else None
 
 
-def seal(key: bytes, session: Session) -> str:
-    """The cookie value: base64url(JSON) '.' HMAC."""
-    payload = {"sid": session.sid, "seen": int(session.seen)}
-    if session.signed_in:
-        payload.update(name=session.name, role=session.role, th=session.token_hash)
-    data = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).rstrip(b"=")
-    return f"{data.decode()}.{_sign(key, data)}"
-
-
-def read(key: bytes, value: str | None, idle_seconds: float, now: float | None = None) -> tuple[Session | None, bool]:
-    """(session, expired): None for a missing or forged cookie; expired when it was idle too long."""
-    if not value or "." not in value or len(value) > 2000:
-        return None, False
-    data, _, signature = value.rpartition(".")
-    if not hmac.compare_digest(_sign(key, data.encode()), signature):
-        return None, False
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
-        session = Session(str(payload["sid"]), float(payload["seen"]), payload.get("name"), payload.get("role"),
-                          payload.get("th"))
-    except (ValueError, KeyError, TypeError):
-        return None, False
-    now = time.time() if now is None else now
-    if now - session.seen > idle_seconds:
-        return None, True
-    return session, False
-
-
-def csrf_token(key: bytes, session: Session) -> str:
+def csrf_token(session: Session) -> str:
     """The token every state-changing form of this session carries."""
-    return _sign(key, f"csrf:{session.sid}".encode())[:40]
+    return hashlib.sha256(b"mpi-console-csrf\x00" + session.sid.encode()).hexdigest()[:40]
 
 
 def origin_allowed(origin: str | None, fetch_site: str | None, own_origin: str) -> bool:

@@ -44,7 +44,7 @@ _OUTCOME = {
 }
 _RESOURCE = {"type": "object", "required": ["resourceType"], "properties": {"resourceType": {"type": "string"}}}
 _SEARCH_QUERY = [(name, doc) for name, _, _, doc in SEARCH_PARAMS] + [
-    ("_count", "page size, 0-200 (default 20)"), ("_offset", "where the page starts (next links set it)")]
+    ("_count", "page size, 0-200 (default 20)"), ("_offset", "where the page starts, 0-100000 (next links set it)")]
 _QUERY: dict[str, list[tuple[str, str]]] = {
     "/fhir/Patient": _SEARCH_QUERY,
     "/fhir/Patient/_search": _SEARCH_QUERY,

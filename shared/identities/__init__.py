@@ -6,10 +6,10 @@ remote change applies. Modules:
 
 - ``fields``: the demographic fields, their clocks, value forms, ``Found``
 - ``lookup``: reading an identity by ID (merges followed, one statement) or key
-- ``views``: the API's view of an identity, and the snapshot sync sends
+- ``views``: the API's view of an identity (one, or a page: every face answers it), and the snapshot sync sends
 - ``index``: search tokens and blocking keys (one function for every writer), name counts
 - ``register``: creating identities, here or from another replica
-- ``search``: GET /mpi/search
+- ``search``: GET /mpi/search, and the FHIR Patient search (``people``)
 - ``edit``: fields, external ids, programmes
 - ``cards``: cards and the PII-free card status
 - ``merge``: the local merge and the merge groups (union-find)

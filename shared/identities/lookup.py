@@ -27,6 +27,7 @@ __all__ = [
     "external_ids_of",
     "find",
     "find_whole",
+    "holder_of",
     "programme_count",
     "root_of",
     "row_by_pk",
@@ -188,3 +189,15 @@ async def external_ids_of(conn: AsyncConnection, pks: Sequence[int]) -> dict[int
 async def programme_count(conn: AsyncConnection, pk: int) -> int:
     p = t.programme
     return int((await conn.execute(sa.select(sa.func.count()).select_from(p).where(p.c.identity_pk == pk))).scalar_one())
+
+
+async def holder_of(conn: AsyncConnection, system: str, value: str) -> str | None:
+    """The MPI ID that holds external id ``system``/``value`` (merges not followed), or None."""
+    x = t.external_id
+    return (
+        await conn.execute(
+            sa.select(t.identity.c.mpi_id)
+            .join(x, x.c.identity_pk == t.identity.c.pk)
+            .where(x.c.system == system, x.c.value == value)
+        )
+    ).scalar()

@@ -1,17 +1,23 @@
-"""What an identity looks like from outside: the API's view, and the snapshot sync sends."""
+"""What an identity looks like from outside: the API's view, and the snapshot sync sends.
+
+``view`` is the one shape of an identity every face answers: ``GET /mpi/{id}`` natively, the
+FHIR Patient (``shared.fhir.resources.patient`` maps it), one identity or a page of them
+(``views_of``). A new identity field added here appears in every face at once.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..storage import schema as t
-from .fields import DEMOGRAPHIC, Found, api_time, clocks_of, iso, wire_value
-from .lookup import row_by_pk
+from .fields import DEMOGRAPHIC, Found, Row, api_time, clocks_of, iso, wire_value
+from .lookup import MERGE_CHAIN_LIMIT, row_by_pk
 
-__all__ = ["snapshot", "view"]
+__all__ = ["replaces_of", "snapshot", "view", "views_of"]
 
 
 def view(found: Found) -> dict[str, Any]:
@@ -35,6 +41,91 @@ def view(found: Found) -> dict[str, Any]:
     if found.merged_from:
         body["merged_from"] = found.merged_from
     return body
+
+
+async def views_of(conn: AsyncConnection, rows: Sequence[Row]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """``view`` of each of these identity rows (as stored: merges not followed), and ``replaces_of`` them.
+
+    One UNION ALL reads the rows' external ids, programmes and merge links; only identities
+    with merge links (rare) cost the queries of ``replaces_of`` more.
+    """
+    if not rows:
+        return [], {}
+    pks = [r.pk for r in rows]
+    mpi_ids = [r.mpi_id for r in rows]
+    x, p, ml = t.external_id, t.programme, t.merge_link
+    text = sa.String(40)
+    extras = sa.union_all(
+        sa.select(sa.literal("x"), sa.cast(x.c.identity_pk, text), x.c.system, x.c.value).where(
+            x.c.identity_pk.in_(pks)
+        ),
+        sa.select(sa.literal("p"), sa.cast(p.c.identity_pk, text), p.c.programme_type, p.c.linked_at).where(
+            p.c.identity_pk.in_(pks)
+        ),
+        sa.select(sa.literal("m"), ml.c.source, ml.c.target, ml.c.target).where(
+            sa.or_(ml.c.source.in_(mpi_ids), ml.c.target.in_(mpi_ids))
+        ),
+    )
+    external: dict[int, dict[str, str]] = {pk: {} for pk in pks}
+    programmes: dict[int, list[tuple[str, str]]] = {pk: [] for pk in pks}
+    linked = False
+    for kind, key, a, b in await conn.execute(extras):
+        if kind == "x":
+            external[int(key)][a] = b
+        elif kind == "p":
+            programmes[int(key)].append((a, b))
+        else:
+            linked = True
+    views = [
+        view(Found(r, r.mpi_id, sorted(programmes[r.pk], key=lambda e: (e[1], e[0])), external[r.pk]))
+        for r in rows
+    ]
+    return views, (await replaces_of(conn, mpi_ids) if linked else {})
+
+
+async def replaces_of(conn: AsyncConnection, mpi_ids: Sequence[str]) -> dict[str, list[str]]:
+    """{ID: every ID merged into it, directly or through another merged ID}, for those that have any.
+
+    Merge groups are found through ``merge_link`` (what sync settles groups from; indexed
+    both ways), then their identity rows by ID: ``identity.merged_into`` alone is no good
+    for this on SQLite, where ANALYZE sees a column of NULLs and scans the whole table.
+    """
+    ml = t.merge_link
+    seen = set(mpi_ids)
+    frontier = list(mpi_ids)
+    for _ in range(MERGE_CHAIN_LIMIT):
+        if not frontier:
+            break
+        links = await conn.execute(
+            sa.select(ml.c.source, ml.c.target).where(sa.or_(ml.c.source.in_(frontier), ml.c.target.in_(frontier)))
+        )
+        frontier = sorted({end for link in links for end in link} - seen)
+        seen.update(frontier)
+    if len(seen) == len(set(mpi_ids)):
+        return {}
+    i = t.identity
+    rows = (
+        await conn.execute(
+            sa.select(i.c.mpi_id, i.c.merged_into).where(i.c.mpi_id.in_(sorted(seen))).order_by(i.c.merged_at, i.c.mpi_id)
+        )
+    ).all()
+    children: dict[str, list[str]] = {}
+    for mpi_id, into in rows:
+        if into is not None:
+            children.setdefault(into, []).append(mpi_id)
+    out: dict[str, list[str]] = {}
+    for wanted in mpi_ids:
+        below: list[str] = []
+        todo = list(children.get(wanted, []))
+        while todo and len(below) < MERGE_CHAIN_LIMIT * MERGE_CHAIN_LIMIT:
+            current = todo.pop(0)
+            if current in below or current == wanted:
+                continue
+            below.append(current)
+            todo.extend(children.get(current, []))
+        if below:
+            out[wanted] = below
+    return out
 
 
 async def snapshot(conn: AsyncConnection, pk: int) -> dict[str, Any]:

@@ -95,9 +95,23 @@ _audit_log_v1 = sa.Table(
 )
 
 
+# external_id as version 1 made it; migration 51 adds the index on value.
+_external_id_v1 = sa.Table(
+    "external_id",
+    sa.MetaData(),
+    sa.Column("system", sa.String(40), primary_key=True),
+    sa.Column("value", sa.String(200), primary_key=True),
+    sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey(schema.identity.c.pk, ondelete="CASCADE"), nullable=False),
+    sa.Column("instance_url", sa.String(300), nullable=True),
+    sa.Column("linked_at", sa.String(24), nullable=False),
+    sa.Index("ix_external_id_identity", "identity_pk"),
+)
+
+
 def _v1_initial(conn: Connection) -> None:
     frozen = {
         schema.review_item.name: _review_item_v1,
+        schema.external_id.name: _external_id_v1,
         schema.name_token.name: _name_token_v1,
         schema.api_token.name: _api_token_v1,
         schema.audit_log.name: _audit_log_v1,
@@ -107,10 +121,28 @@ def _v1_initial(conn: Connection) -> None:
         table.create(conn)
 
 
+# sync_node as migration 2 made it; migration 61 replaces its secret_hash with enrol_key.
+_sync_node_v2 = sa.Table(
+    "sync_node",
+    sa.MetaData(),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("node_id", sa.String(64), nullable=True, unique=True),
+    sa.Column("node_number", sa.Integer, nullable=False, unique=True),
+    sa.Column("region", sa.String(3), nullable=False),
+    sa.Column("regions", sa.Text, nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=True),
+    sa.Column("acked_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("acked_hash", sa.String(64), nullable=False, server_default="0" * 64),
+    sa.Column("pull_pos", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.String(24), nullable=False),
+    sa.Column("seen_at", sa.String(24), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+)
+
 _V2_TABLES = [
     schema.card_status,
     schema.merge_link,
-    schema.sync_node,
     schema.sync_key,
     schema.sync_batch,
     schema.sync_fork,
@@ -121,6 +153,7 @@ _V2_TABLES = [
 
 def _v2_sync(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=_V2_TABLES)
+    _sync_node_v2.create(conn)
 
 
 def _v10_dedup(conn: Connection) -> None:
@@ -162,6 +195,11 @@ def _v50_blocking_keys_v2(conn: Connection) -> None:
     rekey(conn)
 
 
+def _v51_external_id_value(conn: Connection) -> None:
+    """An index on external ids by value alone: FHIR's ``identifier=|value`` (any system)."""
+    conn.exec_driver_sql("CREATE INDEX ix_external_id_value ON external_id (value)")
+
+
 def rekey(conn: Connection, page: int = 5000) -> int:
     """Rewrite the blocking keys of every active identity, a page at a time, with a progress bar."""
     identity, keys = schema.identity, schema.blocking_key
@@ -182,6 +220,24 @@ def rekey(conn: Connection, page: int = 5000) -> int:
             bar.update(len(rows))
 
 
+def _v60_console_sessions(conn: Connection) -> None:
+    """Console sessions kept on the server; the cookie signing key kept in node_meta goes."""
+    schema.metadata.create_all(conn, tables=[schema.console_session])
+    conn.execute(sa.delete(schema.node_meta).where(schema.node_meta.c.key == "console_secret"))
+
+
+def _v61_enrolment_keys(conn: Connection) -> None:
+    """Enrolment verified by a public key: the stored MAC keys, each a credential, are dropped.
+
+    A node enrolled (at the hub) before this migration but not yet registered needs a new
+    enrolment file: ``mpi-hub node enroll`` again for its name. On a node, the MAC key kept
+    until registration goes too.
+    """
+    conn.exec_driver_sql("ALTER TABLE sync_node ADD COLUMN enrol_key VARCHAR(64)")
+    conn.exec_driver_sql("ALTER TABLE sync_node DROP COLUMN secret_hash")
+    conn.execute(sa.delete(schema.node_meta).where(schema.node_meta.c.key.in_(["sync_enrol_key", "sync_secret"])))
+
+
 def _v70_import_lines(conn: Connection) -> None:
     """What each imported row became, for the map of ``mpi-node import`` and ``mpi-hub import``."""
     schema.metadata.create_all(conn, tables=[schema.import_line])
@@ -197,6 +253,10 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     # 40-49: sync security and holdings (branch syncsec).
     (40, "sync_holdings", _v40_sync_holdings),
     (50, "blocking_keys_v2", _v50_blocking_keys_v2),
+    (51, "external_id_value", _v51_external_id_value),
+    # 60-69: console sessions and enrolment keys (branch console).
+    (60, "console_sessions", _v60_console_sessions),
+    (61, "enrolment_keys", _v61_enrolment_keys),
     # 70-79: bulk import (branch hubimport).
     (70, "import_lines", _v70_import_lines),
 ]

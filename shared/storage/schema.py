@@ -16,6 +16,7 @@ __all__ = [
     "card",
     "card_status",
     "change_log",
+    "console_session",
     "external_id",
     "identity",
     "import_line",
@@ -96,6 +97,8 @@ external_id = sa.Table(
     sa.Column("instance_url", sa.String(300), nullable=True),
     sa.Column("linked_at", sa.String(24), nullable=False),
     sa.Index("ix_external_id_identity", "identity_pk"),
+    # An identifier of any system (FHIR ``identifier=|value``): the key is (system, value).
+    sa.Index("ix_external_id_value", "value"),
 )
 
 programme = sa.Table(
@@ -246,13 +249,15 @@ sync_node = sa.Table(
     sa.Column("region", sa.String(3), nullable=False),
     sa.Column("regions", sa.Text, nullable=False),
     sa.Column("status", sa.String(12), nullable=False),
-    sa.Column("secret_hash", sa.String(64), nullable=True),
     sa.Column("acked_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("acked_hash", sa.String(64), nullable=False, server_default="0" * 64),
     sa.Column("pull_pos", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("created_at", sa.String(24), nullable=False),
     sa.Column("seen_at", sa.String(24), nullable=True),
     sa.Column("note", sa.Text, nullable=True),
+    # The public half of the key pair the enrolment secret seeds (migration 61): it verifies an
+    # enrolment and cannot make one, so a copy of the database completes no enrolment.
+    sa.Column("enrol_key", sa.String(64), nullable=True),
 )
 
 # Hub: every node key, with the part of the node's chain it may sign.
@@ -394,4 +399,21 @@ sync_setaside = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("at", sa.String(24), nullable=False),
     sa.Index("ix_sync_setaside_node", "node_id", "seq"),
+)
+
+# -- console sessions (migration 60) -------------------------------------------------------------
+
+# A signed-in console session. The browser's cookie holds a random session id; only its SHA-256
+# is kept, so a copy of the database opens no session. A session ends when signed out (its row
+# is deleted), idle past MPI_CONSOLE_IDLE_MINUTES, past ``expires_at`` (its maximum lifetime),
+# or as soon as its token is revoked or expires (each request reads the token with it).
+console_session = sa.Table(
+    "console_session",
+    metadata,
+    sa.Column("sid_hash", sa.String(64), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.String(24), nullable=False),
+    sa.Column("seen_at", sa.String(24), nullable=False),
+    sa.Column("expires_at", sa.String(24), nullable=False),
+    sa.Index("ix_console_session_token", "token_hash"),
 )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -31,23 +30,23 @@ import sqlalchemy as sa
 from nacl.signing import SigningKey, VerifyKey
 
 from ..crypto import key_id
+from ..errors import BadRequest
 from ..identities import find, snapshot
 from ..identities.lookup import text_in
-from ..ids import MAX_NODE_NUMBER
 from ..registry import Registry
+from ..schemas import decode_json
 from ..storage import schema as t
 from ..storage.store import Store, Tx
 from . import holdings
 from .apply import Applier, HubPolicy, Route
 from .changelog import GENESIS_HASH, Change, canonical_json
 from .changeset import Ack, Envelope, FeedItem, decode_changes, join_parts, open_envelope, seal_ack, seal_feed
-from .enrolment import Enrolment, Registration, secret_digest
+from .enrolment import Enrolment, Registration, register, reserve
 from .errors import (
     BadEnvelope,
     ChainFork,
     ChainGap,
     ClockSkew,
-    EnrolmentRefused,
     Quarantined,
     RevokedKey,
     SyncError,
@@ -86,65 +85,14 @@ class HubSync:
 
     # -- enrolment -------------------------------------------------------------------------
 
-    async def enrol(self, name: str, region: str, hub_url: str, subscribe: list[str]) -> Enrolment:
-        """Reserve a node number and a one-time secret for a node to come."""
-        secret = secrets.token_urlsafe(24)
-        regions = [region, *[r for r in subscribe if r != region]]
-        async with self.store.write("cli:enrol") as tx:
-            taken = set((await tx.conn.execute(sa.select(t.sync_node.c.node_number))).scalars())
-            if (await tx.conn.execute(sa.select(t.sync_node.c.name).where(t.sync_node.c.name == name))).first():
-                raise ValueError(f"a node named {name} is enrolled already")
-            number = next((n for n in range(1, MAX_NODE_NUMBER) if n not in taken), None)
-            if number is None:
-                raise ValueError("every node number is taken")
-            await tx.conn.execute(
-                sa.insert(t.sync_node).values(
-                    name=name, node_number=number, region=region, regions=json.dumps(regions), status="pending",
-                    secret_hash=secret_digest(secret), created_at=tx.now,
-                )
-            )
-            tx.audit("node_enrol", None, name=name, node_number=number, regions=regions)
-        return Enrolment(
-            name, number, self.store.meta.get("country", ""), region, regions, hub_url, self.store.node_id,
-            bytes(self.key.verify_key).hex(), secret,
-        )
+    async def enrol(self, name: str, region: str, hub_url: str, subscribe: list[str], *,
+                    again: bool = False) -> Enrolment:
+        """Reserve a node number and a one-time secret for a node to come (``enrolment.reserve``)."""
+        return await reserve(self.store, self.key, name, region, hub_url, subscribe, again=again)
 
-    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A node presents its key, signed with it and MACed with its enrolment secret's digest."""
-        request = Registration.parse(body)
-        name, node_id, public_key = request.name, request.node_id, request.public_key
-        kid = key_id(request.verify_key)
-        async with self.store.write(f"node:{name}") as tx:
-            node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
-            if node is None or node.status == "revoked":
-                raise EnrolmentRefused(f"no enrolment for a node named {name}")
-            if node.status != "pending":
-                known = (
-                    await tx.conn.execute(sa.select(t.sync_key.c.key_id).where(t.sync_key.c.key_id == kid))
-                ).first()
-                if node.node_id == node_id and known is not None:
-                    return self._registered(node)  # the answer was lost: say it again
-                raise EnrolmentRefused("this enrolment was used already")
-            if not request.proves(node.secret_hash):
-                raise EnrolmentRefused("the enrolment request is not proven by this node's enrolment secret")
-            await tx.conn.execute(
-                sa.update(t.sync_node)
-                .where(t.sync_node.c.name == name)
-                .values(node_id=node_id, status="active", secret_hash=None, seen_at=tx.now)
-            )
-            await tx.conn.execute(
-                sa.insert(t.sync_key).values(
-                    key_id=kid, node_name=name, public_key=public_key, status="active", first_seq=1, created_at=tx.now
-                )
-            )
-            tx.audit("node_register", None, name=name, node_id=node_id, key_id=kid)
-            node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).one()
-        return self._registered(node)
-
-    @staticmethod
-    def _registered(node: Any) -> dict[str, Any]:
-        return {"name": node.name, "node_number": node.node_number, "status": node.status,
-                "regions": json.loads(node.regions), "acked_seq": node.acked_seq}
+    async def register(self, body: Any) -> dict[str, Any]:
+        """A node presents its key, proven by its enrolment secret (``enrolment.register``)."""
+        return await register(self.store, body)
 
     async def revoke(self, name: str) -> int:
         """Revoke a node: its keys sign nothing more; what it pushed so far stays."""
@@ -547,8 +495,8 @@ class HubSync:
         for n, (kind, part) in enumerate(bundle.parts, 1):
             if kind == "R":
                 try:
-                    body = json.loads(part)
-                except ValueError:
+                    body = decode_json(part)
+                except BadRequest:
                     raise BadEnvelope(f"part {n}: the registration is not JSON") from None
                 requests.append((Registration.parse(body), body))
             elif kind == "E":

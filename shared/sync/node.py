@@ -36,7 +36,7 @@ from .changeset import (
     seal_changes,
     split_parts,
 )
-from .enrolment import registration_request, secret_digest
+from .enrolment import registration_request
 from .errors import BadEnvelope, ChainFork, ChainGap, Quarantined, RevokedKey, SyncError, status_of
 from .meta import put_meta as _put_meta
 from .transports import BundleLink, Link, LinkDown, open_bundle
@@ -164,12 +164,15 @@ class NodeSync:
         return VerifyKey(bytes.fromhex(self.meta["hub_public_key"]))
 
     def registration_request(self) -> dict[str, Any]:
-        digest = self.meta.get("sync_enrol_key") or secret_digest(self.meta.get("sync_secret", ""))
-        return registration_request(self.meta["sync_name"], self.store.node_id, self.key, digest)
+        proof = self.meta.get("sync_enrol_proof")
+        if not proof:
+            raise SyncError("this node was enrolled before enrolment keys and is not registered yet: "
+                            "ask the hub for a new enrolment file (mpi-hub node enroll) and enrol a new node with it")
+        return registration_request(self.meta["sync_name"], self.store.node_id, self.key, proof)
 
     async def registered_by_hub(self) -> None:
         async with self.store.write("sync") as tx:
-            await _put_meta(tx, {"sync_registered": "1", "sync_secret": "", "sync_enrol_key": ""})
+            await _put_meta(tx, {"sync_registered": "1", "sync_enrol_proof": ""})
 
     # -- outgoing -----------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...schemas import SearchQuery, parse_body
-from ..context import render, see_other, service, who
+from ..context import may, render, see_other, service, who
 from .review import FIELDS
 
 __all__ = ["identity", "search", "unmerge"]
@@ -35,7 +35,8 @@ async def identity(request: web.Request) -> web.Response:
         "title": "Identity", "person": person, "fields": FIELDS,
         "cards": await adapter.cards_of(mpi_id),
         "members": await adapter.merged_into(mpi_id),
-        "history": await adapter.history(mpi_id),
+        # The history is the audit log's: for the roles the API lets read it (GET /audit).
+        "history": await adapter.history(mpi_id) if may(request, "GET /audit") else None,
         "origin": (await adapter.registrations([mpi_id])).get(mpi_id),
         "unmerged": request.query.get("unmerged", ""),
     })
