@@ -327,7 +327,9 @@ class HubSync:
         values: dict[str, Any] = {}
         pull = env.header.get("pull")
         if isinstance(pull, dict) and type(pull.get("after")) is int and pull["after"] > int(current.pull_pos):
-            values["pull_pos"] = pull["after"]
+            top = (await tx.conn.execute(sa.select(sa.func.max(t.sync_feed.c.pos)))).scalar() or 0
+            if min(pull["after"], top) > int(current.pull_pos):
+                values["pull_pos"] = min(pull["after"], top)  # no further than the feed goes
         sent = env.header.get("sent_at")
         if type(sent) is int and sent > 0:
             seen = min(tx.now, _iso(sent))
