@@ -44,7 +44,7 @@ def _hub_state(hub: Hub) -> dict[str, Any]:
         "identities": identities(hub),
         "cards": sorted(hub.sql("SELECT token_hash, status FROM card")),
         "card_status": sorted(hub.sql("SELECT token_hash, status FROM card_status")),
-        "external_ids": sorted(hub.sql("SELECT system, value FROM external_id")),
+        "external_ids": sorted(hub.sql("SELECT system, value, identity_pk FROM external_id")),
         "programmes": sorted(hub.sql("SELECT identity_pk, programme_type FROM programme")),
         "merge_links": sorted(hub.sql("SELECT source, target FROM merge_link")),
         "review_items": hub.sql("SELECT count(*) FROM review_item")[0][0],
@@ -59,6 +59,8 @@ def test_a_stolen_node_changes_nothing_it_does_not_hold(hub: Hub, tmp_path: Path
         n.start()
     try:
         awa, moussa = d.register(**AWA), d.register(**MOUSSA)
+        ibrahima = d.register(first_name="Ibrahima", last_name="Fall", date_of_birth="1960-03-04", gender="M",
+                              external_ids={"nid": "SN999"})
         status, card = d.call("POST", f"/mpi/{awa}/card", CARD)
         assert status == 201, card
         awa_token = d.sql("SELECT token_hash FROM card")[0][0]
@@ -81,7 +83,7 @@ def test_a_stolen_node_changes_nothing_it_does_not_hold(hub: Hub, tmp_path: Path
             ("card.revoke", fatou, {"token_hash": awa_token, "reason": "stolen"}),
             ("card.issue", awa, {"card_code": "X1", "campaign_id": "c1", "programme_type": "vaccination",
                                  "token_hash": "f" * 64, "programme_count": 1, "issued_at": "2026-01-01T00:00:00.000Z"}),
-            ("external_id.add", awa, {"system": "nid", "value": "999", "instance_url": None}),
+            ("external_id.add", awa, {"system": "nid", "value": "SN999", "instance_url": None}),  # Ibrahima's
             ("programme.add", awa, {"programme_type": "nutrition", "linked_at": "2026-01-01T00:00:00.000Z"}),
             ("review.open", fatou, {"reason": "x", "mpi_ids": [fatou, awa], "similarity_score": 0.9}),
             ("review.not_same", awa, {"mpi_ids": [awa, moussa], "reason": "x"}),
@@ -118,6 +120,14 @@ def test_a_stolen_node_changes_nothing_it_does_not_hold(hub: Hub, tmp_path: Path
         assert identities(d) == at_dkr
         status, answer = d.call("GET", f"/mpi/verify/{card['qr_token']}")
         assert status == 200 and answer["status"] == "valid", answer
+        # A refused change stays in the hub's log (the chain holds) but counts for nothing: an unmerge at
+        # the hub does not take it for one of Awa's own external ids.
+        status, body = hub.call("POST", "/mpi/merge", {"source_mpi_id": awa, "target_mpi_id": moussa, "reason": "same"})
+        assert status == 200, body
+        status, body = hub.call("POST", "/mpi/unmerge", {"mpi_id": awa, "reason": "not the same"})
+        assert status == 200, body
+        owner = "SELECT i.mpi_id FROM external_id x JOIN identity i ON i.pk = x.identity_pk WHERE x.value = 'SN999'"
+        assert hub.sql(owner) == [(ibrahima,)]
         # And the Thies node can still do what it may: its next change arrives.
         assert t.call("PATCH", f"/mpi/{fatou}", {"phone_number": "+221770000098"})[0] == 200
         sync_now(t)
