@@ -294,7 +294,7 @@ class HubSync:
             tail = [c for c in changes if c.seq > acked]
             await self._store_changes(tx, tail)
             regions = set(json.loads(current.regions))
-            authority = NodeAuthority(current.name, env.node_id, int(current.node_number), regions, max_hlc)
+            authority = NodeAuthority(current.name, int(current.node_number), regions, max_hlc)
             routes = await apply_or_set_aside(self.applier, tx, tail, authority)
             await self._feed_remote(tx, tail, routes)
             # What the hub refused gives the node no holding.

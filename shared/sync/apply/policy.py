@@ -201,9 +201,8 @@ class NodeAuthority:
     change meets. One instance serves one push (it remembers what the push created).
     """
 
-    def __init__(self, name: str, node_id: str, node_number: int, regions: Iterable[str], max_hlc: int) -> None:
+    def __init__(self, name: str, node_number: int, regions: Iterable[str], max_hlc: int) -> None:
         self.name = name
-        self.node_id = node_id
         self.node_number = node_number
         self.regions = set(regions)
         self.max_hlc = max_hlc  # the largest HLC a clock may carry now (the hub's clock plus the skew allowed)
