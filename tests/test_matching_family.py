@@ -125,3 +125,15 @@ def test_the_learned_scorer_leaves_campaign_pairs_to_the_family_comparisons() ->
     # Pairs without campaign evidence are the trees' alone.
     plain = replace(CHILD, date_of_birth_estimated=False, mother_mpi_id=None)
     assert learned.compare(plain, plain).features
+
+
+def test_links_from_another_replica_are_stored_well_formed_or_not_at_all() -> None:
+    """What a crafted change could send as ``related_persons``: never text a later read trips on."""
+    from shared.identities.fields import db_value, related_list
+
+    good = '[{"mpi_id":"SN-DKR-26-M","relationship":"mother"}]'
+    assert db_value("related_persons", good) == good
+    assert db_value("related_persons", '{"not json') is None
+    assert db_value("related_persons", [{"mpi_id": "X", "relationship": "mother"}]) is None
+    assert db_value("related_persons", '[{"mpi_id":"X","relationship":"owner"},{"mpi_id":7,"relationship":"mother"}]') is None
+    assert related_list('[{"mpi_id":"X"}, "junk"]') == []

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from .. import ids
 from ..errors import BadRequest
 from ..matching import Person
-from ..matching.family import mother_of
+from ..matching.family import links_of, mother_of
 
 __all__ = [
     "DEMOGRAPHIC",
@@ -102,6 +102,10 @@ def db_value(name: str, value: Any) -> Any:
         return dt.date.fromisoformat(value) if isinstance(value, str) and value else None
     if name == "date_of_birth_estimated":
         return bool(value)  # absent from the changes of a replica that predates it: not estimated
+    if name == "related_persons":
+        # Another replica's links, as this one stores them: well-formed or none (a crafted change
+        # cannot plant text that every later read would trip on).
+        return related_json(links_of(value)) if isinstance(value, str) else None
     return value
 
 
@@ -114,10 +118,8 @@ def related_json(links: Iterable[tuple[str, str]]) -> str | None:
 
 
 def related_list(value: str | None) -> list[dict[str, str]]:
-    """The stored links as the API answers them."""
-    if not value:
-        return []
-    return [{"mpi_id": str(x["mpi_id"]), "relationship": str(x["relationship"])} for x in json.loads(value)]
+    """The stored links as the API answers them (anything malformed, which no writer here makes, skipped)."""
+    return [{"mpi_id": m, "relationship": r} for m, r in sorted(set(links_of(value)))]
 
 
 def wire_value(value: Any) -> Any:

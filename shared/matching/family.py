@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "birth_date_tolerance_days",
     "estimated_birth_date",
     "estimated_dob_agreement",
+    "links_of",
     "mother_agreement",
     "mother_of",
     "same_child_bits",
@@ -155,7 +156,8 @@ def same_child_bits(same_mother: bool | None, dates_close: bool, given_names_clo
     return SAME_CHILD_BITS if same_mother is True and dates_close and given_names_close and not sexes_differ else 0.0
 
 
-def _links(related: Any) -> Iterable[tuple[str, str]]:
+def links_of(related: Any) -> list[tuple[str, str]]:
+    """(MPI ID, relationship) of caregiver links as stored (JSON text) or given (a list); what is malformed is skipped."""
     if related is None or related == "":
         return []
     if isinstance(related, str):
@@ -169,11 +171,11 @@ def _links(related: Any) -> Iterable[tuple[str, str]]:
             mpi_id, relationship = link.get("mpi_id"), link.get("relationship")
         else:
             mpi_id, relationship = getattr(link, "mpi_id", None), getattr(link, "relationship", None)
-        if mpi_id and relationship:
-            out.append((str(mpi_id), str(relationship)))
+        if isinstance(mpi_id, str) and mpi_id and relationship in RELATIONSHIPS:
+            out.append((mpi_id, str(relationship)))
     return out
 
 
 def mother_of(related: Any) -> str | None:
     """The MPI ID of the mother among caregiver links (stored JSON text, or a list of links), if any."""
-    return next((mpi_id for mpi_id, relationship in _links(related) if relationship == MOTHER), None)
+    return next((mpi_id for mpi_id, relationship in links_of(related) if relationship == MOTHER), None)
