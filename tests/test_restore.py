@@ -1,0 +1,96 @@
+"""A node restored from a copy older than what it pushed catches up from the hub, never forks.
+
+Real processes: a hub on PostgreSQL, a node serving on SQLite, ``mpi-node backup``/``restore``
+and ``mpi-node sync`` as commands.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cluster import Hub, Node, Server, cli, free_port, identities
+
+from shared.ids import parse
+
+
+def _person(i: int) -> dict[str, object]:
+    return {"first_name": f"Awa{i}", "last_name": f"Ndiaye{i}", "date_of_birth": f"19{50 + i}-01-0{1 + i % 9}",
+            "gender": "F", "phone_number": f"+22177000{i:04d}"}
+
+
+def _restored(data: Path, token: str) -> Node:
+    """A node process on a folder ``mpi-node restore`` wrote (no init: it is the copy's node)."""
+    node = Node.__new__(Node)
+    Server.__init__(node, "node", ["--data-dir", str(data)], free_port(),
+                    env={"MPI_SYNC_INTERVAL_SECONDS": "3600"})
+    node.data, node.token = data, token
+    return node
+
+
+def test_a_node_restored_from_a_copy_older_than_its_last_sync_catches_up(hub: Hub, tmp_path: Path) -> None:
+    a = Node(tmp_path / "a", hub.enroll("a", "DKR", tmp_path / "a.json", hub.url))
+    a.start()
+    try:
+        before = [a.register(**_person(i)) for i in range(2)]
+        a.sync()
+        made = cli("node", "backup", "--data-dir", str(a.data), str(tmp_path / "a.backup")).stdout
+        copy_seq = int(re.search(r"changes up to (\d+)", made).group(1))  # type: ignore[union-attr]
+        after = [a.register(**_person(i)) for i in range(2, 5)]
+        a.sync()  # these reach the hub: the copy lacks them
+        lost = a.register(**_person(9))  # this never does: the laptop is stolen before its next sync
+    finally:
+        a.stop()
+    hub_seq = hub.sql("SELECT acked_seq FROM sync_node WHERE name = 'a'")[0][0]
+    assert hub_seq > copy_seq
+    # The hub edits one of the identities the copy lacks: the restored node must apply it after the create.
+    status, body = hub.call("PATCH", f"/mpi/{after[0]}", {"phone_number": "+221770009999"})
+    assert status == 200, body
+
+    said = cli("node", "restore", "--data-dir", str(tmp_path / "a2"), str(tmp_path / "a.backup")).stdout
+    assert "ID counter moved on by 100000" in said and "first sync" in said, said
+    r = _restored(tmp_path / "a2", a.token)
+    r.start()
+    try:
+        status, state = r.call("GET", "/sync/status")
+        assert status == 200 and state["restored"]["acked_seq"] == copy_seq, state
+        fresh = r.register(**_person(20))  # written after the restore, before its first sync
+        # The margin: no ID the lost node minted (synced or not) comes again.
+        assert fresh not in {*before, *after, lost}
+        assert parse(fresh).origin()[1] >= 100_000
+
+        out = r.sync().stdout  # a command beside the serving process, as an operator would
+        behind = hub_seq - copy_seq
+        assert f"the copy was {behind} change(s) behind the hub" in out, out
+        assert "1 change(s) written since the restore renumbered" in out, out
+
+        # No fork: the hub took the renumbered change after what it held and keeps the node active.
+        assert hub.sql("SELECT status FROM sync_node WHERE name = 'a'") == [("active",)]
+        assert hub.sql("SELECT count(*) FROM sync_fork") == [(0,)]
+        assert hub.sql("SELECT acked_seq FROM sync_node WHERE name = 'a'")[0][0] == hub_seq + 1
+
+        # Nothing that reached the hub is lost; what never did is; the post-restore write reached it.
+        held = identities(r)
+        assert {*before, *after, fresh} <= set(held) and lost not in held
+        assert held[after[0]][7] == "+221770009999"  # the hub's edit, applied after the create it follows
+        at_hub = identities(hub)
+        assert {*before, *after, fresh} <= set(at_hub) and lost not in at_hub
+        # They came back as this node's own changes, in its chain, acknowledged.
+        mine = r.sql("SELECT seq, prev_hash, hash FROM change_log WHERE node_id = "
+                     "(SELECT value FROM node_meta WHERE key = 'node_id') ORDER BY seq")
+        assert [s for s, _, _ in mine] == list(range(1, hub_seq + 2))
+        assert all(mine[i][1] == mine[i - 1][2] for i in range(1, len(mine)))
+        assert mine[-1][2] == hub.sql("SELECT acked_hash FROM sync_node WHERE name = 'a'")[0][0]
+
+        status, state = r.call("GET", "/sync/status")
+        assert state["restored"] is None and state["caught_up"]["behind"] == behind, state
+        assert state["cursors"]["acked_seq"] == state["cursors"]["last_seq"] == hub_seq + 1
+
+        # It goes on: a new registration mints past everything and syncs as usual.
+        newer = r.register(**_person(21))
+        assert parse(newer).origin()[1] == parse(fresh).origin()[1] + 1
+        again = r.sync().stdout
+        assert "behind" not in again and "pushed" in again
+        assert newer in identities(hub)
+    finally:
+        r.stop()
