@@ -6,10 +6,11 @@ and ``mpi-node sync`` as commands.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-from cluster import Hub, Node, Server, cli, free_port, identities
+from cluster import Hub, Node, Server, cli, exported_envelopes, free_port, identities, post_raw
 
 from shared.ids import parse
 
@@ -94,3 +95,59 @@ def test_a_node_restored_from_a_copy_older_than_its_last_sync_catches_up(hub: Hu
         assert newer in identities(hub)
     finally:
         r.stop()
+
+
+def test_a_lost_node_is_replaced_with_what_the_hub_holds_for_it_under_a_new_number(hub: Hub, tmp_path: Path) -> None:
+    a = Node(tmp_path / "a", hub.enroll("a", "DKR", tmp_path / "a.json", hub.url))
+    a.start()
+    try:
+        own = [a.register(**_person(i)) for i in range(3)]
+        visitor = a.register(**_person(5), region_code="THI")  # outside its region: a holding of a
+        a.sync()
+        offline = a.register(**_person(9))  # never synced: the laptop is stolen
+    finally:
+        a.stop()
+    old_id = a.sql("SELECT value FROM node_meta WHERE key = 'node_id'")[0][0]
+    old_number = int(a.sql("SELECT value FROM node_meta WHERE key = 'node_number'")[0][0])
+    assert hub.sql("SELECT mpi_id FROM sync_holding WHERE node_name = 'a'") == [(visitor,)]
+
+    said = cli("hub", "node", "replace", "--database-url", hub.database_url, "a", "--hub-url", hub.url,
+               "--out", str(tmp_path / "a2.json")).stdout
+    assert "revoked node a" in said and "a-2" in said, said
+    again = cli("hub", "node", "replace", "--database-url", hub.database_url, "a", "--hub-url", hub.url,
+                "--out", str(tmp_path / "a3.json"), check=False)
+    assert again.returncode != 0 and "replaced already, by a-2" in again.stderr and not (tmp_path / "a3.json").exists()
+
+    r = Node(tmp_path / "r", tmp_path / "a2.json")
+    r.sync()
+    held = identities(r)
+    # Everything of its region and holdings that reached the hub; what never did is lost.
+    assert {*own, visitor} <= set(held) and offline not in held
+    # The lost node's changes keep their author, here and at the hub.
+    creates = {m: n for m, n in r.sql("SELECT mpi_id, node_id FROM change_log WHERE kind = 'identity.create'")}
+    assert all(creates[m] == old_id for m in [*own, visitor])
+    assert {n for (n,) in hub.sql("SELECT node_id FROM change_log WHERE kind = 'identity.create' AND mpi_id = ANY(%s)",
+                                    [*own, visitor])} == {old_id}
+    # A number never used: no ID it mints can be one the lost node minted, even offline.
+    new_number = int(r.sql("SELECT value FROM node_meta WHERE key = 'node_number'")[0][0])
+    assert new_number != old_number and new_number not in {n for (n,) in hub.sql(
+        "SELECT node_number FROM sync_node WHERE name <> 'a-2'")}
+    r.start()
+    try:
+        mine = r.register(**_person(9))
+        assert mine != offline and parse(mine).origin()[0] == new_number
+        r.sync()
+        assert mine in identities(hub)
+    finally:
+        r.stop()
+
+    # The lost node's key is refused (403): what it still holds cannot reach the hub.
+    for envelope in exported_envelopes(a, tmp_path):
+        status, body = post_raw(hub.url, "/sync/push", envelope)
+        assert status == 403 and json.loads(body)["status"] == "revoked_key", body
+    listed = {n["name"]: n for n in map(json.loads, cli(
+        "hub", "node", "list", "--database-url", hub.database_url).stdout.splitlines())}
+    assert listed["a"]["status"] == "revoked" and listed["a"]["replaced_by"] == "a-2"
+    assert listed["a-2"]["replaces"] == "a" and listed["a-2"]["status"] == "active"
+    assert listed["a-2"]["regions"] == listed["a"]["regions"]
+    assert [visitor] == [m for (m,) in hub.sql("SELECT mpi_id FROM sync_holding WHERE node_name = 'a-2'")]

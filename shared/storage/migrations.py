@@ -238,6 +238,11 @@ def _v61_enrolment_keys(conn: Connection) -> None:
     conn.execute(sa.delete(schema.node_meta).where(schema.node_meta.c.key.in_(["sync_enrol_key", "sync_secret"])))
 
 
+def _v70_node_replacement(conn: Connection) -> None:
+    """The hub records which lost node a replacement node took over (``mpi-hub node replace``)."""
+    conn.exec_driver_sql("ALTER TABLE sync_node ADD COLUMN replaces VARCHAR(100)")
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
@@ -252,6 +257,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     # 60-69: console sessions and enrolment keys (branch console).
     (60, "console_sessions", _v60_console_sessions),
     (61, "enrolment_keys", _v61_enrolment_keys),
+    # 70-79: restore and replacement of nodes (branch restore).
+    (70, "node_replacement", _v70_node_replacement),
 ]
 
 

@@ -103,6 +103,24 @@ class HubSync:
         """Reserve a node number and a one-time secret for a node to come (``enrolment.reserve``)."""
         return await reserve(self.store, self.key, name, region, hub_url, subscribe, again=again)
 
+    async def replace(self, name: str, hub_url: str, successor: str | None = None) -> Enrolment:
+        """Revoke lost node ``name`` and reserve a replacement with its regions and holdings, under a new number.
+
+        The replacement (default name ``NAME-2``, ``-3``...) starts from an empty database: its
+        first pull is the whole feed of its regions and holdings, the lost node's changes with
+        their author. What the lost node wrote and never pushed is lost.
+        """
+        async with self.store.read() as conn:
+            node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
+            names = set((await conn.execute(sa.select(t.sync_node.c.name))).scalars())
+        if node is None:
+            raise ValueError(f"no node named {name}")
+        if successor is None:
+            successor = next(f"{name}-{n}" for n in range(2, 10_000) if f"{name}-{n}" not in names)
+        regions = json.loads(node.regions)
+        return await reserve(self.store, self.key, successor, node.region, hub_url,
+                             [r for r in regions if r != node.region], replaces=name)
+
     async def register(self, body: Any) -> dict[str, Any]:
         """A node presents its key, proven by its enrolment secret (``enrolment.register``)."""
         return await register(self.store, body)
@@ -133,10 +151,12 @@ class HubSync:
         for a in reversed(aside):
             by_node.setdefault(a.node_id, []).append(
                 {"seq": a.seq, "kind": a.kind, "mpi_id": a.mpi_id, "reason": a.reason, "at": a.at})
+        replaced_by = {r.replaces: r.name for r in rows if r.replaces}
         return [
             {"name": r.name, "node_id": r.node_id, "node_number": r.node_number, "regions": json.loads(r.regions),
              "status": r.status, "acked_seq": r.acked_seq, "pull_pos": r.pull_pos, "seen_at": r.seen_at,
-             "note": r.note, "set_aside": by_node.get(r.node_id or "", [])}
+             "note": r.note, "replaces": r.replaces, "replaced_by": replaced_by.get(r.name),
+             "set_aside": by_node.get(r.node_id or "", [])}
             for r in rows
         ]
 
