@@ -151,3 +151,60 @@ def test_a_lost_node_is_replaced_with_what_the_hub_holds_for_it_under_a_new_numb
     assert listed["a-2"]["replaces"] == "a" and listed["a-2"]["status"] == "active"
     assert listed["a-2"]["regions"] == listed["a"]["regions"]
     assert [visitor] == [m for (m,) in hub.sql("SELECT mpi_id FROM sync_holding WHERE node_name = 'a-2'")]
+
+
+def test_the_hub_restored_from_a_dump_serves_and_enrolled_nodes_sync_on(hub: Hub, pg_server: str,
+                                                                        tmp_path: Path) -> None:
+    """README, Operations: pg_dump -Fc while it serves; pg_restore into a new database; serve it
+    with the same sealing key file (kept apart from the dump); nodes go on without re-enrolment."""
+    import subprocess
+    import uuid
+
+    import psycopg
+    from conftest import pg_url
+
+    a = Node(tmp_path / "a", hub.enroll("a", "DKR", tmp_path / "a.json", hub.url))
+    b = Node(tmp_path / "b", hub.enroll("b", "DKR", tmp_path / "b.json", hub.url))
+    a.start()
+    try:
+        first = [a.register(**_person(i)) for i in range(2)]
+        a.sync()
+        b.sync()
+        dump = tmp_path / "hub.dump"
+        subprocess.run(["pg_dump", "-Fc", "-f", str(dump), hub.database_url], check=True, capture_output=True)
+        later = [a.register(**_person(i)) for i in range(2, 4)]  # reach the hub after the dump
+        a.sync()
+        b.sync()
+    finally:
+        a.stop()
+    port = hub.port
+    hub.stop()  # the hub's machine is lost; its dump and its sealing key file are not
+    name = f"mpi_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    restored = Server("hub", ["--database-url", pg_url(name)], port, token=hub.token,
+                      env={"MPI_DEDUP_INTERVAL_SECONDS": "0"})
+    try:
+        subprocess.run(["pg_restore", "--no-owner", "-d", pg_url(name), str(dump)], check=True, capture_output=True)
+        restored.start()  # the same URL: the nodes' enrolment names it
+        a.start()
+        try:
+            # The restored hub lacks what a pushed after the dump: a's next round pushes it again (the hub
+            # acknowledges less than a holds), with a new registration, under a's same key.
+            newest = a.register(**_person(7))
+            a.sync()
+        finally:
+            a.stop()
+        b.sync()
+        held = identities(b)
+        assert {*first, *later, newest} <= set(held)
+        status, body = restored.call("GET", f"/mpi/{later[0]}")
+        assert status == 200, body
+        with psycopg.connect(pg_url(name)) as conn:
+            states = dict(conn.execute("SELECT name, status FROM sync_node").fetchall())
+            forks = conn.execute("SELECT count(*) FROM sync_fork").fetchone()
+        assert states == {"a": "active", "b": "active"} and forks == (0,)
+    finally:
+        restored.stop()
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
