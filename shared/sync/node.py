@@ -543,6 +543,8 @@ class NodeSync:
                         raise BadEnvelope("the acknowledgement is for another node")
                     head = (ack.seq, ack.hash)
                 elif kind == "O":
+                    if head is not None and head[0] <= start:
+                        continue  # the hub holds no more of this node than the copy (a hub restored from a dump)
                     env = open_envelope(data)
                     if env.node_id != self.meta.get("hub_node_id"):
                         raise BadEnvelope("this envelope is not from this node's hub")
@@ -559,6 +561,14 @@ class NodeSync:
                 break
         if head is None:  # the hub stands where this node thinks: nothing to catch up
             head = (start, start_hash)
+        if head[0] < start:
+            # The hub holds less of this node than the copy: nothing comes back; the round pushes the rest.
+            async with self.store.read() as conn:
+                held = (await conn.execute(sa.select(t.change_log.c.hash).where(
+                    t.change_log.c.node_id == me, t.change_log.c.seq == head[0]))).scalar()
+            if (held or GENESIS_HASH) != head[1]:
+                raise ChainFork(head[0], f"the hub holds another change {head[0]} of this node than its copy")
+            return await self._take_chain(start, head, [])
         if head[0] != after or head[1] != after_hash:
             raise ChainFork(head[0], "the hub's acknowledgement and the changes it sent back disagree")
         rotated = [str(json.loads(c.payload)["key_id"]) for c in theirs if c.kind == "key.rotate"]
@@ -617,7 +627,7 @@ class NodeSync:
             for c in theirs:
                 self.store.hlc.observe(c.hlc)
             tx.counter = max(tx.counter, await self._minted_past(tx))
-            behind = hub_seq - common
+            behind = max(0, hub_seq - common)
             report = {"at": tx.now, "behind": behind, "resequenced": resequenced, "copy_acked_seq": start,
                       "hub_seq": hub_seq, "id_counter": tx.counter}
             values = {_ACKED: str(hub_seq), _ACKED_HASH: hub_hash, RESTORED: "", CAUGHT_UP: json.dumps(report)}
