@@ -49,7 +49,7 @@ import synth  # noqa: E402
 
 from node.cli import main as node_cli  # noqa: E402
 from node.storage import node_store  # noqa: E402
-from shared.matching import Matcher, NameFrequencies, Person  # noqa: E402
+from shared.matching import LearnedMatcher, NameFrequencies, Person  # noqa: E402
 from shared.registry import Registry  # noqa: E402
 from shared.schemas import RegisterIn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -96,7 +96,7 @@ async def load(data: Path, n: int, seed: int) -> float:
     store = node_store(settings)
     await store.open()
     frequencies = NameFrequencies()
-    registry = Registry(store, Matcher(frequencies=frequencies), frequencies)
+    registry = Registry(store, LearnedMatcher(frequencies=frequencies), frequencies)
     started = time.perf_counter()
     batch: list[tuple[RegisterIn, Person]] = []
     done = 0

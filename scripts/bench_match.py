@@ -46,7 +46,7 @@ from bench_api import _body, _pct  # noqa: E402
 from node.cli import main as node_cli  # noqa: E402
 from node.storage import node_store  # noqa: E402
 from shared.bulk import import_rows  # noqa: E402
-from shared.matching import Matcher, NameFrequencies  # noqa: E402
+from shared.matching import LearnedMatcher, Matcher, NameFrequencies  # noqa: E402
 from shared.registry import Registry  # noqa: E402
 from shared.schemas import MatchIn, RegisterIn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -56,11 +56,14 @@ FLOORS = (0.0, 0.001, 0.01, 0.05)
 MATCH_FLOOR = float(MatchIn.model_fields["min_score"].default)  # /mpi/match min_score values to report recall at
 
 
-async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path) -> dict[str, Any]:
+SCORERS = {"learned": LearnedMatcher, "fs": Matcher}
+
+
+async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path, scorers: list[str]) -> list[dict[str, Any]]:
     store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
     await store.open()
     frequencies = NameFrequencies()
-    matcher = Matcher(frequencies=frequencies)
+    matcher: Matcher = SCORERS[scorers[0]](frequencies=frequencies)
     registry = Registry(store, matcher, frequencies)
     originals: list[dict[str, Any]] = []
     probes: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -95,7 +98,37 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
             await conn.exec_driver_sql("ANALYZE")
         truth_file.write_text(json.dumps(mpi_of))
     load_s = time.perf_counter() - started
+    out = []
+    for name in scorers:
+        registry.matcher = SCORERS[name](frequencies=frequencies)
+        out.append({"scorer": name, "size": size, "load_s": round(load_s, 1)} | await _probe(registry, probes, mpi_of))
+    if not import_rows_n:
+        await store.close()
+        return out
+    # Bulk import of new people into the loaded node, through the mpi-node import code path.
+    registry.matcher = matcher
+    csv_path = data / "import.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(
+            f, fieldnames=["first_name", "last_name", "date_of_birth", "gender", "region_code", "country_code", "phone_number"]
+        )
+        writer.writeheader()
+        for rec in synth.generate(import_rows_n, seed=seed + 99, dup_rate=0.0, lookalike_rate=0.0):
+            body = _body(rec)
+            body.pop("external_ids", None)
+            writer.writerow(body)
+    stats = await import_rows(registry, csv_path, progress=False)
+    await store.close()
+    for r in out:
+        r["import_per_s"] = round(stats.rows / stats.seconds, 1) if stats.seconds and r["scorer"] == scorers[0] else None
+        r["import"] = {"created": stats.created, "queued": stats.queued, "blocked": stats.blocked, "errors": stats.errors}
+    return out
 
+
+async def _probe(registry: Registry, probes: dict[str, list[dict[str, Any]]], mpi_of: dict[str, str]) -> dict[str, Any]:
+    """Every probe through candidates and ``registry.matcher``: the figures of one scorer."""
+    matcher = registry.matcher
+    store = registry.store
     certain = matcher.thresholds.certain
     counts: dict[str, int] = defaultdict(int)
     calibration: dict[int, list[int]] = defaultdict(lambda: [0, 0])
@@ -141,6 +174,7 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
                     trace.append({"errors": rec.get("errors", []), "stage": stage, "truth_score": truth_score,
                                   "top_score": top[1].score if top else None, "candidates": len(cands)})
                     counts["dup_caught"] += int(blocked and top is not None and top[0].mpi_id == truth)
+                    counts["dup_top1"] += int(top is not None and top[0].mpi_id == truth)
                     listed = [r.mpi_id for r, res in ranked if res.score >= matcher.thresholds.possible]
                     counts["dup_listed"] += int(truth in listed)
                     # /mpi/match with its defaults: top 10 at score >= min_score's default
@@ -149,25 +183,10 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
                         counts[f"dup_in_top10_{floor}"] += int(any(r.mpi_id == truth and res.score >= floor for r, res in ranked))
                     counts["dup_in_candidates"] += int(any(r.mpi_id == truth for r, _ in cands))
 
-    # Bulk import of new people into the loaded node, through the mpi-node import code path.
-    csv_path = data / "import.csv"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(
-            f, fieldnames=["first_name", "last_name", "date_of_birth", "gender", "region_code", "country_code", "phone_number"]
-        )
-        writer.writeheader()
-        for rec in synth.generate(import_rows_n, seed=seed + 99, dup_rate=0.0, lookalike_rate=0.0):
-            body = _body(rec)
-            body.pop("external_ids", None)
-            writer.writerow(body)
-    stats = await import_rows(registry, csv_path, progress=False)
-    await store.close()
-
     dups = counts["duplicate_n"] or 1
     looks = sum(counts[f"{k}_n"] for k in LOOKALIKES) or 1
     return {
-        "size": size,
-        "load_s": round(load_s, 1),
+        "top1": round(counts["dup_top1"] / dups, 4),
         "duplicates": counts["duplicate_n"],
         "lookalikes": {k: counts[f"{k}_n"] for k in LOOKALIKES},
         "caught_409": round(counts["dup_caught"] / dups, 4),
@@ -184,8 +203,6 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
         "candidates_p95": _pct([float(c) for c in candidates_read], 0.95),
         "misses_by_error": {e: dict(v) for e, v in sorted(by_error.items())},
         "trace": trace,
-        "import_per_s": round(stats.rows / stats.seconds, 1) if stats.seconds else None,
-        "import": {"created": stats.created, "queued": stats.queued, "blocked": stats.blocked, "errors": stats.errors},
         "calibration": {
             f"{b / 20:.2f}-{(b + 1) / 20:.2f}": {"pairs": n, "true_share": round(k / n, 3)}
             for b, (n, k) in sorted(calibration.items())
@@ -198,18 +215,18 @@ def report(results: list[dict[str, Any]]) -> str:
     lines = [
         f"Matching benchmark, {dt.date.today()}, {os.cpu_count()} cores, real node store (SQLite)",
         "",
-        "| identities | caught 409 (>= 0.92) | 409 precision (>= 0.995) | look-alikes blocked (<= 0.005) "
+        "| scorer | identities | caught 409 (>= 0.95) | top-1 | 409 precision (>= 0.995) | look-alikes blocked (<= 0.005) "
         "| in /mpi/match (>= 0.99) | of which >= 0.70 | blocking recall | query p50/p95 ms | candidates mean/max | import/s (>= 1000) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['size']:,} | {r['caught_409']} | {r['precision_409']} | {r['lookalikes_blocked']} "
+            f"| {r['scorer']} | {r['size']:,} | {r['caught_409']} | {r['top1']} | {r['precision_409']} | {r['lookalikes_blocked']} "
             f"| {r['in_match_results']} | {r['listed_possible']} | {r['blocking_recall']} | {r['query_ms']['p50']}/{r['query_ms']['p95']} "
-            f"| {r['candidates_mean']}/{r['candidates_max']} | {r['import_per_s']} |"
+            f"| {r['candidates_mean']}/{r['candidates_max']} | {r.get('import_per_s')} |"
         )
     for r in results:
-        lines += ["", f"Calibration at {r['size']:,} (score bucket: pairs, observed share of true matches)", ""]
+        lines += ["", f"Calibration of {r['scorer']} at {r['size']:,} (score bucket: pairs, observed share of true matches)", ""]
         lines += [f"- {bucket}: {v['pairs']} pairs, {v['true_share']}" for bucket, v in r["calibration"].items()]
     return "\n".join(lines)
 
@@ -220,6 +237,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=3000, help="duplicates and look-alikes of each kind to query")
     parser.add_argument("--import-rows", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--scorers", default="learned,fs", help="scorers to measure on the same store and probes: learned, fs")
     parser.add_argument("--febrl", action="store_true", help="also run bench_matcher_core.py: FEBRL 3/4 against Splink")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "match.json")
     parser.add_argument(
@@ -237,7 +255,7 @@ def main() -> int:
             ) != 0:
                 raise SystemExit("init failed")
             print(f"size {size:,}", file=sys.stderr, flush=True)
-            results.append(asyncio.run(run(size, args.queries, args.import_rows, args.seed, data)))
+            results += asyncio.run(run(size, args.queries, args.import_rows, args.seed, data, args.scorers.split(",")))
         finally:
             if not args.keep:
                 shutil.rmtree(data, ignore_errors=True)

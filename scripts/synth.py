@@ -366,7 +366,8 @@ _ERRORS = _Weighted(
     _w(
         "typo_first:12, typo_last:10, variant_first:10, variant_last:8, swap_names:6, space_variant:7,"
         " drop_token:3, dob_swap:6, dob_year:7, dob_placeholder:6, dob_missing:5, dob_day:3, region_move:10,"
-        " phone_missing:9, phone_new:3, gender_missing:3"
+        " phone_missing:9, phone_new:3, gender_missing:3, dob_year_far:3, compound_first:3, swap_and_typo:2,"
+        " dob_placeholder_year:2"
     )
 )
 
@@ -412,6 +413,26 @@ def duplicate_of(rec: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any
             if wrong is not None and wrong > TODAY:  # a clerk cannot enter a future birth: the API refuses it
                 wrong = _safe_date(dob.year - 1, dob.month, dob.day)
             dup["date_of_birth"] = wrong
+        elif err == "dob_year_far" and dob is not None:
+            # an age given instead of a date, turned into a year: 2 to 5 years off
+            wrong = _safe_date(dob.year - rng.randrange(2, 6) * rng.choice((-1, 1)), dob.month, dob.day)
+            if wrong is not None and wrong > TODAY:
+                wrong = _safe_date(dob.year - rng.randrange(2, 6), dob.month, dob.day)
+            dup["date_of_birth"] = wrong
+        elif err == "dob_placeholder_year" and dob is not None:
+            # only the age was known: a placeholder in a year one or two off
+            year = dob.year + rng.choice((-2, -1, 1))
+            dup["date_of_birth"] = datetime.date(min(year, TODAY.year - 1), 1 if rng.random() < 0.75 else 7, 1)
+        elif err == "compound_first":
+            # a second given name added (or the first of two given names only)
+            parts = dup["first_name"].split()
+            if len(parts) > 1:
+                dup["first_name"] = parts[0]
+            else:
+                extra = _first_name(rng, rec["_group"], rec["_gender"])
+                dup["first_name"] = f"{extra} {dup['first_name']}" if rng.random() < 0.5 else f"{dup['first_name']} {extra}"
+        elif err == "swap_and_typo":
+            dup["first_name"], dup["last_name"] = typo(dup["last_name"], rng), dup["first_name"]
         elif err == "dob_placeholder" and dob is not None:
             dup["date_of_birth"] = datetime.date(dob.year, 1 if rng.random() < 0.75 else 7, 1)
         elif err == "dob_missing":

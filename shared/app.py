@@ -25,7 +25,7 @@ from .errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests
 from .fhir import FHIR_ROUTES, fhir_errors, fhir_openapi_paths
 from .keys import auth_key, cards_key, registry_key, settings_key, store_key
 from .logs import configure_logging
-from .matching import Matcher, NameFrequencies, Thresholds
+from .matching import NameFrequencies, Thresholds, matcher_of
 from .metrics import HttpMetrics, http_metrics_key, identity_metrics, metric_sources_key
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
@@ -191,7 +191,13 @@ async def _health(request: web.Request) -> web.Response:
     """GET /health: 200 when the database answers (and what the role adds), else 503."""
     app = request.app
     store = app[store_key]
-    body: dict[str, Any] = {"status": "ok", "role": app[role_key], "node_id": store.node_id}
+    matcher = app[registry_key].matcher
+    body: dict[str, Any] = {
+        "status": "ok",
+        "role": app[role_key],
+        "node_id": store.node_id,
+        "matcher": getattr(matcher, "version", "fellegi-sunter"),  # the model version that scores here
+    }
     try:
         async with asyncio.timeout(_HEALTH_SECONDS):
             async with store.read() as conn:
@@ -235,9 +241,10 @@ def build_app(
     # fhir_errors renders errors under /fhir as OperationOutcome (auth's included); it stands aside elsewhere.
     app = web.Application(middlewares=[_logging, _errors, fhir_errors, _body, _auth, _plain_text], client_max_size=settings.max_body_bytes)
     frequencies = NameFrequencies()
-    matcher = Matcher(
-        frequencies=frequencies,
-        thresholds=Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
+    matcher = matcher_of(
+        settings.matcher,
+        frequencies,
+        Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
     )
     registry = Registry(store, matcher, frequencies, settings.candidate_limit)
     app[settings_key] = settings

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from tqdm import tqdm
 
 from .errors import ApiError, BadRequest
-from .matching import Matcher, NameFrequencies, Thresholds
+from .matching import NameFrequencies, Thresholds, evidence_detail, matcher_of
 from .registration import register_batch
 from .registry import Registry
 from .schemas import RegisterIn, decode_json, parse_body
@@ -168,7 +168,7 @@ async def import_rows(
                     reason = "force_create" if registry.blocks(outcome.match) else "import_probable"
                     await registry.open_review(
                         tx, reason, [outcome.match_mpi_id, outcome.mpi_id], outcome.match.score,
-                        outcome.match.matched_fields,
+                        outcome.match.matched_fields, evidence_detail(outcome.match),
                     )
                     entry["action"] = "queued"
                     counts["queued"] += 1
@@ -226,9 +226,10 @@ async def import_file(store: Store, settings: Settings, path: Path, *, report: s
     if not path.is_file():
         raise ImportError_(f"{path}: no such file")
     frequencies = NameFrequencies()
-    matcher = Matcher(
-        frequencies=frequencies,
-        thresholds=Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
+    matcher = matcher_of(
+        settings.matcher,
+        frequencies,
+        Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
     )
     registry = Registry(store, matcher, frequencies, settings.candidate_limit)
     await store.open()

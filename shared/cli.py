@@ -18,7 +18,7 @@ import pycountry
 import sqlalchemy as sa
 
 from .auth import ROLES, Auth, expiry
-from .matching import Matcher, NameFrequencies, Thresholds
+from .matching import NameFrequencies, Thresholds, matcher_of
 from .redact import exception_text
 from .registry import Registry
 from .settings import Settings, SettingsError
@@ -161,9 +161,10 @@ def _print_tokens(tokens: list[dict[str, Any]], *, as_json: bool) -> None:
 def registry_for(store: Store, settings: Settings) -> Registry:
     """A registry over an open store, for commands that write without serving (sync, enrolment)."""
     frequencies = NameFrequencies()
-    matcher = Matcher(
-        frequencies=frequencies,
-        thresholds=Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
+    matcher = matcher_of(
+        settings.matcher,
+        frequencies,
+        Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
     )
     return Registry(store, matcher, frequencies, settings.candidate_limit)
 

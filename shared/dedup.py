@@ -36,7 +36,7 @@ from .errors import ApiError, SameIdentity
 from .identities.candidates import candidates
 from .identities.fields import Row
 from .identities.lookup import external_ids_of, pk_in
-from .matching import MatchResult, Person, person_of
+from .matching import MatchResult, Person, evidence_detail, person_of
 from .registry import Registry
 from .review.items import is_not_same, open_pair_review
 from .schemas import MergeIn
@@ -202,7 +202,7 @@ class Dedup:
             source.mpi_id,
             result.score,
             result.matched_fields,
-            detail={"hard_conflict": result.hard_conflict} if result.hard_conflict else {},
+            detail=({"hard_conflict": result.hard_conflict} if result.hard_conflict else {}) | evidence_detail(result),
         )
 
     async def drain(self, batch: int = 500) -> DedupStats:

@@ -113,7 +113,7 @@ _BINARY = {"push", "pull"}  # signed change sets in and out: application/octet-s
 _TEXT = {"metrics"}  # the Prometheus text format
 
 _HEALTH = _object(["status", "role", "node_id", "database"], status={"const": "ok"}, role={"enum": ["node", "hub"]},
-                  node_id=_STR, database={"const": "ok"},
+                  node_id=_STR, database={"const": "ok"}, matcher=_STR,
                   sync=_object(["enrolled", "pending_changes", "behind", "last_success", "last_error"],
                                enrolled={"type": "boolean"}, pending_changes=_INT, behind={"type": "boolean"},
                                last_success=_STR_OR_NULL, last_error=_STR_OR_NULL))

@@ -22,7 +22,7 @@ from .identities import merge as merging
 from .identities import unmerge as unmerging
 from .identities.fields import DEMOGRAPHIC, Row, api_time, check_id
 from .identities.lookup import external_ids_of, find, find_whole, programme_count
-from .matching import Matcher, MatchResult, NameFrequencies, Person, person_of
+from .matching import Matcher, MatchResult, NameFrequencies, Person, evidence_detail, person_of
 from .review.items import open_pair_review
 from .schemas import LinkDhis2In, MatchIn, MergeIn, PatchIn, ProgrammeIn, RegisterIn, SearchQuery, UnmergeIn
 from .storage import schema as t
@@ -140,11 +140,15 @@ class Registry:
         (mpi_id,) = await self.insert_new(tx, [(body, person)])
         if blocking and best is not None:
             # A clerk overrode a blocking match: a supervisor must see it.
-            await self.open_review(tx, "force_create", [best[0].mpi_id, mpi_id], best[1].score, best[1].matched_fields)
+            await self.open_review(
+                tx, "force_create", [best[0].mpi_id, mpi_id], best[1].score, best[1].matched_fields, evidence_detail(best[1])
+            )
             tx.audit("force_create_override", mpi_id, existing_mpi_id=best[0].mpi_id, score=best[1].score)
         elif best is not None and best[1].score >= self.matcher.thresholds.probable:
             # Evidence too thin to refuse, too strong to ignore: registered, and a supervisor decides.
-            await self.open_review(tx, "register_probable", [best[0].mpi_id, mpi_id], best[1].score, best[1].matched_fields)
+            await self.open_review(
+                tx, "register_probable", [best[0].mpi_id, mpi_id], best[1].score, best[1].matched_fields, evidence_detail(best[1])
+            )
         return mpi_id, best
 
     async def insert_new(self, tx: Tx, items: list[tuple[RegisterIn, Person]]) -> list[str]:
@@ -157,11 +161,20 @@ class Registry:
         return await register.create(tx, self.frequencies, self.store.node_id, self.store.meta.get("country"), items)
 
     async def open_review(
-        self, tx: Tx, reason: str, mpi_ids: list[str], score: float | None, matched_fields: list[str]
+        self,
+        tx: Tx,
+        reason: str,
+        mpi_ids: list[str],
+        score: float | None,
+        matched_fields: list[str],
+        detail: dict[str, Any] | None = None,
     ) -> bool:
-        """Queue a pair for a supervisor (not when it was decided ``not_same`` or is queued already)."""
+        """Queue a pair for a supervisor (not when it was decided ``not_same`` or is queued already).
+
+        ``detail``: e.g. ``evidence_detail(result)``, the features that carried the score.
+        """
         first, second = mpi_ids
-        return await open_pair_review(tx, reason, first, second, score, matched_fields)
+        return await open_pair_review(tx, reason, first, second, score, matched_fields, detail)
 
     # -- patch ------------------------------------------------------------------------
 

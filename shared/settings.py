@@ -36,6 +36,7 @@ class Settings:
     certain_threshold: float = _setting(0.95, "score at or above which register answers 409 duplicate_detected")
     probable_threshold: float = _setting(0.85, "score at or above which a match is 'probable'")
     possible_threshold: float = _setting(0.70, "score at or above which a match is 'possible' (lowest reported)")
+    matcher: str = _setting("learned", "learned (gradient-boosted trees, the shipped model) or fellegi_sunter (the previous scorer)")
     candidate_limit: int = _setting(30, "most candidates scored for one query (the best by what they share with it)")
     max_body_bytes: int = _setting(262_144, "largest request body accepted; larger ones answer 413")
     body_timeout_seconds: float = _setting(30.0, "longest a client may take to send a request body; slower ones answer 408")
@@ -77,6 +78,8 @@ class Settings:
             raise SettingsError("thresholds must satisfy 0 < possible <= probable <= certain <= 1")
         if not 0 < self.port < 65536:
             raise SettingsError(f"port must be 1..65535, not {self.port}")
+        if self.matcher not in ("learned", "fellegi_sunter"):
+            raise SettingsError("matcher must be learned or fellegi_sunter")
         if self.candidate_limit < 1:
             raise SettingsError("candidate_limit must be at least 1")
         if self.max_body_bytes < 1024:

@@ -50,6 +50,9 @@ async def test_reads_and_writes_are_audited(api: Api) -> None:
 async def test_health_and_openapi_are_public(api: Api) -> None:
     status, body = await api.get("/health", role=None)
     assert status == 200 and body["status"] == "ok"
+    from shared.matching import default_model
+
+    assert body["matcher"] == default_model().version
     status, doc = await api.get("/openapi.json", role=None)
     assert status == 200 and doc["openapi"].startswith("3.")
     from shared.routes import ROUTES

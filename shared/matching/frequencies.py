@@ -111,6 +111,10 @@ class NameFrequencies:
         total = self._totals[field]
         return total >= 100 and self._counts[field].get(value, 0) >= _ESTABLISHED_SHARE * total
 
+    def full_name_people(self, first: str, last: str) -> int:
+        """How many people (distinct birth years) carry this normalised first and last name."""
+        return self._named.get(f"{first}|{last}", 0)
+
     def full_name_bits(self, first: str, last: str, cap: float) -> float | None:
         """Frequency adjustment when first and last name both agree exactly, within +-cap.
 

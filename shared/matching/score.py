@@ -35,7 +35,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rapidfuzz.distance import OSA, JaroWinkler
 
@@ -50,6 +50,7 @@ __all__ = [
     "NameFrequencies",
     "Thresholds",
     "comparison_vector",
+    "evidence_detail",
     "is_placeholder_date",
 ]
 
@@ -107,6 +108,13 @@ assert COMPARISONS == (
 )
 
 
+def evidence_detail(result: MatchResult) -> dict[str, Any]:
+    """What a review item keeps of a score: the features that carried it (learned matcher)."""
+    if not result.features:
+        return {}
+    return {"features": [{"feature": name, "log_odds": weight} for name, weight in result.features]}
+
+
 def is_placeholder_date(d: datetime.date) -> bool:
     """1 January and 1 July: what clerks write when only the birth year is known."""
     return d.day == 1 and d.month in (1, 7)
@@ -118,6 +126,9 @@ class MatchResult:
     matched_fields: list[str]
     band: str | None  # "certain", "probable", "possible" or None
     hard_conflict: str | None  # None, "dhis2_uid", "sex_and_birth_date" or "twin"
+    # Which features carried the score (learned matcher): (feature, log-odds contribution),
+    # largest first; empty for the Fellegi-Sunter scorer.
+    features: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
