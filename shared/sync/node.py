@@ -582,6 +582,10 @@ class NodeSync:
         hub_seq, hub_hash = head
         by_seq = {c.seq: c for c in theirs}
         async with self.store.write("sync") as tx:
+            acked = (await tx.conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == _ACKED))).scalar()
+            if int(acked or 0) != start:
+                # Another process (the service, beside mpi-node sync) caught up in between: its answer stands.
+                return "caught up with the hub already (by another process)"
             rows = (
                 await tx.conn.execute(
                     sa.select(t.change_log).where(t.change_log.c.node_id == me, t.change_log.c.seq > start)
