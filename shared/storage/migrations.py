@@ -238,7 +238,12 @@ def _v61_enrolment_keys(conn: Connection) -> None:
     conn.execute(sa.delete(schema.node_meta).where(schema.node_meta.c.key.in_(["sync_enrol_key", "sync_secret"])))
 
 
-def _v70_node_replacement(conn: Connection) -> None:
+def _v70_import_lines(conn: Connection) -> None:
+    """What each imported row became, for the map of ``mpi-node import`` and ``mpi-hub import``."""
+    schema.metadata.create_all(conn, tables=[schema.import_line])
+
+
+def _v80_node_replacement(conn: Connection) -> None:
     """The hub records which lost node a replacement node took over (``mpi-hub node replace``)."""
     conn.exec_driver_sql("ALTER TABLE sync_node ADD COLUMN replaces VARCHAR(100)")
 
@@ -257,8 +262,10 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     # 60-69: console sessions and enrolment keys (branch console).
     (60, "console_sessions", _v60_console_sessions),
     (61, "enrolment_keys", _v61_enrolment_keys),
-    # 70-79: restore and replacement of nodes (branch restore).
-    (70, "node_replacement", _v70_node_replacement),
+    # 70-79: bulk import (branch hubimport).
+    (70, "import_lines", _v70_import_lines),
+    # 80-89: restore and replacement of nodes (branch restore).
+    (80, "node_replacement", _v80_node_replacement),
 ]
 
 

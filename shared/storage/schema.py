@@ -19,6 +19,7 @@ __all__ = [
     "console_session",
     "external_id",
     "identity",
+    "import_line",
     "import_progress",
     "dedup_pending",
     "merge_unlink",
@@ -200,6 +201,17 @@ import_progress = sa.Table(
     sa.Column("updated_at", sa.String(24), nullable=False),
 )
 
+# What each data row of an imported file became (migration 70): written in the batch's
+# transaction, so the map of a killed and resumed import still has every line exactly once.
+import_line = sa.Table(
+    "import_line",
+    metadata,
+    sa.Column("file_sha256", sa.String(64), primary_key=True),
+    sa.Column("line", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("mpi_id", sa.String(18), nullable=True),  # the ID it became, or was blocked against
+    sa.Column("status", sa.String(8), nullable=False),  # created, queued, blocked, invalid
+)
+
 
 # -- sync (migration 2) ----------------------------------------------------------------
 
@@ -246,7 +258,7 @@ sync_node = sa.Table(
     # The public half of the key pair the enrolment secret seeds (migration 61): it verifies an
     # enrolment and cannot make one, so a copy of the database completes no enrolment.
     sa.Column("enrol_key", sa.String(64), nullable=True),
-    # The lost node this one replaces (``mpi-hub node replace``, migration 70): it took its regions and holdings.
+    # The lost node this one replaces (``mpi-hub node replace``, migration 80): it took its regions and holdings.
     sa.Column("replaces", sa.String(100), nullable=True),
 )
 
