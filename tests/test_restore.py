@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 from cluster import Hub, Node, Server, cli, exported_envelopes, free_port, identities, post_raw
@@ -95,6 +96,18 @@ def test_a_node_restored_from_a_copy_older_than_its_last_sync_catches_up(hub: Hu
         assert newer in identities(hub)
     finally:
         r.stop()
+
+    # A copy put back by hand (no restore marker) that wrote nothing since catches up the same way,
+    # when the hub's acknowledgement shows it is behind.
+    cli("node", "restore", "--data-dir", str(tmp_path / "a3"), str(tmp_path / "a.backup"))
+    by_hand = _restored(tmp_path / "a3", a.token)
+    with sqlite3.connect(tmp_path / "a3" / "mpi.sqlite3") as db:
+        db.execute("DELETE FROM node_meta WHERE key = 'sync_restored'")
+    head = hub.sql("SELECT acked_seq FROM sync_node WHERE name = 'a'")[0][0]
+    out = by_hand.sync().stdout
+    assert f"the copy was {head - copy_seq} change(s) behind the hub" in out, out
+    assert {*before, *after, fresh, newer} <= set(identities(by_hand))
+    assert hub.sql("SELECT status FROM sync_node WHERE name = 'a'") == [("active",)]
 
 
 def test_a_lost_node_is_replaced_with_what_the_hub_holds_for_it_under_a_new_number(hub: Hub, tmp_path: Path) -> None:
