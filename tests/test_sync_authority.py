@@ -10,9 +10,11 @@ change pushed in the same set.
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from cluster import Hub, Node, cli, identities, sync_now
 
 from shared.ids import mint
@@ -25,6 +27,17 @@ MOUSSA = {"first_name": "Moussa", "last_name": "Sow", "date_of_birth": "1985-05-
 FATOU = {"first_name": "Fatou", "last_name": "Diop", "date_of_birth": "1979-07-08", "gender": "F",
          "region_code": "THI"}
 CARD = {"campaign_id": "c1", "programme_type": "vaccination"}
+
+
+async def _console_page(url: str, token: str, path: str) -> tuple[int, str]:
+    """Sign in to a real hub's console with ``token`` (as a browser would: CSRF, cookie) and read ``path``."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.get(url + "/console/sign-in") as r:
+            found = re.search(r'name="csrf" value="([0-9a-f]+)"', await r.text())
+        assert found
+        form = {"token": token, "csrf": found.group(1), "next": path}
+        async with session.post(url + "/console/sign-in", data=form, headers={"Origin": url}) as r:
+            return r.status, await r.text()
 
 
 async def _append(data: Path, changes: list[tuple[str, str | None, dict[str, Any]]]) -> None:
@@ -115,6 +128,8 @@ def test_a_stolen_node_changes_nothing_it_does_not_hold(hub: Hub, tmp_path: Path
             assert aside[seq]["kind"] == kind and aside[seq]["reason"].startswith("not_authorised"), aside[seq]
         assert "ahead" in aside[first + len(forged) - 2]["reason"]
         assert "not_authorised" in cli("hub", "node", "list", "--database-url", hub.database_url).stdout
+        status, page = asyncio.run(_console_page(hub.url, hub.token, "/console/nodes"))
+        assert status == 200 and page.count("not_authorised") >= len(forged), page  # the console's nodes page
         # Nothing reached the Dakar node either: its people and Awa's card stand.
         sync_now(d)
         assert identities(d) == at_dkr
