@@ -243,6 +243,11 @@ def _v70_import_lines(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.import_line])
 
 
+def _v80_node_replacement(conn: Connection) -> None:
+    """The hub records which lost node a replacement node took over (``mpi-hub node replace``)."""
+    conn.exec_driver_sql("ALTER TABLE sync_node ADD COLUMN replaces VARCHAR(100)")
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
@@ -259,6 +264,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (61, "enrolment_keys", _v61_enrolment_keys),
     # 70-79: bulk import (branch hubimport).
     (70, "import_lines", _v70_import_lines),
+    # 80-89: restore and replacement of nodes (branch restore).
+    (80, "node_replacement", _v80_node_replacement),
 ]
 
 
