@@ -108,7 +108,7 @@ _external_id_v1 = sa.Table(
 )
 
 
-# identity as version 1 made it; migration 80 adds the estimated flag and the caregivers.
+# identity as version 1 made it; migration 90 adds the estimated flag and the caregivers.
 _identity_v1 = sa.Table(
     "identity",
     sa.MetaData(),
@@ -214,7 +214,7 @@ def _v51_external_id_value(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_external_id_value ON external_id (value)")
 
 
-def _v80_campaign(conn: Connection) -> None:
+def _v90_campaign(conn: Connection) -> None:
     """Estimated birth dates and caregiver links (issue 22)."""
     conn.exec_driver_sql("ALTER TABLE identity ADD COLUMN date_of_birth_estimated BOOLEAN NOT NULL DEFAULT FALSE")
     conn.exec_driver_sql("ALTER TABLE identity ADD COLUMN related_persons TEXT")
@@ -267,6 +267,11 @@ def _v70_import_lines(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.import_line])
 
 
+def _v80_node_replacement(conn: Connection) -> None:
+    """The hub records which lost node a replacement node took over (``mpi-hub node replace``)."""
+    conn.exec_driver_sql("ALTER TABLE sync_node ADD COLUMN replaces VARCHAR(100)")
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
@@ -283,8 +288,10 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (61, "enrolment_keys", _v61_enrolment_keys),
     # 70-79: bulk import (branch hubimport).
     (70, "import_lines", _v70_import_lines),
-    # 80: the campaign data model (branch campaign).
-    (80, "campaign", _v80_campaign),
+    # 80-89: restore and replacement of nodes (branch restore).
+    (80, "node_replacement", _v80_node_replacement),
+    # 90: the campaign data model (branch campaign; 80 went to restore).
+    (90, "campaign", _v90_campaign),
 ]
 
 

@@ -66,7 +66,7 @@ identity = sa.Table(
     sa.Column("updated_at", sa.String(24), nullable=False),
     # Per-field hybrid logical clocks, JSON: what last-writer-wins sync compares.
     sa.Column("clocks", sa.Text, nullable=False, server_default="{}"),
-    # Migration 80: the birth date is an estimate (from an age, or said so); the caregivers,
+    # Migration 90: the birth date is an estimate (from an age, or said so); the caregivers,
     # JSON ``[{"mpi_id", "relationship"}]`` sorted (one register for sync, like every field).
     sa.Column("date_of_birth_estimated", sa.Boolean, nullable=False, server_default=sa.text("FALSE")),
     sa.Column("related_persons", sa.Text, nullable=True),
@@ -75,7 +75,7 @@ identity = sa.Table(
     sa.Index("ix_identity_merged_into", "merged_into"),
 )
 
-# Migration 80: who links to whom (``identity.related_persons`` of every replica's row, merged
+# Migration 90: who links to whom (``identity.related_persons`` of every replica's row, merged
 # or not), for ``GET /mpi/search?related_to=``; written with the field, by ``identities.family``.
 related_person = sa.Table(
     "related_person",
@@ -274,6 +274,8 @@ sync_node = sa.Table(
     # The public half of the key pair the enrolment secret seeds (migration 61): it verifies an
     # enrolment and cannot make one, so a copy of the database completes no enrolment.
     sa.Column("enrol_key", sa.String(64), nullable=True),
+    # The lost node this one replaces (``mpi-hub node replace``, migration 80): it took its regions and holdings.
+    sa.Column("replaces", sa.String(100), nullable=True),
 )
 
 # Hub: every node key, with the part of the node's chain it may sign.
