@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "Behind",
     "STATUS",
     "LinkDown",
     "from_answer",
@@ -95,6 +96,10 @@ class ChainFork(SyncError):
     def __init__(self, seq: int, message: str | None = None) -> None:
         super().__init__(message or f"sequence {seq} exists with another hash: the chain forked", seq=seq)
         self.seq = seq
+
+
+class Behind(ChainFork):
+    """The hub acknowledges changes of this node its database lacks: a copy older than what it pushed."""
 
 
 class ClockSkew(SyncError):

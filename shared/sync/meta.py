@@ -7,7 +7,13 @@ import sqlalchemy as sa
 from ..storage import schema as t
 from ..storage.store import Tx
 
-__all__ = ["put_meta"]
+__all__ = ["CAUGHT_UP", "RESTORED", "put_meta"]
+
+# A node's cursors: its changes the hub acknowledged (seq, hash), and its place in the hub's feed.
+_ACKED, _ACKED_HASH, _PULL, _PULL_HASH = "sync_acked_seq", "sync_acked_hash", "sync_pull_pos", "sync_pull_hash"
+# Catching up after a restore: set by ``mpi-node restore`` (JSON: what the copy held); the own
+# changes (after, upto] the feed brings back for applying; what the last catch-up found (JSON).
+RESTORED, _OWN, CAUGHT_UP = "sync_restored", "sync_own_range", "sync_caught_up"
 
 
 async def put_meta(tx: Tx, values: dict[str, str]) -> None:

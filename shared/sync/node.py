@@ -23,13 +23,12 @@ import sqlalchemy as sa
 from nacl.signing import SigningKey, VerifyKey
 
 from ..crypto import key_id
-from ..ids import IdError
-from ..ids import parse as parse_id
 from ..registry import Registry
 from ..storage import schema as t
-from ..storage.store import Store, Tx
+from ..storage.store import Store
 from .apply import Applier, NodePolicy, Remote
-from .changelog import GENESIS_HASH, Change, change_hash
+from .catchup import take_chain
+from .changelog import GENESIS_HASH, Change
 from .changeset import (
     decode_feed,
     decode_own,
@@ -40,7 +39,8 @@ from .changeset import (
     split_parts,
 )
 from .enrolment import registration_request
-from .errors import BadEnvelope, ChainFork, ChainGap, Quarantined, RevokedKey, SyncError, status_of
+from .errors import BadEnvelope, Behind, ChainFork, ChainGap, Quarantined, RevokedKey, SyncError, status_of
+from .meta import _ACKED, _ACKED_HASH, _OWN, _PULL, _PULL_HASH, CAUGHT_UP, RESTORED
 from .meta import put_meta as _put_meta
 from .transports import BundleLink, Link, LinkDown, open_bundle
 
@@ -48,15 +48,7 @@ __all__ = ["Link", "LinkDown", "Moved", "NodeSync"]  # Link, LinkDown: from tran
 
 log = logging.getLogger("mpi.sync.node")
 
-_ACKED, _ACKED_HASH, _PULL, _PULL_HASH = "sync_acked_seq", "sync_acked_hash", "sync_pull_pos", "sync_pull_hash"
-# Catching up after a restore: set by ``mpi-node restore`` (JSON: what the copy held); the own
-# changes (after, upto] the feed brings back for applying; what the last catch-up found (JSON).
-RESTORED, _OWN, CAUGHT_UP = "sync_restored", "sync_own_range", "sync_caught_up"
 _OWN_PAGE = 5000
-
-
-class Behind(ChainFork):
-    """The hub acknowledges changes of this node its database lacks: a copy older than what it pushed."""
 
 
 @dataclass
@@ -514,14 +506,7 @@ class NodeSync:
         """Learn from the hub where this node's chain stands and go on from there; returns what it found.
 
         The hub sends back this node's changes after its acknowledged sequence as it holds them
-        (``HubSync._own``, signed by the hub). Those the local log has too (same hash) stay; from
-        the first that differs, or that the local log lacks, the hub's chain is this node's: its
-        changes enter the change log as acknowledged and are applied through the feed, in the
-        feed's order (``sync_own_range``); the local changes from there on, written after the
-        restore and never pushed, are renumbered after the hub's head and re-chained (the
-        envelope that pushes them is signed then). The ID counter moves past every ID of this
-        node number in the change log (the restore moved it by a margin already, for IDs the lost
-        copy minted and never pushed).
+        (``HubSync._own``, signed by the hub); ``catchup.take_chain`` makes them this node's.
         """
         await self.refresh()
         me, hub_key = self.store.node_id, self._hub_key()
@@ -568,102 +553,14 @@ class NodeSync:
                     t.change_log.c.node_id == me, t.change_log.c.seq == head[0]))).scalar()
             if (held or GENESIS_HASH) != head[1]:
                 raise ChainFork(head[0], f"the hub holds another change {head[0]} of this node than its copy")
-            return await self._take_chain(start, head, [])
+            return await take_chain(self.store, start, head, [])
         if head[0] != after or head[1] != after_hash:
             raise ChainFork(head[0], "the hub's acknowledgement and the changes it sent back disagree")
         rotated = [str(json.loads(c.payload)["key_id"]) for c in theirs if c.kind == "key.rotate"]
         if any(k not in self.keys for k in rotated):
             raise SyncError("this node's key was rotated after the copy was taken and the new key is not in it: "
                             "it cannot sign as this node any more; replace it (mpi-hub node replace NAME)")
-        return await self._take_chain(start, head, theirs)
-
-    async def _take_chain(self, start: int, head: tuple[int, str], theirs: list[Change]) -> str:
-        me = self.store.node_id
-        hub_seq, hub_hash = head
-        by_seq = {c.seq: c for c in theirs}
-        async with self.store.write("sync") as tx:
-            acked = (await tx.conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == _ACKED))).scalar()
-            if int(acked or 0) != start:
-                # Another process (the service, beside mpi-node sync) caught up in between: its answer stands.
-                return "caught up with the hub already (by another process)"
-            rows = (
-                await tx.conn.execute(
-                    sa.select(t.change_log).where(t.change_log.c.node_id == me, t.change_log.c.seq > start)
-                    .order_by(t.change_log.c.seq)
-                )
-            ).all()
-            common = start
-            for r in rows:
-                held = by_seq.get(r.seq)
-                if held is None or held.hash != r.hash:
-                    break
-                common = r.seq
-            local_after = [r for r in rows if r.seq > common]
-            resequenced = 0
-            if common < hub_seq:
-                # The hub's (common, head] are this node's; its own from common on were never pushed.
-                await tx.conn.execute(
-                    sa.delete(t.change_log).where(t.change_log.c.node_id == me, t.change_log.c.seq > common)
-                )
-                out = [
-                    {"node_id": me, "seq": c.seq, "hlc": c.hlc, "key_id": c.key_id, "kind": c.kind, "mpi_id": c.mpi_id,
-                     "payload": c.payload, "prev_hash": c.prev_hash, "hash": c.hash}
-                    for c in theirs if c.seq > common
-                ]
-                prev, seq = hub_hash, hub_seq
-                for r in local_after:
-                    seq += 1
-                    digest = change_hash(prev, me, seq, r.hlc, r.kind, r.mpi_id, r.payload)
-                    out.append({"node_id": me, "seq": seq, "hlc": r.hlc, "key_id": r.key_id, "kind": r.kind,
-                                "mpi_id": r.mpi_id, "payload": r.payload, "prev_hash": prev, "hash": digest})
-                    prev = digest
-                resequenced = len(local_after)
-                if out:
-                    await tx.conn.execute(sa.insert(t.change_log), out)
-            # tx.seq/last_hash were read before: make the commit leave the store at the new head.
-            last = (
-                await tx.conn.execute(
-                    sa.select(t.change_log.c.seq, t.change_log.c.hash).where(t.change_log.c.node_id == me)
-                    .order_by(t.change_log.c.seq.desc()).limit(1)
-                )
-            ).first()
-            tx.seq, tx.last_hash = (int(last.seq), str(last.hash)) if last else (0, GENESIS_HASH)
-            for c in theirs:
-                self.store.hlc.observe(c.hlc)
-            tx.counter = max(tx.counter, await self._minted_past(tx))
-            behind = max(0, hub_seq - common)
-            report = {"at": tx.now, "behind": behind, "resequenced": resequenced, "copy_acked_seq": start,
-                      "hub_seq": hub_seq, "id_counter": tx.counter}
-            values = {_ACKED: str(hub_seq), _ACKED_HASH: hub_hash, RESTORED: "", CAUGHT_UP: json.dumps(report)}
-            if behind:
-                values[_OWN] = f"{common},{hub_seq}"
-            await _put_meta(tx, values)
-            tx.audit("sync_catch_up", None, **report)
-        line = (f"the copy was {behind} change(s) behind the hub: brought back from the hub (its changes up to "
-                f"{hub_seq}); {resequenced} change(s) written since the restore renumbered after them; "
-                f"anything written after the copy that never reached the hub is lost")
-        if behind or resequenced:
-            log.warning("caught up with the hub: %s", line)
-        return line
-
-    async def _minted_past(self, tx: Tx) -> int:
-        """One past the highest counter of an ID this node number minted, in its own change log."""
-        ids = (
-            await tx.conn.execute(
-                sa.select(t.change_log.c.mpi_id).where(
-                    t.change_log.c.node_id == self.store.node_id, t.change_log.c.kind == "identity.create"
-                )
-            )
-        ).scalars()
-        top = -1
-        for mpi_id in ids:
-            try:
-                number, counter = parse_id(mpi_id).origin()
-            except (IdError, TypeError):
-                continue
-            if number == self.store.node_number:
-                top = max(top, counter)
-        return top + 1
+        return await take_chain(self.store, start, head, theirs)
 
     # -- files ------------------------------------------------------------------------------------
 
