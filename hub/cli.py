@@ -1,4 +1,4 @@
-"""mpi-hub: initialise, serve, tokens, node enrolment, file sync and dedup workers of the ministry hub.
+"""mpi-hub: initialise, serve, tokens, node enrolment, import, file sync and dedup workers of the ministry hub.
 
 Every command takes ``--database-url`` (or ``MPI_DATABASE_URL``); each is a short function
 over the library, and every failure is one stderr line and a non-zero exit.
@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from nacl.signing import SigningKey
 
+from shared.bulk import append_report, file_sha256, write_map
 from shared.cli import (
     CliError,
     OneLineParser,
@@ -40,6 +41,7 @@ from shared.crypto import PLAIN_META, SEALED_META, key_id, seal_signing_key, sea
 from shared.files import write_private
 from shared.ids import MAX_NODE_NUMBER
 from shared.logs import configure_logging
+from shared.seed import BATCH, seed_rows
 from shared.settings import Settings
 from shared.storage import schema as t
 from shared.storage.store import NotInitialised, utc_now
@@ -48,6 +50,8 @@ from shared.sync.hub import HubSync
 from .storage import hub_signing_key, hub_store
 
 __all__ = ["main"]
+
+_SHOWN_ERRORS = 20  # invalid rows printed; the report has them all
 
 
 def _db(parser: argparse.ArgumentParser) -> None:
@@ -247,6 +251,40 @@ async def _dedup_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _import(args: argparse.Namespace) -> int:
+    """Seed the registry from a file: bulk, resumable, every row mapped (``shared/seed.py``)."""
+    path = Path(args.file)
+    sha = file_sha256(path)  # a missing file is one line before the database is opened
+    settings = _settings(args)
+    store = hub_store(settings)
+    await store.connect()
+    try:
+        await store.migrate()
+        await store.load_state()
+        registry = registry_for(store, settings)
+        HubSync(store, registry, max_skew_seconds=settings.max_clock_skew_seconds)  # its hook feeds the nodes
+        stats = await seed_rows(registry, path, actor=args.actor, batch=args.batch, progress=sys.stderr.isatty())
+        mapped = await write_map(store, sha, Path(args.map)) if args.map else 0
+    finally:
+        await store.close()
+    report = Path(args.report) if args.report else path.with_name(path.name + ".report.csv")
+    append_report(stats.report, report)
+    invalid = [e for e in stats.report if e["action"] == "error"]
+    for entry in invalid[:_SHOWN_ERRORS]:
+        print(f"{path}:{entry['line']}: {entry['error']}", file=sys.stderr)
+    if len(invalid) > _SHOWN_ERRORS:
+        print(f"{path}: {len(invalid) - _SHOWN_ERRORS} more invalid rows in {report}", file=sys.stderr)
+    rate = stats.rows / stats.seconds if stats.seconds else 0.0
+    print(
+        f"imported {stats.rows} rows in {stats.seconds:.1f} s ({rate:.0f}/s): {stats.created} created "
+        f"(queued for the dedup check), {stats.blocked} blocked (external id linked already), {stats.invalid} invalid"
+        + (f", {stats.skipped} already imported" if stats.skipped else "")
+        + f"; report: {report}"
+        + (f"; map of {mapped} rows: {args.map}" if args.map else "")
+    )
+    return 1 if stats.invalid else 0
+
+
 async def _node_enroll(args: argparse.Namespace) -> int:
     region = region_code(args.region)
     subscribe = [region_code(r, "--subscribe region") for r in args.subscribe.split(",") if r.strip()] if args.subscribe else []
@@ -356,6 +394,18 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     _db(migrate)
     migrate.set_defaults(func=_migrate)
+
+    imp = sub.add_parser("import", help="seed the registry from a CSV or JSON-lines file, in bulk (no matching: "
+                         "the dedup checks the rows)")
+    _db(imp)
+    imp.add_argument("file", help="CSV with a header row (external_ids.<system> columns), or .jsonl")
+    imp.add_argument("--map", default=None, metavar="MAP.csv",
+                     help="write line,mpi_id,status for every data row (created, blocked, invalid)")
+    imp.add_argument("--report", default=None, metavar="OUT.csv",
+                     help="CSV report of the rows not created (default FILE.report.csv; appended to)")
+    imp.add_argument("--batch", type=positive_int, default=BATCH, help="rows per transaction")
+    imp.add_argument("--actor", default="import", help="name recorded in the audit log")
+    imp.set_defaults(func=_import)
 
     add_token_commands(sub, _db)
     sub.choices["token"].set_defaults(func=_token)

@@ -275,7 +275,8 @@ async def _import(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _require_initialised(settings)
-    return await import_file(node_store(settings), settings, Path(args.file), report=args.report, actor=args.actor)
+    return await import_file(node_store(settings), settings, Path(args.file), report=args.report, actor=args.actor,
+                             map_path=args.map)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(imp)
     imp.add_argument("file", help="CSV with a header row, or .jsonl")
     imp.add_argument("--report", default=None, help="CSV report of duplicates (default FILE.report.csv)")
+    imp.add_argument("--map", default=None, metavar="MAP.csv",
+                     help="write line,mpi_id,status for every data row (created, queued, blocked, invalid)")
     imp.add_argument("--actor", default="import", help="name recorded in the audit log")
     imp.set_defaults(func=_import)
     return parser

@@ -4,6 +4,7 @@ the test suite's TCP proxy to count bytes and shape the link.
 
     PYTHONPATH=. python scripts/bench_sync.py            # all of it, a Markdown table on stdout
     PYTHONPATH=. python scripts/bench_sync.py --quick    # smaller backlogs, for a smoke run
+    PYTHONPATH=. python scripts/bench_sync.py --apply-only  # only the hub's apply rate (backlog, four nodes)
 
 Registrations come from scripts/synth.py (realistic names, birth dates, phones) and are
 written straight into the stopped nodes' databases through the registry (10 a transaction,
@@ -132,6 +133,8 @@ def _slowest(text: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller backlogs")
+    parser.add_argument("--apply-only", action="store_true",
+                        help="only the hub's apply rate: the one-node backlog and four nodes at once")
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
     results: dict[str, Any] = {}
@@ -140,18 +143,19 @@ def main() -> int:
         try:
             hub_url = f"http://127.0.0.1:{bench.port}"
             # 1. Bytes on the wire for 1,000 registrations in one change set, then an idle round.
-            proxy = Proxy(bench.port)
-            a = bench.node("wire", 1000, seed=1, hub_url=proxy.url)
-            proxy.reset_counters()
-            done = cli("node", "sync", "--data-dir", str(a))
-            total = proxy.up + proxy.down
-            results["wire"] = {"bytes": total, "per_registration": total / 1000, "up": proxy.up, "down": proxy.down,
-                               "out": done.stdout.strip()}
-            proxy.reset_counters()
-            done = cli("node", "sync", "--data-dir", str(a))
-            results["idle"] = {"bytes": proxy.up + proxy.down, "up": proxy.up, "down": proxy.down,
-                               "out": done.stdout.strip()}
-            proxy.close()
+            if not args.apply_only:
+                proxy = Proxy(bench.port)
+                a = bench.node("wire", 1000, seed=1, hub_url=proxy.url)
+                proxy.reset_counters()
+                done = cli("node", "sync", "--data-dir", str(a))
+                total = proxy.up + proxy.down
+                results["wire"] = {"bytes": total, "per_registration": total / 1000, "up": proxy.up,
+                                   "down": proxy.down, "out": done.stdout.strip()}
+                proxy.reset_counters()
+                done = cli("node", "sync", "--data-dir", str(a))
+                results["idle"] = {"bytes": proxy.up + proxy.down, "up": proxy.up, "down": proxy.down,
+                                   "out": done.stdout.strip()}
+                proxy.close()
 
             # 2. A backlog of 10,000 changes from one node, on loopback.
             n = int(10_000 * scale)
@@ -176,7 +180,8 @@ def main() -> int:
             # 4. A slow, cut link: 20 kB/s each way, 600 ms round trip, a cut every 200 kB; and, since
             #    the whole backlog is smaller than that, once more with a cut every 20 kB.
             m = int(5_000 * scale)
-            for label, cut_every, region in (("slow", 200_000, "LOU"), ("slow_cuts", 20_000, "MAT")):
+            slow_links = () if args.apply_only else (("slow", 200_000, "LOU"), ("slow_cuts", 20_000, "MAT"))
+            for label, cut_every, region in slow_links:
                 proxy = Proxy(bench.port)
                 e = bench.node(label, m, seed=3, hub_url=proxy.url, region=region)  # its own district
                 proxy.faults.rate, proxy.faults.delay, proxy.faults.cut_every = 20_000, 0.3, cut_every
@@ -200,17 +205,20 @@ def main() -> int:
                 proxy.close()
         finally:
             bench.close()
-    w, i, b4, f4 = results["wire"], results["idle"], results["backlog"], results["four"]
+    b4, f4 = results["backlog"], results["four"]
     print("| measure | target | measured |")
     print("|---|---|---|")
-    print(f"| bytes on the wire per registration pushed (1,000 in one set, HTTP included) | <= 150 B | "
-          f"{w['per_registration']:.1f} B ({w['bytes']} B: {w['up']} up, {w['down']} down) |")
-    print(f"| an idle node's sync round | <= 1 KB | {i['bytes']} B ({i['up']} up, {i['down']} down), one request |")
+    if not args.apply_only:
+        w, i = results["wire"], results["idle"]
+        print(f"| bytes on the wire per registration pushed (1,000 in one set, HTTP included) | <= 150 B | "
+              f"{w['per_registration']:.1f} B ({w['bytes']} B: {w['up']} up, {w['down']} down) |")
+        print(f"| an idle node's sync round | <= 1 KB | {i['bytes']} B ({i['up']} up, {i['down']} down), "
+              "one request |")
     print(f"| backlog of {b4['changes']:,} changes from one node, pushed and applied (loopback) | <= 10 s | "
           f"{b4['seconds']:.1f} s ({b4['changes'] / b4['seconds']:.0f} changes/s, process start included) |")
     print(f"| hub apply throughput, 4 nodes pushing at once ({f4['changes']:,} changes) | >= 2,000 changes/s | "
           f"{f4['per_second']:.0f} changes/s ({f4['seconds']:.1f} s) |")
-    for key in ("slow", "slow_cuts"):
+    for key in ("slow", "slow_cuts") if not args.apply_only else ():
         s = results[key]
         print(f"| {s['registrations']:,} registrations over 20 kB/s, 600 ms RTT, a cut every {s['cut_every'] // 1000} kB | "
               f"{'no request > 30 s' if key == 'slow' else '(extra: cuts do happen)'} | "

@@ -12,6 +12,12 @@ What happens to a row:
 - ``error``: the row is invalid (line number and reason reported), nothing written.
 The report CSV lists every row that was not plainly created; each run appends to it, so a
 resumed or repeated import keeps what the earlier runs reported.
+
+What every data row became is also kept in the database (``import_line``, written in the
+batch's transaction): the map (``--map``), one ``line,mpi_id,status`` per data row, is
+written from it, so a killed and resumed import still maps every line exactly once. The
+reading of files, the validation of rows, the progress and the map are shared with the
+hub's import (``shared/seed.py``), which loads rows without matching them.
 """
 
 from __future__ import annotations
@@ -36,17 +42,31 @@ from .registry import Registry
 from .schemas import RegisterIn, decode_json, parse_body
 from .settings import Settings
 from .storage import schema as t
-from .storage.store import Store, utc_now
+from .storage.store import Store, Tx
 
-__all__ = ["ImportStats", "import_file", "import_rows"]
+__all__ = [
+    "BadImportFile",
+    "ImportStats",
+    "append_report",
+    "file_sha256",
+    "import_file",
+    "import_rows",
+    "lines_done",
+    "read_rows",
+    "record_batch",
+    "validate",
+    "write_map",
+]
 
 BATCH = 500
 _FIELDS = set(RegisterIn.model_fields)
 _REPORT_COLUMNS = ["line", "action", "mpi_id", "existing_mpi_id", "similarity_score", "matched_fields", "error"]
+MAP_COLUMNS = ["line", "mpi_id", "status"]
+_MAP_PAGE = 50_000
 
 
-class ImportError_(ValueError):
-    """A file that cannot be imported at all (unreadable, wrong header)."""
+class BadImportFile(ValueError):
+    """A file that cannot be imported at all (missing, unreadable, wrong header, broken CSV)."""
 
 
 @dataclass
@@ -58,13 +78,17 @@ class ImportStats:
     skipped: int = 0  # lines done by an earlier, interrupted run
     seconds: float = 0.0
     report: list[dict[str, Any]] = field(default_factory=list)
+    file_sha256: str = ""
 
     @property
     def rows(self) -> int:
         return self.created + self.queued + self.blocked + self.errors
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256: what its progress and its lines are kept under (a renamed copy resumes too)."""
+    if not path.is_file():
+        raise BadImportFile(f"{path}: no such file")
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -72,8 +96,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, row) or (line number, error message) for every data line.
+
+    The line number is the file's (a CSV's header is line 1); blank lines are no rows.
+    """
+    try:
+        yield from _rows(path)
+    except csv.Error as exc:
+        raise BadImportFile(f"{path}: not a readable CSV file ({exc})") from None
+    except UnicodeError as exc:
+        raise BadImportFile(f"{path}: {exc}") from None
+
+
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line number, row) or (line number, error message) for every data line."""
     # Bytes that are not UTF-8 become lone surrogates, which validation reports with their
     # line number like any other bad value, instead of ending the import half-way.
     if path.suffix.lower() in (".jsonl", ".ndjson"):
@@ -91,7 +127,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         header = reader.fieldnames or []
         unknown = [h for h in header if h not in _FIELDS and not h.startswith("external_ids.")]
         if not header or unknown:
-            raise ImportError_(
+            raise BadImportFile(
                 f"{path}: unknown column(s) {', '.join(unknown) or '(no header)'}; "
                 f"expected {', '.join(sorted(_FIELDS))} or external_ids.<system>"
             )
@@ -114,20 +150,81 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
             yield reader.line_num, row
 
 
+def validate(row: dict[str, Any] | str) -> RegisterIn | str:
+    """The row as a registration, or why it is invalid (one line)."""
+    try:
+        if isinstance(row, str):
+            raise BadRequest(row, code="invalid_row")
+        if "__extra__" in row:
+            raise BadRequest("more values than columns", code="invalid_row")
+        return parse_body(RegisterIn, row)
+    except ApiError as exc:
+        return exc.message
+
+
+async def lines_done(store: Store, sha: str) -> int:
+    """The last line an earlier run of this file committed (0: none)."""
+    async with store.read() as conn:
+        done = (
+            await conn.execute(sa.select(t.import_progress.c.last_line).where(t.import_progress.c.file_sha256 == sha))
+        ).scalar()
+    return int(done or 0)
+
+
+async def record_batch(tx: Tx, sha: str, path: Path, lines: list[tuple[int, str | None, str]]) -> None:
+    """In the batch's transaction: what each of its lines became, and how far the file is read."""
+    if not lines:
+        return
+    await tx.bulk_insert(
+        t.import_line, [{"file_sha256": sha, "line": n, "mpi_id": mpi_id, "status": status} for n, mpi_id, status in lines]
+    )
+    await tx.conn.execute(sa.delete(t.import_progress).where(t.import_progress.c.file_sha256 == sha))
+    await tx.conn.execute(
+        sa.insert(t.import_progress).values(
+            file_sha256=sha, path=str(path), last_line=max(n for n, _, _ in lines), updated_at=tx.now
+        )
+    )
+
+
+async def write_map(store: Store, sha: str, out: Path) -> int:
+    """Write ``line,mpi_id,status`` for every data row of the file imported so far; the row count.
+
+    Written to a temporary file beside ``out`` and renamed: a map is whole or absent.
+    """
+    column = t.import_line.c
+    part = out.with_name(out.name + ".part")
+    count = last = 0
+    with part.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(MAP_COLUMNS)
+        while True:
+            async with store.read() as conn:
+                page = (
+                    await conn.execute(
+                        sa.select(column.line, column.mpi_id, column.status)
+                        .where(column.file_sha256 == sha, column.line > last)
+                        .order_by(column.line)
+                        .limit(_MAP_PAGE)
+                    )
+                ).all()
+            if not page:
+                break
+            writer.writerows((line, mpi_id or "", status) for line, mpi_id, status in page)
+            count, last = count + len(page), int(page[-1][0])
+    part.replace(out)
+    return count
+
+
 async def import_rows(
     registry: Registry, path: Path, *, actor: str = "import", progress: bool = True
 ) -> ImportStats:
     """Import ``path`` into the registry's store; resumable, see the module docstring."""
     store = registry.store
     thresholds = registry.matcher.thresholds
-    sha = _sha256(path)
-    stats = ImportStats()
+    sha = file_sha256(path)
+    stats = ImportStats(file_sha256=sha)
     started = time.perf_counter()
-    async with store.read() as conn:
-        done = (
-            await conn.execute(sa.select(t.import_progress.c.last_line).where(t.import_progress.c.file_sha256 == sha))
-        ).scalar()
-    done = int(done or 0)
+    done = await lines_done(store, sha)
     bar = tqdm(desc=f"import {path.name}", unit=" rows", disable=not progress, file=sys.stderr)
     batch: list[tuple[int, dict[str, Any] | str]] = []
 
@@ -135,18 +232,17 @@ async def import_rows(
         if not batch:
             return
         report: list[dict[str, Any]] = []
+        lines: list[tuple[int, str | None, str]] = []
         counts = {"created": 0, "queued": 0, "blocked": 0, "errors": 0}
         valid: list[tuple[int, RegisterIn]] = []
         for number, row in batch:
-            try:
-                if isinstance(row, str):
-                    raise BadRequest(row, code="invalid_row")
-                if "__extra__" in row:
-                    raise BadRequest("more values than columns", code="invalid_row")
-                valid.append((number, parse_body(RegisterIn, row)))
-            except ApiError as exc:
-                report.append({"line": number, "action": "error", "error": exc.message})
+            body = validate(row)
+            if isinstance(body, str):
+                report.append({"line": number, "action": "error", "error": body})
+                lines.append((number, None, "invalid"))
                 counts["errors"] += 1
+            else:
+                valid.append((number, body))
         async with store.write(actor) as tx:
             outcomes = await register_batch(registry, tx, [body for _, body in valid])
             for (number, _body), outcome in zip(valid, outcomes, strict=True):
@@ -159,9 +255,11 @@ async def import_rows(
                     )
                 if outcome.action == "conflict":
                     entry.update(action="error", error=outcome.message)
+                    lines.append((number, None, "invalid"))
                     counts["errors"] += 1
                 elif outcome.action == "blocked":
                     entry["action"] = "blocked"
+                    lines.append((number, outcome.match_mpi_id, "blocked"))
                     counts["blocked"] += 1
                 elif outcome.match is not None and outcome.match.score >= thresholds.probable:
                     assert outcome.mpi_id is not None and outcome.match_mpi_id is not None
@@ -171,16 +269,14 @@ async def import_rows(
                         outcome.match.matched_fields, evidence_detail(outcome.match),
                     )
                     entry["action"] = "queued"
+                    lines.append((number, outcome.mpi_id, "queued"))
                     counts["queued"] += 1
                 else:
+                    lines.append((number, outcome.mpi_id, "created"))
                     counts["created"] += 1
                     continue
                 report.append(entry)
-            last = batch[-1][0]
-            await tx.conn.execute(sa.delete(t.import_progress).where(t.import_progress.c.file_sha256 == sha))
-            await tx.conn.execute(
-                sa.insert(t.import_progress).values(file_sha256=sha, path=str(path), last_line=last, updated_at=utc_now())
-            )
+            await record_batch(tx, sha, path, lines)
         stats.created += counts["created"]
         stats.queued += counts["queued"]
         stats.blocked += counts["blocked"]
@@ -190,7 +286,7 @@ async def import_rows(
         batch.clear()
 
     try:
-        for number, row in _rows(path):
+        for number, row in read_rows(path):
             if number <= done:
                 stats.skipped += 1
                 continue
@@ -204,27 +300,28 @@ async def import_rows(
     return stats
 
 
-def write_report(stats: ImportStats, out: TextIO, *, header: bool = True) -> None:
+def write_report(report: list[dict[str, Any]], out: TextIO, *, header: bool = True) -> None:
     writer = csv.DictWriter(out, fieldnames=_REPORT_COLUMNS)
     if header:
         writer.writeheader()
-    for entry in stats.report:
+    for entry in report:
         writer.writerow(entry)
 
 
-def append_report(stats: ImportStats, path: Path) -> None:
+def append_report(report: list[dict[str, Any]], path: Path) -> None:
     """Add this run's rows to the report: a resumed or repeated import never loses an earlier one's."""
     fresh = not path.exists() or path.stat().st_size == 0
     buffer = io.StringIO()
-    write_report(stats, buffer, header=fresh)
+    write_report(report, buffer, header=fresh)
     with path.open("a", encoding="utf-8", newline="") as f:
         f.write(buffer.getvalue())
 
 
-async def import_file(store: Store, settings: Settings, path: Path, *, report: str | None, actor: str) -> int:
-    """The ``mpi-node import`` command: import, write the report, print a summary line."""
-    if not path.is_file():
-        raise ImportError_(f"{path}: no such file")
+async def import_file(
+    store: Store, settings: Settings, path: Path, *, report: str | None, actor: str, map_path: str | None = None
+) -> int:
+    """The ``mpi-node import`` command: import, write the report (and the map), print a summary line."""
+    file_sha256(path)  # a missing file is one line before the database is opened
     frequencies = NameFrequencies()
     matcher = matcher_of(
         settings.matcher,
@@ -236,10 +333,11 @@ async def import_file(store: Store, settings: Settings, path: Path, *, report: s
     try:
         await registry.load_frequencies()
         stats = await import_rows(registry, path, actor=actor, progress=sys.stderr.isatty())
+        mapped = await write_map(store, stats.file_sha256, Path(map_path)) if map_path else 0
     finally:
         await store.close()
     report_path = Path(report) if report else path.with_name(path.name + ".report.csv")
-    append_report(stats, report_path)
+    append_report(stats.report, report_path)
     rate = stats.rows / stats.seconds if stats.seconds else 0.0
     for entry in stats.report:
         if entry["action"] == "error":
@@ -249,5 +347,6 @@ async def import_file(store: Store, settings: Settings, path: Path, *, report: s
         f"{stats.queued} queued for review, {stats.blocked} blocked as duplicates, {stats.errors} errors"
         + (f", {stats.skipped} already imported" if stats.skipped else "")
         + f"; report: {report_path}"
+        + (f"; map of {mapped} rows: {map_path}" if map_path else "")
     )
     return 1 if stats.errors else 0

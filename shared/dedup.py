@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .errors import ApiError, SameIdentity
 from .identities.candidates import candidates
 from .identities.fields import Row
-from .identities.lookup import external_ids_of, pk_in
+from .identities.lookup import external_ids_of, id_list, pk_in
 from .matching import MatchResult, Person, evidence_detail, person_of
 from .registry import Registry
 from .review.items import is_not_same, open_pair_review
@@ -111,8 +111,13 @@ def _older_first(a: Row, b: Row) -> tuple[Row, Row]:
 async def enqueue(tx: Tx, pks: Sequence[int]) -> None:
     """Ask for these identities to be checked, in the caller's transaction."""
     if pks:
+        # The pks bound as one value: a bulk import queues thousands in one short statement.
+        listed = id_list(tx.conn.dialect.name, "pk_list", sorted(set(pks)))
         await tx.conn.execute(
-            tx.insert_ignore(t.dedup_pending), [{"identity_pk": pk, "queued_at": tx.now} for pk in sorted(set(pks))]
+            tx.insert_ignore(t.dedup_pending).from_select(
+                # WHERE: SQLite reads ON CONFLICT after a bare FROM as a join's ON.
+                ["identity_pk", "queued_at"], sa.select(listed.c.value, sa.literal(tx.now, sa.String)).where(sa.true())
+            )
         )
 
 

@@ -25,7 +25,7 @@ from .schemas import RegisterIn
 from .storage import schema as t
 from .storage.store import Tx
 
-__all__ = ["Outcome", "candidates_many", "register_batch"]
+__all__ = ["Outcome", "candidates_many", "register_batch", "taken_external_ids"]
 
 _CHUNK = 900  # stays under every SQLite's limit of bound parameters
 
@@ -54,7 +54,7 @@ async def candidates_many(
     return await candidates(conn, people, registry.candidate_limit, keys)
 
 
-async def _taken_external_ids(conn: AsyncConnection, bodies: Sequence[RegisterIn]) -> dict[tuple[str, str], str]:
+async def taken_external_ids(conn: AsyncConnection, bodies: Sequence[RegisterIn]) -> dict[tuple[str, str], str]:
     pairs = sorted({(s, v) for b in bodies for s, v in (b.external_ids or {}).items()})
     taken: dict[tuple[str, str], str] = {}
     for chunk in _chunks(pairs):
@@ -72,7 +72,7 @@ async def register_batch(registry: Registry, tx: Tx, bodies: Sequence[RegisterIn
     people = [registry.person(b) for b in bodies]
     keyed = [query_keys(p) for p in people]
     found = await candidates_many(registry, tx.conn, people, keyed)
-    taken = await _taken_external_ids(tx.conn, bodies)
+    taken = await taken_external_ids(tx.conn, bodies)
     outcomes: list[Outcome] = []
     accepted: list[tuple[RegisterIn, Person]] = []
     accepted_row: list[int] = []  # index in ``bodies`` of each accepted row

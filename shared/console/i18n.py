@@ -125,6 +125,11 @@ FRENCH: dict[str, str] = {
     "Acknowledged sequence": "Séquence acquittée",
     "Waiting in the feed": "En attente dans le flux",
     "Refused change sets": "Lots refusés",
+    "Changes set aside": "Changements mis de côté",
+    "Sequence": "Séquence",
+    "Kind": "Type",
+    "Changes a node pushed that the hub did not apply, with the reason (not_authorised: the node may not change that identity or may not send that kind of change).":
+        "Changements envoyés par un nœud que le hub n'a pas appliqués, avec la raison (not_authorised : le nœud ne peut pas modifier cette identité ou envoyer ce type de changement).",
     "Clock skew": "Décalage d'horloge",
     "never": "jamais",
     "active": "actif",

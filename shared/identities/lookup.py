@@ -32,6 +32,7 @@ __all__ = [
     "root_of",
     "row_by_pk",
     "row_of",
+    "text_in",
 ]
 
 MERGE_CHAIN_LIMIT = 64  # merges form a forest; a longer chain means a corrupt database
@@ -163,6 +164,14 @@ def id_list(dialect: str, name: str, ids: Sequence[int] | None = None) -> Any:
 def pk_in(conn: AsyncConnection, column: Any, pks: Sequence[int]) -> Any:
     """``column IN pks`` with the pks bound as one value (``id_list``): tens of thousands cost one statement."""
     return column.in_(sa.select(id_list(conn.dialect.name, "pk_list", pks).c.value))
+
+
+def text_in(conn: AsyncConnection, column: Any, values: Sequence[str]) -> Any:
+    """``column IN values`` with the strings bound as one value (a text array on PostgreSQL, JSON on SQLite)."""
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.cast(sa.bindparam("text_list", list(values)), postgresql.ARRAY(sa.Text)))
+    listed = sa.func.json_each(sa.bindparam("text_list", json.dumps(list(values)), type_=sa.String)).table_valued("value")
+    return column.in_(sa.select(listed.c.value))
 
 
 async def external_ids_of(conn: AsyncConnection, pks: Sequence[int]) -> dict[int, dict[str, str]]:

@@ -46,16 +46,14 @@ async def create(
         record["clocks"] = json.dumps({f: stamp(hlc, node_id) for f in DEMOGRAPHIC})
         records.append(record)
         tx.audit("register", mpi_id, force_create=body.force_create)
-    result = await tx.conn.execute(sa.insert(t.identity).returning(t.identity.c.pk, sort_by_parameter_order=True), records)
-    pks = list(result.scalars().all())
+    pks = await tx.insert_returning_pks(t.identity, records)
     external = [
         {"system": system, "value": value, "identity_pk": pk, "linked_at": tx.now}
         for pk, (body, _) in zip(pks, items, strict=True)
         for system, value in (body.external_ids or {}).items()
     ]
     await index_new(tx, [(pk, person) for pk, (_, person) in zip(pks, items, strict=True)])
-    if external:
-        await tx.conn.execute(sa.insert(t.external_id), external)
+    await tx.insert_rows(t.external_id, external)
     for _, person in items:
         recount(tx, frequencies, None, person)
     return [r["mpi_id"] for r in records]

@@ -31,17 +31,23 @@ __all__ = ["Undone", "belongings", "undo", "unmerge"]
 
 
 async def belongings(conn: AsyncConnection, mpi_ids: list[str]) -> tuple[dict[str, str], set[str], set[tuple[str, str]]]:
-    """(programme -> linked_at, card token hashes, external ids) that changes naming these IDs added."""
+    """(programme -> linked_at, card token hashes, external ids) that changes naming these IDs added.
+
+    Changes the hub set aside (``sync_setaside``) are not counted: they added nothing.
+    """
     programmes: dict[str, str] = {}
     cards: set[str] = set()
     external: set[tuple[str, str]] = set()
+    c, aside = t.change_log.c, t.sync_setaside.c
     rows = await conn.execute(
-        sa.select(t.change_log.c.kind, t.change_log.c.payload)
+        sa.select(c.kind, c.payload)
         .where(
-            t.change_log.c.mpi_id.in_(mpi_ids),
-            t.change_log.c.kind.in_(["identity.create", "programme.add", "card.issue", "external_id.add"]),
+            c.mpi_id.in_(mpi_ids),
+            c.kind.in_(["identity.create", "programme.add", "card.issue", "external_id.add"]),
+            # What the hub set aside (a node's change it refused or could not apply) never applied.
+            ~sa.exists().where(aside.node_id == c.node_id, aside.seq == c.seq),
         )
-        .order_by(t.change_log.c.hlc)
+        .order_by(c.hlc)
     )
     for kind, raw in rows:
         payload = json.loads(raw)

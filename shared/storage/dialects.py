@@ -18,6 +18,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = ["Dialect", "PostgresDialect", "SqliteDialect", "read_json_rows"]
 
+_COPY_OVER = 50  # rows: more go by COPY on PostgreSQL, fewer by one INSERT
+
 
 class Dialect(Protocol):
     name: str
@@ -32,6 +34,10 @@ class Dialect(Protocol):
 
     async def bulk_insert(self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         """Insert many rows (dicts with the same keys) the fastest way this database has."""
+        ...
+
+    async def insert_returning_pks(self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert rows of a table with an autoincrement ``pk``; their new pks, in the rows' order."""
         ...
 
     def json_rows(self, columns: dict[str, ColumnElement[Any]]) -> ColumnElement[Any]:
@@ -111,6 +117,9 @@ class SqliteDialect:
         if rows:  # sqlite3's executemany loops in C
             await conn.execute(sa.insert(table), list(rows))
 
+    async def insert_returning_pks(self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+        return await _insert_returning(conn, table, rows)
+
     def json_rows(self, columns: dict[str, ColumnElement[Any]]) -> ColumnElement[Any]:
         return sa.func.json_group_array(sa.func.json_object(*_pairs(columns)))
 
@@ -142,8 +151,31 @@ class PostgresDialect:
             for row in rows:
                 await copy.write_row([row[c] for c in columns])
 
+    async def insert_returning_pks(self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """A few rows: one INSERT ... RETURNING. Many (a bulk import): their pks from the
+        sequence in one statement, then COPY."""
+        if len(rows) <= _COPY_OVER:
+            return await _insert_returning(conn, table, rows)
+        pks = list(
+            (
+                await conn.execute(
+                    sa.text("SELECT nextval(pg_get_serial_sequence(:table, 'pk')) FROM generate_series(1, :n)"),
+                    {"table": table.name, "n": len(rows)},
+                )
+            ).scalars()
+        )
+        await self.bulk_insert(conn, table, [{"pk": pk, **row} for pk, row in zip(pks, rows, strict=True)])
+        return [int(pk) for pk in pks]
+
     def json_rows(self, columns: dict[str, ColumnElement[Any]]) -> ColumnElement[Any]:
         return sa.func.json_agg(sa.func.json_build_object(*_pairs(columns)))
+
+
+async def _insert_returning(conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+    if not rows:
+        return []
+    result = await conn.execute(sa.insert(table).returning(table.c.pk, sort_by_parameter_order=True), list(rows))
+    return [int(pk) for pk in result.scalars().all()]
 
 
 def _async_url(url: str) -> str:

@@ -238,6 +238,11 @@ def _v61_enrolment_keys(conn: Connection) -> None:
     conn.execute(sa.delete(schema.node_meta).where(schema.node_meta.c.key.in_(["sync_enrol_key", "sync_secret"])))
 
 
+def _v70_import_lines(conn: Connection) -> None:
+    """What each imported row became, for the map of ``mpi-node import`` and ``mpi-hub import``."""
+    schema.metadata.create_all(conn, tables=[schema.import_line])
+
+
 def _v90_dedup_workers(conn: Connection) -> None:
     """Sweep slices claimed by dedup workers, and the record of periodic jobs' runs."""
     schema.metadata.create_all(conn, tables=[schema.dedup_slice, schema.job_run])
@@ -257,6 +262,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     # 60-69: console sessions and enrolment keys (branch console).
     (60, "console_sessions", _v60_console_sessions),
     (61, "enrolment_keys", _v61_enrolment_keys),
+    # 70-79: bulk import (branch hubimport).
+    (70, "import_lines", _v70_import_lines),
     # 90-99: dedup workers and several hub processes (branch workers).
     (90, "dedup_workers", _v90_dedup_workers),
 ]

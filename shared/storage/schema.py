@@ -19,6 +19,7 @@ __all__ = [
     "console_session",
     "external_id",
     "identity",
+    "import_line",
     "import_progress",
     "dedup_pending",
     "merge_unlink",
@@ -198,6 +199,17 @@ import_progress = sa.Table(
     sa.Column("path", sa.Text, nullable=False),
     sa.Column("last_line", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.String(24), nullable=False),
+)
+
+# What each data row of an imported file became (migration 70): written in the batch's
+# transaction, so the map of a killed and resumed import still has every line exactly once.
+import_line = sa.Table(
+    "import_line",
+    metadata,
+    sa.Column("file_sha256", sa.String(64), primary_key=True),
+    sa.Column("line", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("mpi_id", sa.String(18), nullable=True),  # the ID it became, or was blocked against
+    sa.Column("status", sa.String(8), nullable=False),  # created, queued, blocked, invalid
 )
 
 

@@ -39,6 +39,8 @@ __all__ = ["NotInitialised", "Store", "Tx", "utc_now"]
 
 log = logging.getLogger("mpi.store")
 
+_COPY_OVER = 50  # rows: more are logged with COPY (PostgreSQL)
+
 
 def utc_now() -> str:
     """Now as the API writes timestamps: ``2026-05-15T09:00:00.123Z``."""
@@ -132,17 +134,28 @@ class Tx:
         self.counter += 1
         return mpi_id
 
+    async def insert_returning_pks(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert rows of a table with an autoincrement ``pk``; their pks in order (COPY when many)."""
+        return await self._store.dialect.insert_returning_pks(self.conn, table, rows)
+
+    async def insert_rows(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Rows of any number: a few as one INSERT, many (a bulk import's thousands) by COPY."""
+        if len(rows) > _COPY_OVER:
+            await self.bulk_insert(table, rows)
+        elif rows:
+            await self.conn.execute(sa.insert(table), rows)
+
     async def _flush(self) -> None:
         done = 0
         while done < len(self._changes):
             # A hook may append changes of its own (the hub's follow-ups): they are logged too.
             batch = self._changes[done:]
             done = len(self._changes)
-            await self.conn.execute(sa.insert(schema.change_log), batch)
+            await self.insert_rows(schema.change_log, batch)
             for hook in self._store.change_hooks:
                 await hook(self, batch)
         if self._audit:
-            await self.conn.execute(sa.insert(schema.audit_log), self._audit)
+            await self.insert_rows(schema.audit_log, self._audit)
         if self.counter != self._counter_read:
             await self.conn.execute(
                 sa.update(schema.node_meta).where(schema.node_meta.c.key == "id_counter").values(value=str(self.counter))

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,12 +33,13 @@ from nacl.signing import SigningKey, VerifyKey
 from ..crypto import key_id
 from ..errors import BadRequest
 from ..identities import find, snapshot
+from ..identities.lookup import text_in
 from ..registry import Registry
 from ..schemas import decode_json
 from ..storage import schema as t
 from ..storage.store import Store, Tx
 from . import holdings
-from .apply import Applier, HubPolicy, Route
+from .apply import Applier, HubPolicy, NodeAuthority, Route
 from .changelog import GENESIS_HASH, Change, canonical_json
 from .changeset import Ack, Envelope, FeedItem, decode_changes, join_parts, open_envelope, seal_ack, seal_feed
 from .enrolment import Enrolment, Registration, register, reserve
@@ -61,7 +63,17 @@ log = logging.getLogger("mpi.sync.hub")
 
 CARD_KINDS = ("card.issue", "card.revoke")
 _PULL_MAX = 5000
-_PULL_FRESH_MS = 600_000  # a pull rides on a signed request at most this old
+_PULL_FRESH_MS = 600_000
+_REGIONS_PER_QUERY = 10_000  # a pull rides on a signed request at most this old
+
+
+def _iso(ms: int) -> str:
+    """Milliseconds since the epoch as the database keeps times (``2026-05-15T09:00:00.123Z``)."""
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return "9999-12-31T23:59:59.999Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _feed_hash(prev: str, node_id: str, seq: int, change: str) -> str:
@@ -138,6 +150,16 @@ class HubSync:
         if node.node_id != env.node_id:
             raise UnknownKey("this key belongs to another node")
         env.verify(VerifyKey(bytes.fromhex(key.public_key)))
+        self._in_standing(env, node, key)
+        return node
+
+    @staticmethod
+    def _in_standing(env: Envelope, node: Any, key: Any) -> None:
+        """Refuse an envelope of a quarantined or revoked node, or of a key past what it may sign.
+
+        Checked when the envelope arrives and again inside the write transaction that would
+        apply it, so a push racing ``mpi-hub node revoke`` cannot apply after the revocation.
+        """
         if node.status == "quarantined":
             raise Quarantined(f"node {node.name} is quarantined: {node.note or 'its chain forked'}")
         if node.status == "revoked" or key.status == "revoked":
@@ -147,7 +169,6 @@ class HubSync:
             raise RevokedKey(f"this key of node {node.name} was replaced at sequence {key.last_seq}")
         if env.first_seq < key.first_seq:
             raise UnknownKey(f"this key signs sequences from {key.first_seq} on")
-        return node
 
     async def receive(self, raw: bytes, *, reply_feed: bool = True) -> bytes:
         """Accept a pushed envelope; the reply holds the acknowledgement and what the node must pull."""
@@ -163,7 +184,7 @@ class HubSync:
                     seq=change.seq,
                 )
         try:
-            ack = await self._accept(env, node, changes)
+            ack = await self._accept(env, node, changes, max_hlc=((limit + 1) << 16) - 1)
         except ChainFork as fork:
             await self._quarantine(env, node, fork)
             raise
@@ -180,16 +201,14 @@ class HubSync:
         sent = env.header.get("sent_at")
         return isinstance(sent, int) and abs(time.time() * 1000 - sent) < _PULL_FRESH_MS
 
-    async def _accept(self, env: Envelope, node: Any, changes: list[Change]) -> bytes | None:
+    async def _accept(self, env: Envelope, node: Any, changes: list[Change], *, max_hlc: int) -> bytes | None:
         async with self.store.write(f"node:{node.name}") as tx:
+            # Under the write lock: a revocation committed since the envelope was authenticated counts.
             current = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == node.name))).one()
+            key = (await tx.conn.execute(sa.select(t.sync_key).where(t.sync_key.c.key_id == env.key_id))).one()
+            self._in_standing(env, current, key)
             acked, acked_hash = int(current.acked_seq), str(current.acked_hash)
-            pull = env.header.get("pull")
-            if isinstance(pull, dict) and isinstance(pull.get("after"), int):
-                await tx.conn.execute(
-                    sa.update(t.sync_node).where(t.sync_node.c.name == node.name)
-                    .values(pull_pos=pull["after"], seen_at=tx.now)
-                )
+            await self._seen(tx, env, current)
             if not changes:
                 # A signed request with nothing in it: tell the node where the hub stands if it differs.
                 if env.first_seq - 1 != acked:
@@ -224,17 +243,20 @@ class HubSync:
                 return bytes(stored) if stored is not None else seal_ack(Ack(env.node_id, env.last_seq, env.last_hash), self.key)
             tail = [c for c in changes if c.seq > acked]
             await self._store_changes(tx, tail)
-            routes = await apply_or_set_aside(self.applier, tx, tail)
+            regions = set(json.loads(current.regions))
+            authority = NodeAuthority(current.name, int(current.node_number), regions, max_hlc)
+            routes = await apply_or_set_aside(self.applier, tx, tail, authority)
             await self._feed_remote(tx, tail, routes)
-            await holdings.record(tx, current.name, set(json.loads(current.regions)), tail)
-            for change in tail:
-                if change.kind == "key.rotate":
+            # What the hub refused gives the node no holding.
+            await holdings.record(tx, current.name, regions, [c for c, r in zip(tail, routes, strict=True) if r.refused is None])
+            for change, route in zip(tail, routes, strict=True):
+                if change.kind == "key.rotate" and route.refused is None:
                     await self._rotate(tx, node.name, change)
             ack = seal_ack(Ack(env.node_id, env.last_seq, env.last_hash), self.key)
             await tx.conn.execute(
                 sa.update(t.sync_node)
                 .where(t.sync_node.c.name == node.name)
-                .values(acked_seq=env.last_seq, acked_hash=env.last_hash, seen_at=tx.now)
+                .values(acked_seq=env.last_seq, acked_hash=env.last_hash, seen_at=max(tx.now, current.seen_at or ""))
             )
             await tx.conn.execute(
                 sa.insert(t.sync_batch).values(
@@ -244,6 +266,27 @@ class HubSync:
             )
             tx.audit("sync_push", None, node=node.name, first_seq=acked + 1, last_seq=env.last_seq)
         return ack
+
+    @staticmethod
+    async def _seen(tx: Tx, env: Envelope, current: Any) -> None:
+        """The node's pull cursor and when it was last heard of: forward only.
+
+        A replayed old envelope (anyone may have a copy) says nothing new: its pull cursor is
+        behind the one held, and it was sent (``sent_at``) before the node was last seen.
+        """
+        values: dict[str, Any] = {}
+        pull = env.header.get("pull")
+        if isinstance(pull, dict) and type(pull.get("after")) is int and pull["after"] > int(current.pull_pos):
+            top = (await tx.conn.execute(sa.select(sa.func.max(t.sync_feed.c.pos)))).scalar() or 0
+            if min(pull["after"], top) > int(current.pull_pos):
+                values["pull_pos"] = min(pull["after"], top)  # no further than the feed goes
+        sent = env.header.get("sent_at")
+        if type(sent) is int and sent > 0:
+            seen = min(tx.now, _iso(sent))
+            if seen > (current.seen_at or ""):
+                values["seen_at"] = seen
+        if values:
+            await tx.conn.execute(sa.update(t.sync_node).where(t.sync_node.c.name == current.name).values(**values))
 
     async def _store_changes(self, tx: Tx, changes: list[Change]) -> None:
         await tx.bulk_insert(
@@ -330,6 +373,8 @@ class HubSync:
         """
         rows = []
         follow_ups: list[tuple[str, str, dict[str, Any], Route]] = []
+        # The regions of the changes' identities in one statement: a bulk import logs thousands.
+        regions = await self._regions(tx, [c["mpi_id"] for c in changes if c["mpi_id"]])
         for c in changes:
             payload = json.loads(c["payload"])
             route = Route()
@@ -338,7 +383,7 @@ class HubSync:
             elif c["kind"] == "review.open":
                 continue
             else:
-                region = await self._region(tx, c["mpi_id"])
+                region = regions.get(c["mpi_id"]) if c["mpi_id"] else None
                 route = Route(region_a=region, country_wide=c["kind"] in CARD_KINDS)
                 if c["kind"] == "review.not_same":
                     other = [m for m in payload.get("mpi_ids", []) if m != c["mpi_id"]]
@@ -372,6 +417,14 @@ class HubSync:
         for kind, mpi_id, body, follow in follow_ups:
             tx.change(kind, mpi_id, {**body, "route": [follow.region_a, follow.region_b, follow.exclude]})
 
+    async def _regions(self, tx: Tx, mpi_ids: list[str]) -> dict[str, str]:
+        if not mpi_ids:
+            return {}
+        rows = await tx.conn.execute(
+            sa.select(t.identity.c.mpi_id, t.identity.c.region_code).where(text_in(tx.conn, t.identity.c.mpi_id, mpi_ids))
+        )
+        return {str(m): str(r) for m, r in rows if r is not None}
+
     async def _region(self, tx: Tx, mpi_id: str | None) -> str | None:
         if not mpi_id:
             return None
@@ -386,6 +439,8 @@ class HubSync:
         limit = max(1, min(limit, _PULL_MAX))
         async with self.store.read() as conn:
             node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).one()
+            if node.status == "revoked":  # revoked since its request was authenticated
+                raise RevokedKey(f"node {name} was revoked at the hub: it may neither push nor pull")
             regions = set(json.loads(node.regions))
             top = (await conn.execute(sa.select(sa.func.max(t.sync_feed.c.pos)))).scalar() or 0
             after = max(0, min(after, top))

@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 
 from ..storage import schema as t
 from ..storage.store import Tx
-from .apply import Applier, Remote, Route
+from .apply import Applier, NodeAuthority, Remote, Route
 from .changelog import Change
 
 __all__ = ["apply_or_set_aside"]
@@ -60,43 +60,62 @@ def _reason(exc: BaseException) -> str:
     return f"{type(inner).__name__}: {text}"[:300]
 
 
-async def apply_or_set_aside(applier: Applier, tx: Tx, changes: list[Change]) -> list[Route]:
+async def apply_or_set_aside(applier: Applier, tx: Tx, changes: list[Change],
+                             authority: NodeAuthority | None = None) -> list[Route]:
     """Apply a set in a SAVEPOINT; if it fails, change by change, setting aside each one that fails.
 
     A change the hub cannot apply (PostgreSQL refuses a NUL in text, a payload this version
     does not understand...) must not block the node's sync for ever: it stays in the change
     log (the chain holds), is recorded in ``sync_setaside`` with the reason (``GET /sync/nodes``)
-    and goes to no node; the rest of the set applies and the set is acknowledged.
+    and goes to no node; the rest of the set applies and the set is acknowledged. So is a
+    change ``authority`` refuses (the node may not make it): its route's ``refused`` says why.
     """
     remotes = [Remote(c.node_id, c.seq, c.hlc, c.kind, c.mpi_id, json.loads(c.payload)) for c in changes]
     mark = _Mark(tx)
+    granted = set(authority.granted) if authority is not None else set()
     try:
         async with tx.conn.begin_nested():
-            return await applier.apply(tx, remotes)
+            routes = await applier.apply(tx, remotes, authority)
+        await _refused(tx, changes, routes)
+        return routes
     except Exception as exc:  # anything the database or the applier refused: find the change
         if _transient(exc):
             raise
         mark.reset()
+        if authority is not None:
+            authority.granted = granted
         log.warning("a change set from %s did not apply whole (%s): applying it change by change",
                     changes[0].node_id, _reason(exc))
-    routes: list[Route] = []
+    routes = []
     for change, remote in zip(changes, remotes, strict=True):
         mark = _Mark(tx)
+        granted = set(authority.granted) if authority is not None else set()
         try:
             async with tx.conn.begin_nested():
-                routes.extend(await applier.apply(tx, [remote]))
+                routes.extend(await applier.apply(tx, [remote], authority))
         except Exception as exc:
             if _transient(exc):
                 raise
             mark.reset()
-            reason = _reason(exc)
-            log.warning("set aside change %s/%s (%s): %s", change.node_id, change.seq, change.kind, reason)
-            await tx.conn.execute(
-                sa.insert(t.sync_setaside).values(
-                    node_id=change.node_id, seq=change.seq, kind=change.kind, mpi_id=change.mpi_id,
-                    reason=reason, at=tx.now,
-                )
-            )
-            tx.audit("sync_set_aside", change.mpi_id, node_id=change.node_id, seq=change.seq, reason=reason)
+            if authority is not None:
+                authority.granted = granted
+            await _set_aside(tx, change, _reason(exc))
             routes.append(Route())
+    await _refused(tx, changes, routes)
     return routes
+
+
+async def _refused(tx: Tx, changes: list[Change], routes: list[Route]) -> None:
+    for change, route in zip(changes, routes, strict=True):
+        if route.refused is not None:
+            await _set_aside(tx, change, route.refused)
+
+
+async def _set_aside(tx: Tx, change: Change, reason: str) -> None:
+    log.warning("set aside change %s/%s (%s): %s", change.node_id, change.seq, change.kind, reason)
+    await tx.conn.execute(
+        sa.insert(t.sync_setaside).values(
+            node_id=change.node_id, seq=change.seq, kind=change.kind, mpi_id=change.mpi_id, reason=reason, at=tx.now,
+        )
+    )
+    tx.audit("sync_set_aside", change.mpi_id, node_id=change.node_id, seq=change.seq, reason=reason)

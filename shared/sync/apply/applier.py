@@ -53,7 +53,7 @@ from ...review.items import record_not_same
 from ...storage import schema as t
 from ...storage.store import Tx
 from .changes import Remote, Route
-from .policy import RolePolicy
+from .policy import NodeAuthority, RolePolicy
 
 __all__ = ["Applier"]
 
@@ -82,8 +82,12 @@ class Applier:
             "key.rotate": self._nothing,
         }
 
-    async def apply(self, tx: Tx, changes: Sequence[Remote]) -> list[Route]:
-        """Apply ``changes`` in order; one route per change."""
+    async def apply(self, tx: Tx, changes: Sequence[Remote], authority: NodeAuthority | None = None) -> list[Route]:
+        """Apply ``changes`` in order; one route per change.
+
+        With ``authority`` (the hub, applying what a node pushed), each change is first checked
+        against what that node may change; a refused one is not applied and its route says why.
+        """
         routes: list[Route] = []
         pending: list[Remote] = []
         for change in changes:
@@ -92,11 +96,12 @@ class Applier:
                 pending.append(change)
                 continue
             if pending:
-                routes.extend(await self._creates(tx, pending))
+                routes.extend(await self._creates(tx, pending, authority))
                 pending = []
-            routes.append(await self._one(tx, change))
+            refused = await authority.refusal(tx, change) if authority is not None else None
+            routes.append(Route(refused=refused) if refused else await self._one(tx, change))
         if pending:
-            routes.extend(await self._creates(tx, pending))
+            routes.extend(await self._creates(tx, pending, authority))
         return routes
 
     async def _one(self, tx: Tx, c: Remote) -> Route:
@@ -128,13 +133,14 @@ class Applier:
 
     # -- identities ---------------------------------------------------------------------------
 
-    async def _creates(self, tx: Tx, changes: list[Remote]) -> list[Route]:
+    async def _creates(self, tx: Tx, changes: list[Remote], authority: NodeAuthority | None = None) -> list[Route]:
         """Registrations, in bulk: the common case, and the one a backlog is made of."""
         ids = [c.mpi_id for c in changes if c.mpi_id]
         existing = {r.mpi_id for r in await tx.conn.execute(sa.select(t.identity.c.mpi_id).where(t.identity.c.mpi_id.in_(ids)))}
+        refused = await authority.refuse_creates(tx, changes, existing) if authority is not None else [None] * len(changes)
         fresh: dict[str, Remote] = {}
-        for c in changes:
-            if c.mpi_id and c.mpi_id not in existing and c.mpi_id not in fresh:
+        for c, why in zip(changes, refused, strict=True):
+            if c.mpi_id and why is None and c.mpi_id not in existing and c.mpi_id not in fresh:
                 fresh[c.mpi_id] = c
         if fresh:
             incoming = [
@@ -154,8 +160,10 @@ class Applier:
                 for system, value in (c.payload.get("external_ids") or {}).items():
                     await edit.claim_external_id(tx, pks[mpi_id], str(system), str(value), None, c.clock)
         routes: list[Route] = []
-        for c in changes:
-            if c.mpi_id in fresh and fresh[c.mpi_id] is c:
+        for c, why in zip(changes, refused, strict=True):
+            if why is not None:
+                routes.append(Route(refused=why))
+            elif c.mpi_id in fresh and fresh[c.mpi_id] is c:
                 routes.append(Route(region_a=str(c.payload.get("region_code"))))
             else:
                 # Known already (a snapshot came first, or a replay): the payload counts as writes.

@@ -34,6 +34,8 @@ class Route:
     region_b: str | None = None
     exclude: str | None = None
     country_wide: bool = False
+    # Why the hub refused to apply the change (``NodeAuthority``): it is set aside, sent to no node.
+    refused: str | None = None
     # Changes the hub writes itself because of this one (a snapshot for a new region, an evict).
     follow_ups: list[FollowUp] = field(default_factory=list)
 
