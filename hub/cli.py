@@ -300,6 +300,20 @@ async def _node_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _node_replace(args: argparse.Namespace) -> int:
+    if not re.match(r"^https?://", args.hub_url):
+        raise CliError("--hub-url must be an http:// or https:// URL", 2)
+    out = Path(args.out)
+    if out.exists():
+        raise CliError(f"{out} exists already: choose another --out")
+    async with _hub(args) as hub:
+        enrolment = await hub.replace(args.name, args.hub_url, args.new_name)
+    write_private(out, json.dumps(enrolment.to_json(), indent=2).encode(), exclusive=True)
+    print(f"revoked node {args.name}; its replacement {enrolment.name} is number {enrolment.node_number} "
+          f"({', '.join(enrolment.regions)}, with its holdings): mpi-node init --enroll {out}")
+    return 0
+
+
 async def _node_revoke(args: argparse.Namespace) -> int:
     async with _hub(args) as hub:
         count = await hub.revoke(args.name)
@@ -426,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
     _db(revoke)
     revoke.add_argument("name")
     revoke.set_defaults(func=_node_revoke)
+    replace = node_sub.add_parser("replace", help="revoke a lost node and write the enrolment file of its replacement")
+    _db(replace)
+    replace.add_argument("name", help="the lost node")
+    replace.add_argument("--hub-url", required=True, help="the URL nodes reach this hub at")
+    replace.add_argument("--out", required=True, help="enrolment file to write (holds a one-time secret)")
+    replace.add_argument("--new-name", default=None, help="the replacement's name (default: NAME-2, NAME-3...)")
+    replace.set_defaults(func=_node_replace)
     listing = node_sub.add_parser("list", help="nodes, cursors and state, one JSON object a line")
     _db(listing)
     listing.set_defaults(func=_node_list)

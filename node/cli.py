@@ -188,6 +188,8 @@ async def _sync(args: argparse.Namespace) -> int:
         if not sync.enrolled:
             raise CliError("this node is not enrolled with a hub: run mpi-node enroll")
         moved = await sync.round(HttpLink(sync.meta["hub_url"], settings.sync_timeout_seconds))
+    for note in moved.notes:
+        print(note)
     print(moved.line())
     return 0
 
@@ -244,12 +246,18 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _margin(text: str) -> int:
+    if not text.isdigit() or int(text) > 1_000_000:
+        raise argparse.ArgumentTypeError("--id-margin is a whole number from 0 to 1000000")
+    return int(text)
+
+
 def _restore(args: argparse.Namespace) -> int:
     from .backup import BackupError, restore
 
     settings = _settings(args)
     try:
-        made = restore(Path(settings.data_dir), Path(args.file), _passphrase(args, new=False))
+        made = restore(Path(settings.data_dir), Path(args.file), _passphrase(args, new=False), args.id_margin)
     except BackupError as exc:
         raise CliError(str(exc)) from None
     print(f"restored node {made['country']}-{made['region']} ({made['node_id']}) into {settings.data_dir} "
@@ -257,10 +265,11 @@ def _restore(args: argparse.Namespace) -> int:
     if made.get("settings"):
         print("settings in force when the backup was taken (set them where this node runs): "
               + " ".join(f"{k}={v}" for k, v in made["settings"].items()))
-    if made.get("hub_url"):
-        print("note: what this node wrote after the backup is not in it; if it synced after the backup, "
-              "the hub holds changes this copy lacks and refuses its next new changes as a fork "
-              "(catching up from the hub is not built yet: see README, Operations)")
+    print(f"the ID counter moved on by {made['id_margin']} (IDs the lost node may have minted after the backup)")
+    if made.get("enrolled"):
+        print("note: what this node wrote after the backup is not in it; its first sync (mpi-node sync, or the "
+              "service's own) brings back from the hub what reached it and says how far behind this copy was; "
+              "what never reached the hub is lost")
     return 0
 
 
@@ -339,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(restore)
     restore.add_argument("file", help="a file from mpi-node backup")
     restore.add_argument("--passphrase-file", default=None, metavar="FILE", help="the passphrase it was encrypted with")
+    restore.add_argument("--id-margin", type=_margin, default=100_000, metavar="N",
+                         help="move the ID counter on by N, past IDs minted after the backup (default 100000)")
     restore.set_defaults(func=_restore)
 
     add_token_commands(sub, _data_dir)

@@ -24,7 +24,7 @@ from shared.storage import schema as t
 from shared.storage.store import Store
 from shared.sync.changelog import GENESIS_HASH, Change, canonical_json, change_hash
 from shared.sync.changeset import seal_changes
-from shared.sync.enrolment import registration_request, secret_digest
+from shared.sync.enrolment import enrolment_key, enrolment_proof, registration_request
 from shared.sync.errors import RevokedKey
 from shared.sync.hlc import Hlc
 from shared.sync.hub import HubSync
@@ -72,7 +72,9 @@ async def _hub(store: Store) -> HubSync:
 async def _enrolled(hub: HubSync, name: str) -> _Node:
     enrolment = await hub.enrol(name, "DKR", "http://hub", [])
     node = _Node(name, enrolment.node_number)
-    await hub.register(registration_request(name, node.node_id, node.key, secret_digest(enrolment.secret)))
+    proof = enrolment_proof(name, node.node_id, bytes(node.key.verify_key).hex())
+    signature = enrolment_key(enrolment.secret).sign(proof).signature.hex()
+    await hub.register(registration_request(name, node.node_id, node.key, signature))
     return node
 
 

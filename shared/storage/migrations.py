@@ -243,6 +243,11 @@ def _v70_import_lines(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.import_line])
 
 
+def _v80_node_replacement(conn: Connection) -> None:
+    """The hub records which lost node a replacement node took over (``mpi-hub node replace``)."""
+    conn.exec_driver_sql("ALTER TABLE sync_node ADD COLUMN replaces VARCHAR(100)")
+
+
 def _v90_dedup_workers(conn: Connection) -> None:
     """Sweep slices claimed by dedup workers, and the record of periodic jobs' runs."""
     schema.metadata.create_all(conn, tables=[schema.dedup_slice, schema.job_run])
@@ -264,6 +269,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (61, "enrolment_keys", _v61_enrolment_keys),
     # 70-79: bulk import (branch hubimport).
     (70, "import_lines", _v70_import_lines),
+    # 80-89: restore and replacement of nodes (branch restore).
+    (80, "node_replacement", _v80_node_replacement),
     # 90-99: dedup workers and several hub processes (branch workers).
     (90, "dedup_workers", _v90_dedup_workers),
 ]

@@ -258,6 +258,8 @@ sync_node = sa.Table(
     # The public half of the key pair the enrolment secret seeds (migration 61): it verifies an
     # enrolment and cannot make one, so a copy of the database completes no enrolment.
     sa.Column("enrol_key", sa.String(64), nullable=True),
+    # The lost node this one replaces (``mpi-hub node replace``, migration 80): it took its regions and holdings.
+    sa.Column("replaces", sa.String(100), nullable=True),
 )
 
 # Hub: every node key, with the part of the node's chain it may sign.

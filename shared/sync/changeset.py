@@ -40,12 +40,14 @@ __all__ = [
     "FeedItem",
     "decode_changes",
     "decode_feed",
+    "decode_own",
     "join_parts",
     "open_ack",
     "open_envelope",
     "seal_ack",
     "seal_changes",
     "seal_feed",
+    "seal_own",
     "split_parts",
 ]
 
@@ -298,6 +300,58 @@ def decode_feed(env: Envelope) -> list[FeedItem]:
         if isinstance(exc, BadEnvelope):
             raise
         raise BadEnvelope(f"a feed row is malformed: {exc}") from None
+    return out
+
+
+# -- a node's own changes, sent back by the hub (a restored node catching up) ---------------
+
+
+def seal_own(changes: Sequence[Change], key: SigningKey, *, hub_id: str, key_id: str, to: str, after: int,
+             after_hash: str, more: bool = False) -> bytes:
+    """A hub-signed envelope of node ``to``'s own changes (after, last]: its chain as the hub holds it.
+
+    A row is ``[hlc - previous hlc, key_id, kind, mpi_id, payload]``; the node recomputes every
+    hash from ``prev_hash`` and the chain must end at the signed ``last_hash``.
+    """
+    rows: list[Any] = []
+    last_hlc = 0
+    for c in changes:
+        rows.append([c.hlc - last_hlc, c.key_id, c.kind, c.mpi_id, _wire_payload(c.kind, c.mpi_id, json.loads(c.payload))])
+        last_hlc = c.hlc
+    header = {
+        "node_id": hub_id, "key_id": key_id, "first_seq": after + 1, "last_seq": after + len(changes),
+        "prev_hash": after_hash, "last_hash": changes[-1].hash if changes else after_hash, "to": to, "own": True,
+    }
+    if more:
+        header["more"] = True
+    return _seal(header, rows, key)
+
+
+def decode_own(env: Envelope, node_id: str) -> list[Change]:
+    """The changes of node ``node_id`` in a hub's ``seal_own`` envelope (verify it first), hashes recomputed."""
+    if not env.header.get("own") or env.header.get("to") != node_id:
+        raise BadEnvelope("this envelope is not this node's own changes")
+    rows = _decompress(env.body)
+    if not isinstance(rows, list) or len(rows) != env.count:
+        raise BadEnvelope("the body does not hold last_seq - first_seq + 1 changes")
+    out: list[Change] = []
+    prev, hlc = env.prev_hash, 0
+    try:
+        for i, (dhlc, kid, kind, mpi_id, wire) in enumerate(rows):
+            hlc += int(dhlc)
+            if kind not in KINDS or (mpi_id is not None and not isinstance(mpi_id, str)):
+                raise BadEnvelope("a change row is malformed")
+            payload = canonical_json(_payload_from_wire(kind, mpi_id, wire))
+            seq = env.first_seq + i
+            digest = change_hash(prev, node_id, seq, hlc, kind, mpi_id, payload)
+            out.append(Change(node_id, seq, hlc, str(kid), kind, mpi_id, payload, prev, digest))
+            prev = digest
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, BadEnvelope):
+            raise
+        raise BadEnvelope(f"a change row is malformed: {exc}") from None
+    if prev != env.last_hash:
+        raise BadEnvelope("the changes do not hash to the envelope's last_hash")
     return out
 
 

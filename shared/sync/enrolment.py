@@ -140,16 +140,20 @@ class Enrolment:
 
 
 async def reserve(store: Store, hub_key: SigningKey, name: str, region: str, hub_url: str, subscribe: list[str], *,
-                  again: bool = False) -> Enrolment:
+                  again: bool = False, replaces: str | None = None) -> Enrolment:
     """Reserve a node number and a one-time secret for a node to come.
 
     The hub keeps only the public half of the key pair the secret seeds. ``again`` writes a
     new file for a name still pending, with the same number: the old file stops working.
+    ``replaces``: the node is a lost node's replacement, which in the same transaction is
+    revoked and hands over its regions (the caller gives them) and holdings.
     """
     secret = secrets.token_urlsafe(24)
     enrol_key = bytes(enrolment_key(secret).verify_key).hex()
     regions = [region, *[r for r in subscribe if r != region]]
     async with store.write("cli:enrol") as tx:
+        if replaces is not None:
+            await _hand_over(tx, replaces, name)
         existing = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
         if existing is not None and (existing.status != "pending" or not again):
             hint = " (pending: --again writes a new file)" if existing.status == "pending" else ""
@@ -171,14 +175,45 @@ async def reserve(store: Store, hub_key: SigningKey, name: str, region: str, hub
             await tx.conn.execute(
                 sa.insert(t.sync_node).values(
                     name=name, node_number=number, region=region, regions=json.dumps(regions), status="pending",
-                    enrol_key=enrol_key, created_at=tx.now,
+                    enrol_key=enrol_key, created_at=tx.now, replaces=replaces,
                 )
             )
-        tx.audit("node_enrol", None, name=name, node_number=number, regions=regions, again=existing is not None)
+        tx.audit("node_enrol", None, name=name, node_number=number, regions=regions, again=existing is not None,
+                 replaces=replaces)
     return Enrolment(
         name, number, store.meta.get("country", ""), region, regions, hub_url, store.node_id,
         bytes(hub_key.verify_key).hex(), secret,
     )
+
+async def _hand_over(tx: Any, lost: str, successor: str) -> None:
+    """Revoke node ``lost`` (its keys sign nothing more) and give its holdings to ``successor``.
+
+    The successor's number is a new one (``reserve`` takes a number no row ever had, and rows
+    are never deleted), so no ID it mints can be one the lost node minted, even offline.
+    """
+    node = (await tx.conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == lost))).first()
+    if node is None:
+        raise ValueError(f"no node named {lost}")
+    if node.status == "pending":
+        raise ValueError(f"node {lost} never registered: enrol it again (mpi-hub node enroll --again)")
+    taken = (await tx.conn.execute(sa.select(t.sync_node.c.name).where(t.sync_node.c.replaces == lost))).first()
+    if taken is not None:
+        raise ValueError(f"node {lost} is replaced already, by {taken.name}")
+    await tx.conn.execute(sa.update(t.sync_node).where(t.sync_node.c.name == lost).values(status="revoked"))
+    await tx.conn.execute(
+        sa.update(t.sync_key)
+        .where(t.sync_key.c.node_name == lost, t.sync_key.c.status != "revoked")
+        .values(status="revoked", last_seq=sa.func.coalesce(t.sync_key.c.last_seq, node.acked_seq))
+    )
+    held = t.sync_holding
+    await tx.conn.execute(
+        sa.insert(held).from_select(
+            ["node_name", "mpi_id", "since"],
+            sa.select(sa.literal(successor), held.c.mpi_id, sa.literal(tx.now)).where(held.c.node_name == lost),
+        )
+    )
+    tx.audit("node_revoke", None, name=lost, acked_seq=node.acked_seq, replaced_by=successor)
+
 
 async def register(store: Store, body: Any) -> dict[str, Any]:
     """A node presents its key, signed with it and with the key its enrolment secret seeds.

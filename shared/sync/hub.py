@@ -41,7 +41,17 @@ from ..storage.store import Store, Tx
 from . import holdings
 from .apply import Applier, HubPolicy, NodeAuthority, Route
 from .changelog import GENESIS_HASH, Change, canonical_json
-from .changeset import Ack, Envelope, FeedItem, decode_changes, join_parts, open_envelope, seal_ack, seal_feed
+from .changeset import (
+    Ack,
+    Envelope,
+    FeedItem,
+    decode_changes,
+    join_parts,
+    open_envelope,
+    seal_ack,
+    seal_feed,
+    seal_own,
+)
 from .enrolment import Enrolment, Registration, register, reserve
 from .errors import (
     BadEnvelope,
@@ -65,6 +75,11 @@ CARD_KINDS = ("card.issue", "card.revoke")
 _PULL_MAX = 5000
 _PULL_FRESH_MS = 600_000
 _REGIONS_PER_QUERY = 10_000  # a pull rides on a signed request at most this old
+
+
+def _int(value: Any, default: int = 0) -> int:
+    """A header's number, or ``default`` when it is not one (a signed header is still the node's input)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
 
 def _iso(ms: int) -> str:
@@ -100,6 +115,24 @@ class HubSync:
         """Reserve a node number and a one-time secret for a node to come (``enrolment.reserve``)."""
         return await reserve(self.store, self.key, name, region, hub_url, subscribe, again=again)
 
+    async def replace(self, name: str, hub_url: str, successor: str | None = None) -> Enrolment:
+        """Revoke lost node ``name`` and reserve a replacement with its regions and holdings, under a new number.
+
+        The replacement (default name ``NAME-2``, ``-3``...) starts from an empty database: its
+        first pull is the whole feed of its regions and holdings, the lost node's changes with
+        their author. What the lost node wrote and never pushed is lost.
+        """
+        async with self.store.read() as conn:
+            node = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == name))).first()
+            names = set((await conn.execute(sa.select(t.sync_node.c.name))).scalars())
+        if node is None:
+            raise ValueError(f"no node named {name}")
+        if successor is None:
+            successor = next(f"{name}-{n}" for n in range(2, 10_000) if f"{name}-{n}" not in names)
+        regions = json.loads(node.regions)
+        return await reserve(self.store, self.key, successor, node.region, hub_url,
+                             [r for r in regions if r != node.region], replaces=name)
+
     async def register(self, body: Any) -> dict[str, Any]:
         """A node presents its key, proven by its enrolment secret (``enrolment.register``)."""
         return await register(self.store, body)
@@ -130,10 +163,12 @@ class HubSync:
         for a in reversed(aside):
             by_node.setdefault(a.node_id, []).append(
                 {"seq": a.seq, "kind": a.kind, "mpi_id": a.mpi_id, "reason": a.reason, "at": a.at})
+        replaced_by = {r.replaces: r.name for r in rows if r.replaces}
         return [
             {"name": r.name, "node_id": r.node_id, "node_number": r.node_number, "regions": json.loads(r.regions),
              "status": r.status, "acked_seq": r.acked_seq, "pull_pos": r.pull_pos, "seen_at": r.seen_at,
-             "note": r.note, "set_aside": by_node.get(r.node_id or "", [])}
+             "note": r.note, "replaces": r.replaces, "replaced_by": replaced_by.get(r.name),
+             "set_aside": by_node.get(r.node_id or "", [])}
             for r in rows
         ]
 
@@ -189,12 +224,46 @@ class HubSync:
             await self._quarantine(env, node, fork)
             raise
         parts: list[tuple[str, bytes]] = [("A", ack)] if ack else []
+        own = env.header.get("own")
+        if reply_feed and isinstance(own, dict) and self._fresh(env):
+            # A node catching up (restored from a copy older than what it pushed): its own chain back.
+            parts.append(("O", await self._own(node, _int(own.get("after")), _int(own.get("limit"), 5000))))
         pull = env.header.get("pull")
         if reply_feed and isinstance(pull, dict) and int(pull.get("limit", 0)) > 0 and self._fresh(env):
-            sealed, _, _ = await self._feed(node.name, int(pull.get("after", 0)), int(pull.get("limit", 500)))
+            mine = pull.get("own")
+            own_range = (_int(mine[0]), _int(mine[1])) if isinstance(mine, list) and len(mine) == 2 else None
+            sealed, _, _ = await self._feed(node.name, int(pull.get("after", 0)), int(pull.get("limit", 500)),
+                                            own=own_range)
             if sealed is not None:
                 parts.append(("E", sealed))
         return join_parts(parts)
+
+    async def _own(self, node: Any, after: int, limit: int) -> bytes:
+        """Node ``node``'s own changes after ``after`` as the hub holds them, signed by the hub (``seal_own``).
+
+        What a node restored from an old copy pushed after that copy was taken comes back to it
+        this way, hash-chained from its change ``after``, so that it goes on from the hub's head.
+        """
+        limit = max(1, min(limit, _PULL_MAX))
+        async with self.store.read() as conn:
+            current = (await conn.execute(sa.select(t.sync_node).where(t.sync_node.c.name == node.name))).one()
+            acked = int(current.acked_seq)
+            after = max(0, min(after, acked))
+            c = t.change_log
+            rows = (
+                await conn.execute(
+                    sa.select(c).where(c.c.node_id == node.node_id, c.c.seq > after, c.c.seq <= acked)
+                    .order_by(c.c.seq).limit(limit)
+                )
+            ).all()
+            after_hash = (
+                await conn.execute(sa.select(c.c.hash).where(c.c.node_id == node.node_id, c.c.seq == after))
+            ).scalar() or GENESIS_HASH
+        changes = [Change(r.node_id, r.seq, r.hlc, r.key_id, r.kind, r.mpi_id, r.payload, r.prev_hash, r.hash)
+                   for r in rows]
+        more = bool(changes) and changes[-1].seq < acked
+        return seal_own(changes, self.key, hub_id=self.store.node_id, key_id=self.key_id, to=node.node_id,
+                        after=after, after_hash=after_hash, more=more)
 
     @staticmethod
     def _fresh(env: Envelope) -> bool:
@@ -431,10 +500,14 @@ class HubSync:
         region = (await tx.conn.execute(sa.select(t.identity.c.region_code).where(t.identity.c.mpi_id == mpi_id))).scalar()
         return str(region) if region is not None else None
 
-    async def _feed(self, name: str, after: int, limit: int, *, always: bool = False) -> tuple[bytes | None, int, bool]:
+    async def _feed(self, name: str, after: int, limit: int, *, always: bool = False,
+                    own: tuple[int, int] | None = None) -> tuple[bytes | None, int, bool]:
         """A signed envelope of what node ``name`` must apply after feed position ``after``.
 
         None when the node is at the end of the feed already (an idle round costs no envelope).
+        A node's own changes are not in its feed, except those of sequences ``own`` = (after,
+        upto]: what a restored node pushed after its copy was taken, which it must apply again in
+        the feed's order (interleaved with the others' changes it depends on).
         """
         limit = max(1, min(limit, _PULL_MAX))
         async with self.store.read() as conn:
@@ -457,7 +530,8 @@ class HubSync:
                     .where(
                         f.c.pos > after,
                         f.c.pos <= top,
-                        f.c.node_id != (node.node_id or ""),
+                        sa.or_(f.c.node_id != (node.node_id or ""),
+                              sa.and_(f.c.seq > own[0], f.c.seq <= own[1]) if own else sa.false()),
                         sa.or_(f.c.region_a.in_(regions), f.c.region_b.in_(regions), f.c.kind.in_(CARD_KINDS),
                               f.c.mpi_id.in_(held_ids)),
                     )

@@ -23,13 +23,16 @@ import sqlalchemy as sa
 from nacl.signing import SigningKey, VerifyKey
 
 from ..crypto import key_id
+from ..ids import IdError
+from ..ids import parse as parse_id
 from ..registry import Registry
 from ..storage import schema as t
-from ..storage.store import Store
+from ..storage.store import Store, Tx
 from .apply import Applier, NodePolicy, Remote
-from .changelog import GENESIS_HASH, Change
+from .changelog import GENESIS_HASH, Change, change_hash
 from .changeset import (
     decode_feed,
+    decode_own,
     join_parts,
     open_ack,
     open_envelope,
@@ -46,6 +49,14 @@ __all__ = ["Link", "LinkDown", "Moved", "NodeSync"]  # Link, LinkDown: from tran
 log = logging.getLogger("mpi.sync.node")
 
 _ACKED, _ACKED_HASH, _PULL, _PULL_HASH = "sync_acked_seq", "sync_acked_hash", "sync_pull_pos", "sync_pull_hash"
+# Catching up after a restore: set by ``mpi-node restore`` (JSON: what the copy held); the own
+# changes (after, upto] the feed brings back for applying; what the last catch-up found (JSON).
+RESTORED, _OWN, CAUGHT_UP = "sync_restored", "sync_own_range", "sync_caught_up"
+_OWN_PAGE = 5000
+
+
+class Behind(ChainFork):
+    """The hub acknowledges changes of this node its database lacks: a copy older than what it pushed."""
 
 
 @dataclass
@@ -204,6 +215,9 @@ class NodeSync:
         extra: dict[str, Any] = {"sent_at": int(time.time() * 1000)}
         if pull:
             extra["pull"] = {"after": self.pull_pos, "limit": self.pull_limit if pull_limit is None else pull_limit}
+            own = self._own_range()
+            if own is not None:
+                extra["pull"]["own"] = list(own)
         key, kid = self._key_of(changes)
         sealed = seal_changes(
             changes, key, node_id=self.store.node_id, key_id=kid,
@@ -244,10 +258,11 @@ class NodeSync:
                 )
             ).scalar()
         if ack.seq > self.store.seq:
-            raise ChainFork(ack.seq, f"the hub holds this node's changes up to {ack.seq}, beyond its own "
-                                     f"{self.store.seq}: was it restored from a backup?")
+            raise Behind(ack.seq, f"the hub holds this node's changes up to {ack.seq}, beyond its own "
+                                  f"{self.store.seq}: was it restored from a backup?")
         if (held or GENESIS_HASH) != ack.hash:
-            raise ChainFork(ack.seq, f"the hub holds another change {ack.seq} than this node")
+            raise Behind(ack.seq, f"the hub holds another change {ack.seq} than this node: was it restored "
+                                  "from a backup?")
         async with self.store.write("sync") as tx:
             await _put_meta(tx, {_ACKED: str(ack.seq), _ACKED_HASH: ack.hash})
 
@@ -274,7 +289,12 @@ class NodeSync:
                 raise ChainGap(cursor + 1, f"the hub's feed continues at {env.first_seq}, this node is at {cursor + 1}")
             if env.first_seq - 1 == cursor and env.prev_hash != cursor_hash:
                 raise ChainFork(cursor, "the hub's feed is not the one this node followed")
-            fresh = [i for i in items if i.pos > cursor]
+            own = self._own_range()
+            me = self.store.node_id
+            # This node's own changes come in the feed only after a restore (those it pushed after
+            # its copy was taken, ``own``); they are in its change log already (``_catch_up``).
+            fresh = [i for i in items if i.pos > cursor
+                     and (i.origin != me or (own is not None and own[0] < (i.seq or 0) <= own[1]))]
             remotes = [
                 Remote(i.origin or "", i.seq or 0, i.hlc, i.kind, i.mpi_id, i.payload) for i in fresh
             ]
@@ -285,7 +305,7 @@ class NodeSync:
                  "payload": json.dumps(i.payload, sort_keys=True, separators=(",", ":")), "prev_hash": "",
                  "hash": ""}
                 for i in fresh
-                if i.origin and i.seq
+                if i.origin and i.seq and i.origin != me
             ]
             if logged:
                 await tx.conn.execute(tx.insert_ignore(t.change_log), logged)
@@ -333,6 +353,9 @@ class NodeSync:
             "last_error": self.meta.get("sync_last_error") or None,
             # The hub refuses this node itself (revoked_key, quarantined): no round can succeed.
             "blocked": json.loads(self.meta["sync_blocked"]) if self.meta.get("sync_blocked") else None,
+            # Restored from a backup and not synced since (the copy's state); what the last catch-up found.
+            "restored": json.loads(self.meta[RESTORED]) if self.meta.get(RESTORED) else None,
+            "caught_up": json.loads(self.meta[CAUGHT_UP]) if self.meta.get(CAUGHT_UP) else None,
             "last_round": asdict(self.last_moved) if self.last_moved else None,
             "refused": [
                 {"at": r.at, "first_seq": r.first_seq, "last_seq": r.last_seq, "code": r.code, "reason": r.reason,
@@ -375,9 +398,14 @@ class NodeSync:
             raise SyncError("this node is not enrolled with a hub: run mpi-node enroll")
         if not self.registered and await link.register(self.registration_request()) is not None:
             await self.registered_by_hub()
+        if self.meta.get(RESTORED):
+            if not link.immediate:
+                raise SyncError("this node was restored from a backup: sync it once over the network "
+                                "(mpi-node sync) before it writes a bundle file")
+            moved.notes.append(await self._catch_up(link))
         if not link.immediate:
             return await self._write_round(link, moved)
-        gaps = 0
+        gaps = behind = 0
         while True:
             before = (self.acked, self.pull_pos)
             envelope, changes = await self.outgoing(self.batch)
@@ -403,7 +431,16 @@ class NodeSync:
             took = time.monotonic() - started
             moved.slowest = max(moved.slowest, took)
             self._measure(len(envelope) + len(reply), took, count, len(envelope))
-            got = await self.incoming(reply)
+            try:
+                got = await self.incoming(reply)
+            except Behind:
+                # A copy of this node older than what the hub holds of it (nothing was pushed:
+                # a pushed change would have been refused as a fork): catch up, then go on.
+                behind += 1
+                if behind > 1:
+                    raise
+                moved.notes.append(await self._catch_up(link))
+                continue
             moved.requests += 1
             moved.bytes_sent += len(envelope)
             moved.bytes_received += len(reply)
@@ -411,6 +448,10 @@ class NodeSync:
             moved.pushed += max(0, self.acked - before[0]) if count else 0
             moved.acked_seq, moved.pull_pos = self.acked, self.pull_pos
             if self.acked >= self.store.seq and not got.more:
+                if self._own_range() is not None:
+                    # The feed has been read to its end since the catch-up: every own change it held is applied.
+                    async with self.store.write("sync") as tx:
+                        await _put_meta(tx, {_OWN: ""})
                 return moved
             if (self.acked, self.pull_pos) == before:
                 raise SyncError("the hub acknowledged nothing and sent nothing new: giving up this round")
@@ -462,6 +503,167 @@ class NodeSync:
         target = int(rate * self.request_seconds / per_change)
         self.batch = max(10, min(self.batch_max, target, self.batch * 4))
         self.pull_limit = max(50, min(5000, self.batch * 2))
+
+    # -- catching up after a restore ------------------------------------------------------------
+
+    def _own_range(self) -> tuple[int, int] | None:
+        after, _, upto = self.meta.get(_OWN, "").partition(",")
+        return (int(after), int(upto)) if after.isdigit() and upto.isdigit() else None
+
+    async def _catch_up(self, link: Link) -> str:
+        """Learn from the hub where this node's chain stands and go on from there; returns what it found.
+
+        The hub sends back this node's changes after its acknowledged sequence as it holds them
+        (``HubSync._own``, signed by the hub). Those the local log has too (same hash) stay; from
+        the first that differs, or that the local log lacks, the hub's chain is this node's: its
+        changes enter the change log as acknowledged and are applied through the feed, in the
+        feed's order (``sync_own_range``); the local changes from there on, written after the
+        restore and never pushed, are renumbered after the hub's head and re-chained (the
+        envelope that pushes them is signed then). The ID counter moves past every ID of this
+        node number in the change log (the restore moved it by a margin already, for IDs the lost
+        copy minted and never pushed).
+        """
+        await self.refresh()
+        me, hub_key = self.store.node_id, self._hub_key()
+        start, start_hash = self.acked, self.meta.get(_ACKED_HASH, GENESIS_HASH)
+        head: tuple[int, str] | None = None
+        theirs: list[Change] = []
+        after, after_hash = start, start_hash
+        while True:
+            key, kid = self._key_of([])
+            request = seal_changes(
+                [], key, node_id=me, key_id=kid, next_seq=start + 1, prev_hash=start_hash,
+                sent_at=int(time.time() * 1000), own={"after": after, "limit": _OWN_PAGE},
+            )
+            more = False
+            for kind, data in split_parts(await link.push(request)):
+                if kind == "A":
+                    ack = open_ack(data, hub_key)
+                    if ack.node_id != me:
+                        raise BadEnvelope("the acknowledgement is for another node")
+                    head = (ack.seq, ack.hash)
+                elif kind == "O":
+                    if head is not None and head[0] <= start:
+                        continue  # the hub holds no more of this node than the copy (a hub restored from a dump)
+                    env = open_envelope(data)
+                    if env.node_id != self.meta.get("hub_node_id"):
+                        raise BadEnvelope("this envelope is not from this node's hub")
+                    env.verify(hub_key)
+                    if env.first_seq != after + 1 or env.prev_hash != after_hash:
+                        raise ChainFork(after, f"the hub's chain of this node does not continue its change {after}: "
+                                               "the copy is not this node's past")
+                    page = decode_own(env, me)
+                    theirs += page
+                    if page:
+                        after, after_hash = page[-1].seq, page[-1].hash
+                    more = bool(env.header.get("more")) and bool(page)
+            if not more:
+                break
+        if head is None:  # the hub stands where this node thinks: nothing to catch up
+            head = (start, start_hash)
+        if head[0] < start:
+            # The hub holds less of this node than the copy: nothing comes back; the round pushes the rest.
+            async with self.store.read() as conn:
+                held = (await conn.execute(sa.select(t.change_log.c.hash).where(
+                    t.change_log.c.node_id == me, t.change_log.c.seq == head[0]))).scalar()
+            if (held or GENESIS_HASH) != head[1]:
+                raise ChainFork(head[0], f"the hub holds another change {head[0]} of this node than its copy")
+            return await self._take_chain(start, head, [])
+        if head[0] != after or head[1] != after_hash:
+            raise ChainFork(head[0], "the hub's acknowledgement and the changes it sent back disagree")
+        rotated = [str(json.loads(c.payload)["key_id"]) for c in theirs if c.kind == "key.rotate"]
+        if any(k not in self.keys for k in rotated):
+            raise SyncError("this node's key was rotated after the copy was taken and the new key is not in it: "
+                            "it cannot sign as this node any more; replace it (mpi-hub node replace NAME)")
+        return await self._take_chain(start, head, theirs)
+
+    async def _take_chain(self, start: int, head: tuple[int, str], theirs: list[Change]) -> str:
+        me = self.store.node_id
+        hub_seq, hub_hash = head
+        by_seq = {c.seq: c for c in theirs}
+        async with self.store.write("sync") as tx:
+            acked = (await tx.conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == _ACKED))).scalar()
+            if int(acked or 0) != start:
+                # Another process (the service, beside mpi-node sync) caught up in between: its answer stands.
+                return "caught up with the hub already (by another process)"
+            rows = (
+                await tx.conn.execute(
+                    sa.select(t.change_log).where(t.change_log.c.node_id == me, t.change_log.c.seq > start)
+                    .order_by(t.change_log.c.seq)
+                )
+            ).all()
+            common = start
+            for r in rows:
+                held = by_seq.get(r.seq)
+                if held is None or held.hash != r.hash:
+                    break
+                common = r.seq
+            local_after = [r for r in rows if r.seq > common]
+            resequenced = 0
+            if common < hub_seq:
+                # The hub's (common, head] are this node's; its own from common on were never pushed.
+                await tx.conn.execute(
+                    sa.delete(t.change_log).where(t.change_log.c.node_id == me, t.change_log.c.seq > common)
+                )
+                out = [
+                    {"node_id": me, "seq": c.seq, "hlc": c.hlc, "key_id": c.key_id, "kind": c.kind, "mpi_id": c.mpi_id,
+                     "payload": c.payload, "prev_hash": c.prev_hash, "hash": c.hash}
+                    for c in theirs if c.seq > common
+                ]
+                prev, seq = hub_hash, hub_seq
+                for r in local_after:
+                    seq += 1
+                    digest = change_hash(prev, me, seq, r.hlc, r.kind, r.mpi_id, r.payload)
+                    out.append({"node_id": me, "seq": seq, "hlc": r.hlc, "key_id": r.key_id, "kind": r.kind,
+                                "mpi_id": r.mpi_id, "payload": r.payload, "prev_hash": prev, "hash": digest})
+                    prev = digest
+                resequenced = len(local_after)
+                if out:
+                    await tx.conn.execute(sa.insert(t.change_log), out)
+            # tx.seq/last_hash were read before: make the commit leave the store at the new head.
+            last = (
+                await tx.conn.execute(
+                    sa.select(t.change_log.c.seq, t.change_log.c.hash).where(t.change_log.c.node_id == me)
+                    .order_by(t.change_log.c.seq.desc()).limit(1)
+                )
+            ).first()
+            tx.seq, tx.last_hash = (int(last.seq), str(last.hash)) if last else (0, GENESIS_HASH)
+            for c in theirs:
+                self.store.hlc.observe(c.hlc)
+            tx.counter = max(tx.counter, await self._minted_past(tx))
+            behind = max(0, hub_seq - common)
+            report = {"at": tx.now, "behind": behind, "resequenced": resequenced, "copy_acked_seq": start,
+                      "hub_seq": hub_seq, "id_counter": tx.counter}
+            values = {_ACKED: str(hub_seq), _ACKED_HASH: hub_hash, RESTORED: "", CAUGHT_UP: json.dumps(report)}
+            if behind:
+                values[_OWN] = f"{common},{hub_seq}"
+            await _put_meta(tx, values)
+            tx.audit("sync_catch_up", None, **report)
+        line = (f"the copy was {behind} change(s) behind the hub: brought back from the hub (its changes up to "
+                f"{hub_seq}); {resequenced} change(s) written since the restore renumbered after them; "
+                f"anything written after the copy that never reached the hub is lost")
+        if behind or resequenced:
+            log.warning("caught up with the hub: %s", line)
+        return line
+
+    async def _minted_past(self, tx: Tx) -> int:
+        """One past the highest counter of an ID this node number minted, in its own change log."""
+        ids = (
+            await tx.conn.execute(
+                sa.select(t.change_log.c.mpi_id).where(
+                    t.change_log.c.node_id == self.store.node_id, t.change_log.c.kind == "identity.create"
+                )
+            )
+        ).scalars()
+        top = -1
+        for mpi_id in ids:
+            try:
+                number, counter = parse_id(mpi_id).origin()
+            except (IdError, TypeError):
+                continue
+            if number == self.store.node_number:
+                top = max(top, counter)
+        return top + 1
 
     # -- files ------------------------------------------------------------------------------------
 
