@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,109 @@ async def _probe(registry: Registry, probes: dict[str, list[dict[str, Any]]], mp
     }
 
 
+CHILD_PROBES = ("duplicate", "twin", "namesake")
+
+
+def _child_body(rec: dict[str, Any], mother: str | None) -> dict[str, Any]:
+    body = _body(rec)
+    if not rec["first_name"]:
+        body.pop("first_name", None)
+    body["date_of_birth_estimated"] = bool(rec.get("date_of_birth_estimated"))
+    if mother:
+        body["related_persons"] = [{"mpi_id": mother, "relationship": "mother"}]
+    return body
+
+
+async def run_children(size: int, queries: int, seed: int, data: Path, scorer: str = "learned") -> dict[str, Any]:
+    """Campaign children (``synth.generate_children``): caught and look-alikes blocked, with and without the mothers.
+
+    Mothers and the children's first registrations are loaded (each child linked to its
+    mother); every later registration of a child, twin and namesake of another mother is
+    then scored as register scores it: once with the mothers linked on both sides, once
+    with no link anywhere (what the registry did before issue 22). ``scorer``: as --scorers.
+    """
+    store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
+    await store.open()
+    frequencies = NameFrequencies()
+    matcher: Matcher = SCORERS[scorer](frequencies=frequencies)
+    registry = Registry(store, matcher, frequencies)
+    records = list(synth.generate_children(size, seed=seed))
+    mpi_of: dict[str, str] = {}
+    started = time.perf_counter()
+    for kind in ("mother", "original"):
+        chosen = [r for r in records if r["kind"] == kind]
+        for i in range(0, len(chosen), 2000):
+            chunk = chosen[i : i + 2000]
+            items = []
+            for rec in chunk:
+                body = RegisterIn.model_validate(_child_body(rec, mpi_of.get(rec.get("mother_record_id") or "")))
+                items.append((body, registry.person(body)))
+            async with store.write("bench") as tx:
+                ids = await registry.insert_new(tx, items)
+            mpi_of.update({rec["record_id"]: mpi_id for rec, mpi_id in zip(chunk, ids, strict=True)})
+    async with store.writer.begin() as conn:
+        await conn.exec_driver_sql("ANALYZE")
+    load_s = time.perf_counter() - started
+    certain = matcher.thresholds.certain
+    counts: dict[str, int] = defaultdict(int)
+    probes = defaultdict(list)
+    for rec in records:
+        if rec["kind"] in CHILD_PROBES and len(probes[rec["kind"]]) < queries:
+            probes[rec["kind"]].append(rec)
+    async with store.read() as conn:
+        for kind, recs in probes.items():
+            for rec in recs:
+                linked = replace(synth.to_person(rec), mother_mpi_id=mpi_of.get(rec.get("mother_record_id") or ""))
+                cands = await registry.candidates(conn, linked)
+                truth = mpi_of.get(rec["related_record_id"]) if kind == "duplicate" else None
+                for mode, query, people in (
+                    ("links", linked, cands),
+                    ("no_links", replace(linked, mother_mpi_id=None),
+                     [(row, replace(p, mother_mpi_id=None)) for row, p in cands]),
+                ):
+                    ranked = matcher.rank(query, people, limit=1, min_score=0.0)
+                    top = ranked[0] if ranked else None
+                    blocked = top is not None and top[1].score >= certain and top[1].hard_conflict is None
+                    counts[f"{mode}_{kind}_n"] += 1
+                    counts[f"{mode}_{kind}_blocked"] += int(blocked)
+                    if kind == "duplicate":
+                        counts[f"{mode}_caught"] += int(blocked and top is not None and top[0].mpi_id == truth)
+                        counts[f"{mode}_wrong"] += int(blocked and top is not None and top[0].mpi_id != truth)
+    await store.close()
+    out: dict[str, Any] = {
+        "size": size, "scorer": scorer, "load_s": round(load_s, 1),
+        "records": {k: sum(1 for r in records if r["kind"] == k) for k in ("mother", "original", *CHILD_PROBES)},
+        "queried": {k: len(v) for k, v in probes.items()},
+    }
+    for mode in ("links", "no_links"):
+        dups = counts[f"{mode}_duplicate_n"] or 1
+        out[mode] = {
+            "caught_409": round(counts[f"{mode}_caught"] / dups, 4),
+            "blocked_on_another_child": counts[f"{mode}_wrong"],
+            "twins_blocked": round(counts[f"{mode}_twin_blocked"] / (counts[f"{mode}_twin_n"] or 1), 4),
+            "namesakes_blocked": round(counts[f"{mode}_namesake_blocked"] / (counts[f"{mode}_namesake_n"] or 1), 4),
+        }
+    return out
+
+
+def report_children(results: list[dict[str, Any]]) -> str:
+    lines = [
+        f"Campaign children benchmark, {dt.date.today()}, real node store (SQLite): synth.generate_children",
+        "",
+        "| records | scorer | mode | caught 409 | blocked on another child | twins blocked | namesakes (another mother) blocked |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for mode in ("links", "no_links"):
+            m = r[mode]
+            lines.append(
+                f"| {r['size']:,} | {r['scorer']} | {mode.replace('_', ' ')} | {m['caught_409']} | {m['blocked_on_another_child']} "
+                f"| {m['twins_blocked']} | {m['namesakes_blocked']} |"
+            )
+        lines.append(f"\nAt {r['size']:,}: records {r['records']}, queried {r['queried']}")
+    return "\n".join(lines)
+
+
 def report(results: list[dict[str, Any]]) -> str:
     lines = [
         f"Matching benchmark, {dt.date.today()}, {os.cpu_count()} cores, real node store (SQLite)",
@@ -237,6 +341,8 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=3000, help="duplicates and look-alikes of each kind to query")
     parser.add_argument("--import-rows", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--children", action="store_true",
+                        help="campaign children (estimated dates, mothers linked): with and without the links")
     parser.add_argument("--scorers", default="learned,fs", help="scorers to measure on the same store and probes: learned, fs")
     parser.add_argument("--febrl", action="store_true", help="also run bench_matcher_core.py: FEBRL 3/4 against Splink")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "match.json")
@@ -255,13 +361,20 @@ def main() -> int:
             ) != 0:
                 raise SystemExit("init failed")
             print(f"size {size:,}", file=sys.stderr, flush=True)
-            results += asyncio.run(run(size, args.queries, args.import_rows, args.seed, data, args.scorers.split(",")))
+            if args.children:
+                for scorer in args.scorers.split(","):
+                    fresh = data / f"children-{scorer}"  # one fresh node each: the load is part of the run
+                    if node_cli(["init", "--data-dir", str(fresh), "--country", "SN", "--region", "DKR"]) != 0:
+                        raise SystemExit("init failed")
+                    results.append(asyncio.run(run_children(size, args.queries, args.seed, fresh, scorer)))
+            else:
+                results += asyncio.run(run(size, args.queries, args.import_rows, args.seed, data, args.scorers.split(",")))
         finally:
             if not args.keep:
                 shutil.rmtree(data, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(report(results))
+    print(report_children(results) if args.children else report(results))
     if args.febrl:
         print()
         sys.stdout.flush()

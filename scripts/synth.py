@@ -558,6 +558,106 @@ def generate(
             emitted += 1
 
 
+# -- campaigns: children under five registered through their mothers (issue 22) ---------------
+
+CHILD_FIELDS = (*FIELDS, "date_of_birth_estimated", "mother_record_id")
+
+
+def _estimate(rng: random.Random, born: datetime.date, on: datetime.date) -> datetime.date:
+    """What a clerk writes from "about N months / years old": the middle of the interval of the age
+    the mother gives, which is off by a month or two for an infant and up to a year at four."""
+    from shared.matching.family import estimated_birth_date
+
+    months = (on - born).days * 12 // 365
+    months = max(0, months + round(rng.gauss(0, 1 + months / 12)))
+    if months >= 24 and rng.random() < 0.6:
+        return estimated_birth_date(on, age_years=months // 12)
+    return estimated_birth_date(on, age_months=min(months, 59))
+
+
+def generate_children(
+    n: int, seed: int = 0, dup_rate: float = 0.2, lookalike_rate: float = 0.08, today: datetime.date | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield about ``n`` records of a campaign: mothers, each followed by her children under five.
+
+    Kinds: ``mother``; ``original`` (a child, its date estimated 80% of the time, an infant
+    under two months has no given name 30% of the time, ``mother_record_id`` its mother);
+    ``duplicate`` (the same child at a later campaign: another estimate, a slip in the name
+    20% of the time, its mother linked again); ``twin`` (same mother, same estimated date,
+    another name, half the time another sex); ``namesake`` (another woman's child of the same
+    name, sex and about the same age). Ages count from ``today`` (default: the real today,
+    since the matcher's tolerance does).
+    """
+    today = today or datetime.date.today()
+    rng = random.Random(seed)
+    emitted = person = 0
+    previous_mother: str | None = None
+    while emitted < n:
+        person += 1
+        mother = _original(rng)
+        mother.update(_gender="F", gender="F", kind="mother", person_id=f"P{person}", related_record_id=None,
+                      record_id=f"R{emitted + 1}", date_of_birth=today - datetime.timedelta(days=rng.randrange(17 * 365, 45 * 365)), dhis2_uid=None)
+        group = mother["_group"]
+        emitted += 1
+        yield _public(mother) | {"date_of_birth_estimated": False, "mother_record_id": None}
+        family = _LAST[group].pick(rng) if rng.random() < 0.7 else mother["last_name"]
+        for _ in range(rng.choice((1, 1, 2, 2, 3, 4))):
+            if emitted >= n:
+                return
+            person += 1
+            gender = "M" if rng.random() < 0.5 else "F"
+            born = today - datetime.timedelta(days=rng.randrange(5, 5 * 365))
+            on = today - datetime.timedelta(days=rng.randrange(0, 60))
+            if on <= born:
+                on = born + datetime.timedelta(days=3)
+            estimated = rng.random() < 0.8
+            unnamed = (on - born).days < 60 and rng.random() < 0.3
+            child = {
+                "first_name": "" if unnamed else _first_name(rng, group, gender), "last_name": family,
+                "date_of_birth": _estimate(rng, born, on) if estimated else born, "gender": gender,
+                "region_code": mother["region_code"], "phone_number": mother["phone_number"], "dhis2_uid": None,
+                "_group": group, "_gender": gender, "_born": born,
+            }
+            base = {"date_of_birth_estimated": estimated, "mother_record_id": mother["record_id"]}
+            rec_id = f"R{emitted + 1}"
+            emitted += 1
+            yield _public(child | {"record_id": rec_id, "person_id": f"P{person}", "kind": "original",
+                                   "related_record_id": None}) | base
+            extras: list[dict[str, Any]] = []
+            if rng.random() < dup_rate:
+                later = today + datetime.timedelta(days=rng.randrange(30, 240))
+                dup = dict(child, date_of_birth=_estimate(rng, born, later))
+                if dup["first_name"] and rng.random() < 0.2:
+                    dup["first_name"] = typo(dup["first_name"], rng)
+                extras.append((dup | {"kind": "duplicate", "person_id": f"P{person}"}, {**base, "date_of_birth_estimated": True}))
+            if rng.random() < lookalike_rate:
+                person += 1
+                if rng.random() < 0.5:
+                    twin_gender = gender if rng.random() < 0.5 else ("F" if gender == "M" else "M")
+                    name = child["first_name"]
+                    for _ in range(50):
+                        name = _first_name(rng, group, twin_gender)
+                        if not child["first_name"] or _clearly_different(name, child["first_name"]):
+                            break
+                    twin = dict(child, first_name=name, gender=twin_gender)
+                    extras.append((twin | {"kind": "twin", "person_id": f"P{person}"}, base))
+                elif previous_mother is not None:
+                    # Another woman's child (she was registered earlier) of the same name and about the same age.
+                    namesake = dict(
+                        child, phone_number=_phone(rng) if rng.random() < 0.6 else None,
+                        date_of_birth=child["date_of_birth"] + datetime.timedelta(days=rng.randrange(-45, 46)),
+                    )
+                    extras.append((namesake | {"kind": "namesake", "person_id": f"P{person}"},
+                                   {**base, "mother_record_id": previous_mother}))
+            for extra, meta in extras:
+                if emitted >= n:
+                    return
+                extra.update(record_id=f"R{emitted + 1}", related_record_id=rec_id)
+                emitted += 1
+                yield _public(extra) | meta
+        previous_mother = mother["record_id"]
+
+
 def to_person(rec: dict[str, Any]) -> Any:
     """A ``shared.matching.model.Person`` from a generated record."""
     from shared.matching.model import Person
@@ -571,6 +671,7 @@ def to_person(rec: dict[str, Any]) -> Any:
         region_code=rec.get("region_code") or None,
         phone_number=rec.get("phone_number") or None,
         external_ids={"dhis2_uid": rec["dhis2_uid"]} if rec.get("dhis2_uid") else {},
+        date_of_birth_estimated=bool(rec.get("date_of_birth_estimated")),
     )
 
 

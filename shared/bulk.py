@@ -157,6 +157,9 @@ def validate(row: dict[str, Any] | str) -> RegisterIn | str:
             raise BadRequest(row, code="invalid_row")
         if "__extra__" in row:
             raise BadRequest("more values than columns", code="invalid_row")
+        if row.get("related_persons"):
+            # Links are checked against the registry one by one (register, PATCH): not here yet.
+            raise BadRequest("related_persons cannot be imported: link them with PATCH /mpi/{id}", code="invalid_row")
         return parse_body(RegisterIn, row)
     except ApiError as exc:
         return exc.message

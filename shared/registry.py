@@ -11,24 +11,36 @@ Reads go through the store's reader, never the writer.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .errors import Duplicate, NotFound
-from .identities import candidates, edit, register, search, views
+from .errors import BadRequest, Duplicate, NotFound
+from .identities import candidates, edit, family, register, search, views
 from .identities import merge as merging
 from .identities import unmerge as unmerging
-from .identities.fields import DEMOGRAPHIC, Row, api_time, check_id
-from .identities.lookup import external_ids_of, find, find_whole, programme_count
+from .identities.fields import DEMOGRAPHIC, Row, api_time, check_id, related_list
+from .identities.lookup import external_ids_of, find, programme_count
 from .matching import Matcher, MatchResult, NameFrequencies, Person, evidence_detail, person_of
 from .review.items import open_pair_review
-from .schemas import LinkDhis2In, MatchIn, MergeIn, PatchIn, ProgrammeIn, RegisterIn, SearchQuery, UnmergeIn
+from .schemas import (
+    LinkDhis2In,
+    MatchIn,
+    MergeIn,
+    PatchIn,
+    ProgrammeIn,
+    RegisterIn,
+    RelatedIn,
+    SearchQuery,
+    UnmergeIn,
+)
 from .storage import schema as t
 from .storage.store import Store, Tx, utc_now
 
 __all__ = ["Registry"]
+
+B = TypeVar("B", RegisterIn, MatchIn)
 
 
 class Registry:
@@ -57,7 +69,7 @@ class Registry:
     async def get(self, mpi_id: str, actor: str) -> dict[str, Any]:
         """GET /mpi/{mpi_id}: one statement, on the reader."""
         async with self.store.read() as conn:
-            found = await find_whole(conn, self.store.dialect, mpi_id)
+            found = await views.whole(conn, self.store.dialect, mpi_id)
         self.store.audit_read(actor, "read", found.row.mpi_id, requested=found.requested)
         return views.view(found)
 
@@ -80,8 +92,9 @@ class Registry:
         return self.matcher.rank(person, await self.candidates(conn, person), limit=limit, min_score=min_score)
 
     async def match(self, body: MatchIn, actor: str) -> dict[str, Any]:
-        person = self.person(body)
         async with self.store.read() as conn:
+            body = await self._canonical_links(conn, body, None)
+            person = self.person(body)
             ranked = await self.rank(conn, person, body.limit, body.min_score)
         matches = [
             {
@@ -89,6 +102,7 @@ class Registry:
                 "similarity_score": result.score,
                 "matched_fields": result.matched_fields,
                 "confidence": result.band or "unlikely",
+                "date_of_birth_estimated": bool(row.date_of_birth_estimated),
             }
             for row, result in ranked
         ]
@@ -100,6 +114,15 @@ class Registry:
     @staticmethod
     def person(body: RegisterIn | MatchIn) -> Person:
         return person_of(body, body.external_ids)
+
+    @staticmethod
+    async def _canonical_links(conn: AsyncConnection, body: B, own: Row | None) -> B:
+        """The body with its caregiver links checked and pointing at canonical identities (``family.check_links``)."""
+        if not body.related_persons:
+            return body
+        stored = await family.check_links(conn, body.related_persons, own)
+        links = [RelatedIn.model_validate(x) for x in related_list(stored)]
+        return body.model_copy(update={"related_persons": links})
 
     def blocks(self, result: MatchResult) -> bool:
         """Whether a match stops a registration with 409: certain, and no hard conflict (twins...)."""
@@ -123,6 +146,7 @@ class Registry:
 
     async def register_in(self, tx: Tx, body: RegisterIn) -> tuple[str, tuple[Row, MatchResult] | None]:
         """Register inside ``tx``: (new ID, best match). Raises Duplicate or Conflict before writing anything."""
+        body = await self._canonical_links(tx.conn, body, None)
         person = self.person(body)
         ranked = await self.rank(tx.conn, person, limit=1)
         best = ranked[0] if ranked else None
@@ -183,6 +207,11 @@ class Registry:
             found = await find(tx.conn, mpi_id)
             row = found.row
             changes = {f: getattr(body, f) for f in DEMOGRAPHIC if f in body.model_fields_set}
+            if "related_persons" in changes:
+                given = body.related_persons or []
+                changes["related_persons"] = await family.check_links(tx.conn, given, row) if given else None
+            if changes.get("date_of_birth_estimated") and row.date_of_birth is None and changes.get("date_of_birth") is None:
+                raise BadRequest("date_of_birth_estimated needs a date of birth", code="validation_error")
             changes = {f: v for f, v in changes.items() if getattr(row, f) != v}
             external = body.external_ids or {}
             old_external = (await external_ids_of(tx.conn, [row.pk]))[row.pk]
@@ -194,7 +223,7 @@ class Registry:
             if changes or external:
                 await edit.touch(tx, row.pk)
             tx.audit("patch", row.mpi_id, fields=sorted([*changes, *external]), requested=found.requested)
-            body_out = views.view(await find_whole(tx.conn, self.store.dialect, found.requested))
+            body_out = views.view(await views.whole(tx.conn, self.store.dialect, found.requested))
         return body_out
 
     # -- DHIS2 ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from pydantic import (
 
 from .errors import BadRequest, ValidationFailed
 from .matching import name_tokens
+from .matching.family import MOTHER, RELATIONSHIPS, estimated_birth_date
 
 __all__ = [
     "AuditQuery",
@@ -37,6 +38,7 @@ __all__ = [
     "PatchIn",
     "ProgrammeIn",
     "RegisterIn",
+    "RelatedIn",
     "ReviewDecisionIn",
     "ReviewQuery",
     "SearchQuery",
@@ -179,6 +181,45 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
 
 
+class RelatedIn(_Body):
+    """A caregiver link: ``mpi_id`` is this person's mother, father, guardian or caregiver."""
+
+    mpi_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+    relationship: Literal["mother", "father", "guardian", "caregiver"]
+
+
+assert RELATIONSHIPS == ("mother", "father", "guardian", "caregiver")
+RelatedPersons = Annotated[list[RelatedIn] | None, Field(max_length=10)]
+AgeYears = Annotated[int, Field(ge=0, le=120)]
+AgeMonths = Annotated[int, Field(ge=0, le=59)]
+# A given name may wait (a newborn before its naming) when a mother is linked: see RegisterIn.
+GivenName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
+
+
+class _Estimate(BaseModel):
+    """``date_of_birth_estimated``, or an age (``age_years``, ``age_months``) instead of a date.
+
+    An age sets ``date_of_birth`` to the middle of the interval it allows on the day of the
+    request (``family.estimated_birth_date``) and the flag; an age with a date is refused.
+    """
+
+    def _estimate(self) -> None:
+        given = self.model_fields_set
+        age_years, age_months = getattr(self, "age_years", None), getattr(self, "age_months", None)
+        if age_years is not None and age_months is not None:
+            raise ValueError("give age_years or age_months, not both")
+        if age_years is None and age_months is None:
+            if "date_of_birth" in given and "date_of_birth_estimated" not in given:
+                setattr(self, "date_of_birth_estimated", False)  # noqa: B010 (pydantic records it as given)
+            return
+        if getattr(self, "date_of_birth", None) is not None:
+            raise ValueError("give date_of_birth or an age (age_years, age_months), not both")
+        if "date_of_birth_estimated" in given and not getattr(self, "date_of_birth_estimated", True):
+            raise ValueError("a date from an age is an estimate: date_of_birth_estimated cannot be false")
+        setattr(self, "date_of_birth", estimated_birth_date(dt.date.today(), age_years, age_months))  # noqa: B010
+        setattr(self, "date_of_birth_estimated", True)  # noqa: B010
+
+
 class _StrictDate(_Body):
     @field_validator("date_of_birth", mode="before", check_fields=False)
     @classmethod
@@ -189,8 +230,8 @@ class _StrictDate(_Body):
         return value
 
 
-class RegisterIn(_StrictDate):
-    first_name: Name
+class RegisterIn(_StrictDate, _Estimate):
+    first_name: GivenName = ""
     last_name: Name
     date_of_birth: BirthDate = None
     gender: Gender | None = None
@@ -199,9 +240,22 @@ class RegisterIn(_StrictDate):
     phone_number: Phone = None
     external_ids: ExternalIds = None
     force_create: bool = False
+    date_of_birth_estimated: bool = False
+    age_years: AgeYears | None = None
+    age_months: AgeMonths | None = None
+    related_persons: RelatedPersons = None
+
+    @model_validator(mode="after")
+    def _checked(self) -> RegisterIn:
+        self._estimate()
+        if self.date_of_birth_estimated and self.date_of_birth is None:
+            raise ValueError("date_of_birth_estimated needs a date_of_birth or an age")
+        if not self.first_name and not any(r.relationship == MOTHER for r in self.related_persons or []):
+            raise ValueError("first_name is required, unless a newborn is registered with its mother in related_persons")
+        return self
 
 
-class PatchIn(_StrictDate):
+class PatchIn(_StrictDate, _Estimate):
     first_name: Name | None = None
     last_name: Name | None = None
     date_of_birth: BirthDate = None
@@ -210,18 +264,25 @@ class PatchIn(_StrictDate):
     country_code: Country | None = None
     phone_number: Phone = None
     external_ids: ExternalIds = None
+    date_of_birth_estimated: bool = False
+    age_years: AgeYears | None = None
+    age_months: AgeMonths | None = None
+    related_persons: RelatedPersons = None  # the whole list: [] removes every link
 
     @model_validator(mode="after")
     def _something_to_change(self) -> PatchIn:
         if not self.model_fields_set:
             raise ValueError("nothing to update: give at least one field")
+        self._estimate()
+        if "related_persons" in self.model_fields_set and self.related_persons is None:
+            raise ValueError("related_persons cannot be null: [] removes every link")
         for required in ("first_name", "last_name", "region_code", "country_code"):
             if required in self.model_fields_set and getattr(self, required) is None:
                 raise ValueError(f"{required} cannot be removed")
         return self
 
 
-class MatchIn(_StrictDate):
+class MatchIn(_StrictDate, _Estimate):
     first_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
     last_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
     date_of_birth: BirthDate = None
@@ -230,6 +291,10 @@ class MatchIn(_StrictDate):
     country_code: Country | None = None
     phone_number: Phone = None
     external_ids: ExternalIds = None
+    date_of_birth_estimated: bool = False
+    age_years: AgeYears | None = None
+    age_months: AgeMonths | None = None
+    related_persons: RelatedPersons = None
     limit: Annotated[int, Field(ge=1, le=50)] = 10
     # Below the "possible" threshold a candidate is still worth showing to a clerk looking
     # for someone: it comes with confidence "unlikely".
@@ -237,6 +302,7 @@ class MatchIn(_StrictDate):
 
     @model_validator(mode="after")
     def _something_to_match(self) -> MatchIn:
+        self._estimate()
         if not (self.first_name or self.last_name or self.phone_number or self.external_ids):
             raise ValueError("nothing to match on: give a name, a phone number or an external id")
         return self
@@ -303,6 +369,7 @@ class SearchQuery(_StrictDate):
     region_code: Region | None = None
     date_of_birth: dt.date | None = None
     program: Programme | None = None
+    related_to: str | None = None  # the people linked to this MPI ID (a mother's children)
     limit: Annotated[int, Field(ge=1, le=SEARCH_LIMIT_MAX)] = 20
     offset: Annotated[int, Field(ge=0, le=SEARCH_OFFSET_MAX)] = 0
 

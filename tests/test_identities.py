@@ -111,7 +111,8 @@ async def test_search_is_case_and_accent_insensitive(api: Api) -> None:
         assert body["total"] == 1
     item = body["items"][0]
     assert set(item) == {
-        "mpi_id", "first_name", "last_name", "date_of_birth", "gender", "region_code", "programme_count", "created_at"
+        "mpi_id", "first_name", "last_name", "date_of_birth", "date_of_birth_estimated", "gender", "region_code",
+        "programme_count", "created_at",
     }
     assert item["first_name"] == "Ndèye Fatou" and item["programme_count"] == 0
 

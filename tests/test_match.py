@@ -15,7 +15,7 @@ async def test_match_finds_a_misspelt_identity(api: Api) -> None:
     assert status == 200
     assert body["matches"], body
     best = body["matches"][0]
-    assert set(best) == {"mpi_id", "similarity_score", "matched_fields", "confidence"}
+    assert set(best) == {"mpi_id", "similarity_score", "matched_fields", "confidence", "date_of_birth_estimated"}
     assert best["mpi_id"] == mpi_id
     assert best["confidence"] in ("certain", "probable", "possible")
     assert 0.70 <= best["similarity_score"] <= 1

@@ -8,6 +8,11 @@ A Patient is the native identity view (``GET /mpi/{mpi_id}``) in FHIR clothes:
   for M/F/U; ``birthDate``; ``telecom`` the phone; ``address[0]`` state = region code and
   country = country code; ``active``; ``meta.lastUpdated``;
 - each programme is one extension ``PROGRAMME_EXTENSION`` (``type`` a code, ``linkedAt``);
+- an estimated birth date carries ``BIRTH_DATE_ESTIMATED_EXTENSION`` (valueBoolean true) on
+  the ``birthDate`` element itself (``_birthDate.extension``), as DHIS2's "estimated" flag;
+- each caregiver link is one extension ``RELATED_PERSON_EXTENSION`` (``relationship`` a code:
+  mother, father, guardian, caregiver; ``patient`` a reference to that person's Patient);
+- a newborn registered before its naming has no ``given`` name;
 - ``link``: ``replaced-by`` the canonical Patient for a merged-away ID, ``replaces`` back.
 
 Reading a Patient that a client sent is strict about what we read (types, codes, dates:
@@ -31,7 +36,9 @@ __all__ = [
     "EXPRESSION",
     "GENDER_IN",
     "MATCH_GRADE",
+    "BIRTH_DATE_ESTIMATED_EXTENSION",
     "PROGRAMME_EXTENSION",
+    "RELATED_PERSON_EXTENSION",
     "Systems",
     "bundle",
     "check_text",
@@ -42,6 +49,8 @@ __all__ = [
 ]
 
 PROGRAMME_EXTENSION = "https://api.oomus.health/fhir/StructureDefinition/programme"
+BIRTH_DATE_ESTIMATED_EXTENSION = "https://api.oomus.health/fhir/StructureDefinition/birth-date-estimated"
+RELATED_PERSON_EXTENSION = "https://api.oomus.health/fhir/StructureDefinition/related-person"
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 
 _GENDER_OUT = {"M": "male", "F": "female", "U": "unknown"}
@@ -114,18 +123,35 @@ def patient(
             }
             for p in view["programmes"]
         ]
+    related = [
+        {
+            "url": RELATED_PERSON_EXTENSION,
+            "extension": [
+                {"url": "relationship", "valueCode": link["relationship"]},
+                {"url": "patient", "valueReference": {"reference": f"Patient/{link['mpi_id']}"}},
+            ],
+        }
+        for link in view.get("related_persons") or []
+    ]
+    if related:
+        resource["extension"] = resource.get("extension", []) + related
     resource["identifier"] = [{"use": "official", "system": systems.mpi_id, "value": view["mpi_id"]}] + [
         {"use": "secondary", "system": systems.of(name), "value": value}
         for name, value in sorted(view["external_ids"].items())
     ]
     resource["active"] = view["status"] == "active"
-    resource["name"] = [{"use": "official", "family": view["last_name"], "given": [view["first_name"]]}]
+    name: dict[str, Any] = {"use": "official", "family": view["last_name"]}
+    if view["first_name"]:
+        name["given"] = [view["first_name"]]
+    resource["name"] = [name]
     if view["phone_number"]:
         resource["telecom"] = [{"system": "phone", "value": view["phone_number"], "use": "mobile"}]
     if view["gender"]:
         resource["gender"] = _GENDER_OUT[view["gender"]]
     if view["date_of_birth"]:
         resource["birthDate"] = view["date_of_birth"]
+        if view.get("date_of_birth_estimated"):
+            resource["_birthDate"] = {"extension": [{"url": BIRTH_DATE_ESTIMATED_EXTENSION, "valueBoolean": True}]}
     resource["address"] = [{"use": "home", "state": view["region_code"], "country": view["country_code"]}]
     links = [{"other": {"reference": f"Patient/{replaced_by}"}, "type": "replaced-by"}] if replaced_by else []
     links += [{"other": {"reference": f"Patient/{other}"}, "type": "replaces"} for other in replaces]
@@ -256,6 +282,27 @@ def demographics(resource: Any, systems: Systems, *, strict_identifiers: bool = 
             raise Unprocessable("this registry holds whole birth dates only (YYYY-MM-DD)",
                                 issues=[{"message": "partial birth date", "expression": "Patient.birthDate"}])
         fields["date_of_birth"] = birth
+        # The estimate flag rides on the element; a PUT that keeps it keeps the estimate.
+        birth_ext = resource.get("_birthDate")
+        marks = birth_ext.get("extension", []) if isinstance(birth_ext, dict) else []
+        fields["date_of_birth_estimated"] = any(
+            isinstance(e, dict) and e.get("url") == BIRTH_DATE_ESTIMATED_EXTENSION and e.get("valueBoolean") is True
+            for e in marks if isinstance(marks, list)
+        )
+
+    related = []
+    for e in _list(resource, "extension"):
+        if e.get("url") != RELATED_PERSON_EXTENSION:
+            continue
+        parts = {x.get("url"): x for x in e.get("extension", []) if isinstance(x, dict)}
+        reference = (parts.get("patient") or {}).get("valueReference") or {}
+        target = reference.get("reference") if isinstance(reference, dict) else None
+        code = (parts.get("relationship") or {}).get("valueCode")
+        if not isinstance(target, str) or not target.startswith("Patient/") or not isinstance(code, str):
+            raise _malformed("needs a relationship code and a Patient reference", "Patient.extension")
+        related.append({"mpi_id": target.removeprefix("Patient/"), "relationship": code})
+    if related:
+        fields["related_persons"] = related
 
     telecoms = [t for t in _list(resource, "telecom") if t.get("system") == "phone"]
     if telecoms:

@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import NotFound
-from ..identities import Found, check_id, find_whole, row_of, view
+from ..identities import Found, check_id, row_of, view
 from ..identities.lookup import holder_of
 from ..identities.search import people
-from ..identities.views import replaces_of, views_of
+from ..identities.views import replaces_of, views_of, whole
 from ..registry import Registry
 from ..schemas import MatchIn, PatchIn, RegisterIn
 from .resources import Systems
@@ -64,7 +64,7 @@ class FhirService:
         """POST /fhir/Patient: the native registration (same matcher, same 409)."""
         created = await self.registry.register(body, actor)
         async with self.store.read() as conn:
-            return Record(view(await find_whole(conn, self.store.dialect, created["mpi_id"])))
+            return Record(view(await whole(conn, self.store.dialect, created["mpi_id"])))
 
     async def update(self, mpi_id: str, body: PatchIn, actor: str) -> Record:
         """PUT /fhir/Patient/{id}: the native PATCH (a merged-away ID writes to its canonical)."""
@@ -79,7 +79,7 @@ class FhirService:
     async def read(self, mpi_id: str, actor: str) -> Record:
         """GET /fhir/Patient/{id}: a merged-away ID answers its own (inactive) Patient."""
         async with self.store.read() as conn:
-            found = await find_whole(conn, self.store.dialect, mpi_id)
+            found = await whole(conn, self.store.dialect, mpi_id)
             if found.merged_from:
                 # A merged-away identity's programmes and ids went to the canonical one: it has none left.
                 row = await row_of(conn, found.requested)
@@ -124,13 +124,13 @@ class FhirService:
         """GET /fhir/Patient/$ihe-pix: the identity holding an identifier, following merges."""
         async with self.store.read() as conn:
             if system == self.systems.mpi_id:
-                found = await find_whole(conn, self.store.dialect, value)
+                found = await whole(conn, self.store.dialect, value)
             else:
                 native = self.systems.native(system)
                 holder = await holder_of(conn, native, value) if native else None
                 if holder is None:
                     raise NotFound(f"no Patient has the identifier {system}|{value}")
-                found = await find_whole(conn, self.store.dialect, holder)
+                found = await whole(conn, self.store.dialect, holder)
         self.store.audit_read(actor, "pix_query", found.row.mpi_id, system=system, api="fhir")
         return Record(view(found))
 

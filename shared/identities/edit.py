@@ -18,6 +18,7 @@ from ..errors import ExternalIdInUse
 from ..matching import NameFrequencies
 from ..storage import schema as t
 from ..storage.store import Tx
+from .family import relink
 from .fields import Clock, Row, clock_of, clocks_of, db_value, stamp, wire_value
 from .index import index, recount
 from .lookup import row_by_pk
@@ -60,6 +61,8 @@ async def set_fields(tx: Tx, frequencies: NameFrequencies, node_id: str, row: Ro
         sa.update(t.identity).where(t.identity.c.pk == row.pk).values(**changes, clocks=json.dumps(clocks), updated_at=tx.now)
     )
     await index(tx, row.pk)
+    if "related_persons" in changes:
+        await relink(tx, row.pk, changes["related_persons"])
     if {"first_name", "last_name"} & changes.keys():
         recount(tx, frequencies, row, await row_by_pk(tx.conn, row.pk))
 
@@ -84,6 +87,8 @@ async def write_fields(
         await tx.conn.execute(
             sa.update(t.identity).where(t.identity.c.pk == row.pk).values(**won, clocks=json.dumps(clocks), updated_at=tx.now)
         )
+        if "related_persons" in won:
+            await relink(tx, row.pk, won["related_persons"])
         if row.merged_into is None and row.status == "active":
             await index(tx, row.pk)
             if _COUNTED & won.keys():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from .. import ids
 from ..errors import BadRequest
 from ..matching import Person
+from ..matching.family import links_of, mother_of
 
 __all__ = [
     "DEMOGRAPHIC",
@@ -34,12 +35,25 @@ __all__ = [
     "hlc_time",
     "iso",
     "person_from_payload",
+    "related_json",
+    "related_list",
     "stamp",
     "wire_value",
 ]
 
-# The fields a caller may set; sync writes them one register each.
-DEMOGRAPHIC = ("first_name", "last_name", "date_of_birth", "gender", "region_code", "country_code", "phone_number")
+# The fields a caller may set; sync writes them one register each. ``related_persons`` is
+# the caregiver links as one value (JSON text, ``related_json``): last writer wins, like a name.
+DEMOGRAPHIC = (
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "gender",
+    "region_code",
+    "country_code",
+    "phone_number",
+    "date_of_birth_estimated",
+    "related_persons",
+)
 # The fields whose concurrent edit a person must look at (a review item at the hub).
 REVIEWED = ("first_name", "last_name", "date_of_birth", "gender")
 
@@ -86,7 +100,26 @@ def db_value(name: str, value: Any) -> Any:
     """A field value from the change log (dates as text), as the database holds it."""
     if name == "date_of_birth":
         return dt.date.fromisoformat(value) if isinstance(value, str) and value else None
+    if name == "date_of_birth_estimated":
+        return bool(value)  # absent from the changes of a replica that predates it: not estimated
+    if name == "related_persons":
+        # Another replica's links, as this one stores them: well-formed or none (a crafted change
+        # cannot plant text that every later read would trip on).
+        return related_json(links_of(value)) if isinstance(value, str) else None
     return value
+
+
+def related_json(links: Iterable[tuple[str, str]]) -> str | None:
+    """Caregiver links (MPI ID, relationship) as stored and synced: sorted JSON, None for none."""
+    unique = sorted(set(links))
+    if not unique:
+        return None
+    return json.dumps([{"mpi_id": m, "relationship": r} for m, r in unique], separators=(",", ":"))
+
+
+def related_list(value: str | None) -> list[dict[str, str]]:
+    """The stored links as the API answers them (anything malformed, which no writer here makes, skipped)."""
+    return [{"mpi_id": m, "relationship": r} for m, r in sorted(set(links_of(value)))]
 
 
 def wire_value(value: Any) -> Any:
@@ -115,6 +148,8 @@ def person_from_payload(p: Mapping[str, Any]) -> Person:
         region_code=p.get("region_code"),
         phone_number=p.get("phone_number"),
         external_ids=p.get("external_ids") or {},
+        date_of_birth_estimated=bool(p.get("date_of_birth_estimated")),
+        mother_mpi_id=mother_of(p.get("related_persons")),
     )
 
 
@@ -130,6 +165,7 @@ class Found:
     requested: str
     programmes: list[tuple[str, str]] = field(default_factory=list)
     external_ids: dict[str, str] = field(default_factory=dict)
+    related: list[dict[str, str]] | None = None  # the links resolved through merges (``views.whole``)
 
     @property
     def merged_from(self) -> str | None:

@@ -20,6 +20,7 @@ from ..matching import NameFrequencies
 from ..storage import schema as t
 from ..storage.store import Tx
 from .edit import claim_external_id, write_fields
+from .family import relink, union
 from .fields import DEMOGRAPHIC, Found, Row, clock_of, clocks_of, stamp, wire_value
 from .index import index, recount, unindex
 from .lookup import external_ids_of, row_by_pk, row_of
@@ -75,6 +76,9 @@ async def merge(
     await tx.conn.execute(sa.update(t.external_id).where(t.external_id.c.identity_pk == s.pk).values(identity_pk=g.pk))
     payload: dict[str, Any] = {"source": s.mpi_id, "target": g.mpi_id, "reason": reason, "keep_target": keep_target}
     copied = {f: getattr(s, f) for f in DEMOGRAPHIC if getattr(s, f) is not None}
+    if "related_persons" in copied:
+        # The canonical identity keeps every caregiver either record had.
+        copied["related_persons"] = union(g.related_persons, s.related_persons)
     if not keep_target:
         payload["fields"] = {f: wire_value(v) for f, v in copied.items()}
     hlc = tx.change("identity.merge", s.mpi_id, payload)
@@ -85,6 +89,8 @@ async def merge(
         target_clocks.update({f: mark for f in copied})
         target_values.update(copied, clocks=json.dumps(target_clocks))
     await tx.conn.execute(sa.update(t.identity).where(t.identity.c.pk == g.pk).values(**target_values))
+    if "related_persons" in target_values:
+        await relink(tx, g.pk, target_values["related_persons"])
     await tx.conn.execute(
         sa.update(t.identity)
         .where(t.identity.c.pk == s.pk)

@@ -18,10 +18,21 @@ from ..matching import NameFrequencies, Person
 from ..schemas import RegisterIn
 from ..storage import schema as t
 from ..storage.store import Tx
-from .fields import DEMOGRAPHIC, iso, stamp
+from .family import relink_many
+from .fields import DEMOGRAPHIC, iso, related_json, stamp
 from .index import index_new, recount
 
-__all__ = ["Incoming", "create", "create_remote"]
+__all__ = ["Incoming", "create", "create_remote", "values_of"]
+
+
+def values_of(body: RegisterIn) -> dict[str, Any]:
+    """The identity fields of a register body, as the database holds them.
+
+    Its links must be checked and made canonical first (``family.check_links``).
+    """
+    values = {f: getattr(body, f) for f in DEMOGRAPHIC if f != "related_persons"}
+    values["related_persons"] = related_json((x.mpi_id, x.relationship) for x in body.related_persons or [])
+    return values
 
 
 async def create(
@@ -36,7 +47,7 @@ async def create(
         mpi_id = tx.mint_id(country or body.country_code, body.region_code)
         record: dict[str, Any] = {
             "mpi_id": mpi_id,
-            **{f: getattr(body, f) for f in DEMOGRAPHIC},
+            **values_of(body),
             "status": "active",
             "created_at": tx.now,
             "updated_at": tx.now,
@@ -53,6 +64,7 @@ async def create(
         for system, value in (body.external_ids or {}).items()
     ]
     await index_new(tx, [(pk, person) for pk, (_, person) in zip(pks, items, strict=True)])
+    await relink_many(tx, [(pk, r["related_persons"]) for pk, r in zip(pks, records, strict=True) if r["related_persons"]])
     await tx.insert_rows(t.external_id, external)
     for _, person in items:
         recount(tx, frequencies, None, person)
@@ -95,6 +107,7 @@ async def create_remote(tx: Tx, frequencies: NameFrequencies, incoming: Sequence
     )
     pks = {mpi_id: pk for pk, mpi_id in inserted}
     await index_new(tx, [(pks[new.mpi_id], new.person) for new in incoming])
+    await relink_many(tx, [(pks[new.mpi_id], new.values["related_persons"]) for new in incoming if new.values.get("related_persons")])
     for new in incoming:
         recount(tx, frequencies, None, new.person)
     return pks

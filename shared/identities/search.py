@@ -27,9 +27,11 @@ from ..errors import BadRequest, NotFound
 from ..matching import NameFrequencies, name_tokens
 from ..schemas import SEARCH_WORDS_MAX, SearchQuery
 from ..storage import schema as t
+from .family import linked_to
 from .fields import Row, api_time, iso
 from .index import PAIR
 from .lookup import find
+from .views import replaces_of
 
 __all__ = ["MPI_ID", "Criteria", "DateRange", "name_terms", "people", "search"]
 
@@ -57,12 +59,16 @@ def name_terms(q: str, frequencies: NameFrequencies) -> tuple[str, str, list[str
 
 
 @functools.cache
-def _statement(probes: int, by_pk: bool, region: bool, dob: bool, program: bool, named: bool) -> sa.Select[Any]:
+def _statement(
+    probes: int, by_pk: bool, region: bool, dob: bool, program: bool, named: bool, related: bool = False
+) -> sa.Select[Any]:
     """The search statement of one shape (which filters, how many words), built once; values are parameters."""
     i, p, nt = t.identity, t.programme, t.name_token
     conditions: list[Any] = [i.c.status == "active"]
     if by_pk:
         conditions.append(i.c.pk == sa.bindparam("pk"))
+    if related:
+        conditions.append(i.c.pk.in_(sa.bindparam("related", expanding=True)))
     if named:
         conditions.append(
             i.c.pk.in_(sa.select(nt.c.identity_pk).where(nt.c.token >= sa.bindparam("low"), nt.c.token < sa.bindparam("high")))
@@ -77,7 +83,10 @@ def _statement(probes: int, by_pk: bool, region: bool, dob: bool, program: bool,
     if program:
         conditions.append(i.c.pk.in_(sa.select(p.c.identity_pk).where(p.c.programme_type == sa.bindparam("program"))))
     count = sa.select(sa.func.count()).select_from(p).where(p.c.identity_pk == i.c.pk).scalar_subquery()
-    columns = [i.c.mpi_id, i.c.first_name, i.c.last_name, i.c.date_of_birth, i.c.gender, i.c.region_code, i.c.created_at]
+    columns = [
+        i.c.mpi_id, i.c.first_name, i.c.last_name, i.c.date_of_birth, i.c.date_of_birth_estimated, i.c.gender,
+        i.c.region_code, i.c.created_at,
+    ]
     return (
         sa.select(*columns, count.label("programme_count"), sa.func.count().over().label("total"))
         .where(*conditions)
@@ -98,13 +107,22 @@ async def search(conn: AsyncConnection, frequencies: NameFrequencies, query: Sea
             params["pk"] = (await find(conn, query.mpi_id)).row.pk
         except NotFound:
             return {"total": 0, "items": []}
+    if query.related_to:
+        try:
+            target = (await find(conn, query.related_to)).row.mpi_id
+        except NotFound:
+            return {"total": 0, "items": []}
+        merged_in = (await replaces_of(conn, [target])).get(target, [])
+        params["related"] = [pk for pk, _ in await linked_to(conn, [target, *merged_in])]
+        if not params["related"]:
+            return {"total": 0, "items": []}
     terms = name_terms(query.q or "", frequencies)
     if terms is not None:
         params["low"], params["high"], words = terms
         params.update({f"w{n}": w for n, w in enumerate(words)})
     statement = _statement(
         len(terms[2]) if terms else 0, bool(query.mpi_id), bool(query.region_code), bool(query.date_of_birth),
-        bool(query.program), terms is not None,
+        bool(query.program), terms is not None, bool(query.related_to),
     )
     rows = (await conn.execute(statement, params)).all()
     if rows:
@@ -120,6 +138,7 @@ async def search(conn: AsyncConnection, frequencies: NameFrequencies, query: Sea
             "first_name": r.first_name,
             "last_name": r.last_name,
             "date_of_birth": iso(r.date_of_birth),
+            "date_of_birth_estimated": bool(r.date_of_birth_estimated),
             "gender": r.gender,
             "region_code": r.region_code,
             "programme_count": int(r.programme_count),

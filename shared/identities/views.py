@@ -8,16 +8,26 @@ FHIR Patient (``shared.fhir.resources.patient`` maps it), one identity or a page
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..storage import schema as t
-from .fields import DEMOGRAPHIC, Found, Row, api_time, clocks_of, iso, wire_value
-from .lookup import MERGE_CHAIN_LIMIT, row_by_pk
+from ..storage.dialects import Dialect
+from .family import resolve
+from .fields import DEMOGRAPHIC, Found, Row, api_time, clocks_of, iso, related_list, wire_value
+from .lookup import MERGE_CHAIN_LIMIT, find_whole, row_by_pk
 
-__all__ = ["replaces_of", "snapshot", "view", "views_of"]
+__all__ = ["replaces_of", "snapshot", "view", "views_of", "whole"]
+
+
+async def whole(conn: AsyncConnection, dialect: Dialect, mpi_id: str) -> Found:
+    """``lookup.find_whole``, with the caregiver links resolved through merges: what ``view`` answers."""
+    found = await find_whole(conn, dialect, mpi_id)
+    (related,) = await resolve(conn, [found.row.related_persons])
+    return replace(found, related=related)
 
 
 def view(found: Found) -> dict[str, Any]:
@@ -32,6 +42,8 @@ def view(found: Found) -> dict[str, Any]:
         "region_code": row.region_code,
         "country_code": row.country_code,
         "phone_number": row.phone_number,
+        "date_of_birth_estimated": bool(row.date_of_birth_estimated),
+        "related_persons": found.related if found.related is not None else related_list(row.related_persons),
         "programmes": [{"programme_type": p, "linked_at": api_time(at)} for p, at in found.programmes],
         "external_ids": dict(found.external_ids),
         "status": row.status,
@@ -76,9 +88,10 @@ async def views_of(conn: AsyncConnection, rows: Sequence[Row]) -> tuple[list[dic
             programmes[int(key)].append((a, b))
         else:
             linked = True
+    related = await resolve(conn, [r.related_persons for r in rows])
     views = [
-        view(Found(r, r.mpi_id, sorted(programmes[r.pk], key=lambda e: (e[1], e[0])), external[r.pk]))
-        for r in rows
+        view(Found(r, r.mpi_id, sorted(programmes[r.pk], key=lambda e: (e[1], e[0])), external[r.pk], links))
+        for r, links in zip(rows, related, strict=True)
     ]
     return views, (await replaces_of(conn, mpi_ids) if linked else {})
 

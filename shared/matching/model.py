@@ -17,6 +17,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from shared.matching.family import mother_of
+
 __all__ = ["COMPARISONS", "LEVELS", "MatchParams", "Person", "default_params", "person_of"]
 
 
@@ -31,6 +33,8 @@ class Person:
     region_code: str | None = None  # e.g. "DKR"
     phone_number: str | None = None  # E.164, e.g. "+221771234567"
     external_ids: Mapping[str, str] = field(default_factory=dict)  # e.g. {"dhis2_uid": "abcDEF123gh"}
+    date_of_birth_estimated: bool = False  # the date is an estimate (from an age): compared with a tolerance
+    mother_mpi_id: str | None = None  # the linked mother's MPI ID (``family``)
 
 
 _NAME_LEVELS = ("exact", "phonetic", "fuzzy_high", "partial", "fuzzy_low", "else")
@@ -69,6 +73,8 @@ def person_of(record: Any, external: Mapping[str, str] | None = None) -> Person:
         region_code=record.region_code,
         phone_number=record.phone_number,
         external_ids=external or {},
+        date_of_birth_estimated=bool(getattr(record, "date_of_birth_estimated", False)),
+        mother_mpi_id=mother_of(getattr(record, "related_persons", None)),
     )
 
 

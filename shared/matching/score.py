@@ -20,12 +20,18 @@ candidate ranking.
 - ``date_of_birth_year_off_by_one``: same day and month, years one apart
 - ``birth_year``: same year only (including placeholder dates clerks use when only the
   year is known: 1 January and 1 July)
+- ``date_of_birth_estimated``: one date at least is an estimate and the two are within its
+  tolerance (``family.estimated_dob_agreement``: months for an infant, two years for an adult);
+  an estimated date never counts as the same date
+- ``mother``: the same linked mother (two different linked mothers weigh against)
 - ``gender``, ``region_code``, ``phone_number``: equal
 - ``dhis2_uid``: same DHIS2 UID; ``external_id``: another shared external identifier
 
 Hard conflicts (``MatchResult.hard_conflict``), which keep the score below ``certain``:
 ``dhis2_uid`` (two different DHIS2 UIDs), ``sex_and_birth_date`` (known sexes differ and the
-birth dates are not equal), ``twin`` (same family name and exact birth date, other first name).
+birth dates are not equal), ``twin`` (same family name and exact birth date, other first name;
+``twin_same_mother``: the same linked mother and birth date, another sex or first name,
+``family.twins``, which every scorer caps, the learned one too).
 """
 
 from __future__ import annotations
@@ -39,6 +45,14 @@ from typing import Any, TypeVar
 
 from rapidfuzz.distance import OSA, JaroWinkler
 
+from shared.matching.family import (
+    MOTHER_DIFFERENT_BITS,
+    MOTHER_SAME_BITS,
+    estimated_dob_agreement,
+    mother_agreement,
+    same_child_bits,
+    twins,
+)
 from shared.matching.frequencies import NameFrequencies
 from shared.matching.model import COMPARISONS, MatchParams, Person, default_params
 from shared.matching.normalize import normalize_name, squeeze_doubles
@@ -71,6 +85,10 @@ N_EXACT, N_PHONETIC, N_FUZZY_HIGH, N_PARTIAL, N_FUZZY_LOW, N_ELSE = range(6)
     D_ELSE,
 ) = range(9)
 
+# An estimated date against another date (``family.estimated_dob_agreement``): never exact.
+_ESTIMATED_LEVEL = {"close": D_SAME_MONTH, "within": D_YEAR_ONLY, "near": D_NEAR_YEAR, "far": D_ELSE}
+# Dates a child's two records may carry: the same, a slip, or estimates within their tolerance.
+_CLOSE_DATE_LEVELS = frozenset((D_EXACT, D_SWAP, D_PLACEHOLDER_SAME, D_SAME_MONTH, D_YEAR_ONLY))
 _SAME_YEAR_LEVELS = frozenset((D_EXACT, D_SWAP, D_SAME_MONTH, D_PLACEHOLDER_SAME, D_YEAR_ONLY, D_SAME_YEAR))
 # Region and birth-year frequencies refine weaker evidence than names do: a tighter bound.
 _TF_CAP_CONTEXT = 2.0
@@ -167,6 +185,8 @@ class _Features:
     phone: str | None
     dhis2: str | None
     other_ids: frozenset[tuple[str, str]]
+    dob_estimated: bool = False
+    mother: str | None = None
 
 
 def _phone_digits(phone: str | None) -> str | None:
@@ -191,6 +211,8 @@ def _features(p: Person) -> _Features:
         phone=_phone_digits(p.phone_number),
         dhis2=dhis2,
         other_ids=other,
+        dob_estimated=p.date_of_birth_estimated,
+        mother=p.mother_mpi_id,
     )
 
 
@@ -238,6 +260,14 @@ def _dob_level(a: datetime.date | None, b: datetime.date | None) -> int | None:
     return D_ELSE
 
 
+def _dob_level_of(a: _Features, b: _Features) -> tuple[int | None, bool]:
+    """The date level, and whether an estimate set it (then it is compared with a tolerance)."""
+    if a.dob_estimated or b.dob_estimated:
+        agreement = estimated_dob_agreement(a.dob, b.dob, a.dob_estimated, b.dob_estimated, datetime.date.today())
+        return (None if agreement is None else _ESTIMATED_LEVEL[agreement]), True
+    return _dob_level(a.dob, b.dob), False
+
+
 def _eq_level(a: str | None, b: str | None) -> int | None:
     if a is None or b is None:
         return None
@@ -273,7 +303,7 @@ def comparison_vector(query: Person, candidate: Person, allow_swap: bool = True)
     return (
         lf,
         ll,
-        _dob_level(a.dob, b.dob),
+        _dob_level_of(a, b)[0],
         _eq_level(a.gender, b.gender),
         _eq_level(a.region, b.region),
         _eq_level(a.phone, b.phone),
@@ -431,17 +461,19 @@ class Matcher:
         if swapped:
             fields.append("names_swapped")
 
-        ld = _dob_level(a.dob, b.dob)
+        ld, estimated = _dob_level_of(a, b)
         freq = self.frequencies
         if ld is not None:
             bits = self._w_dob[ld]
-            if freq is not None and ld in _SAME_YEAR_LEVELS:
+            if freq is not None and ld in _SAME_YEAR_LEVELS and not estimated:
                 assert b.dob is not None
                 bits += self._c_dob * freq.tf_bits(3, str(b.dob.year), _TF_CAP_CONTEXT)
             total += bits
             if parts is not None:
                 parts[_I_DOB] = bits
             field = _FIELD_OF_DOB_LEVEL.get(ld)
+            if estimated:
+                field = "date_of_birth_estimated" if ld in (D_SAME_MONTH, D_YEAR_ONLY) else None
             if field:
                 fields.append(field)
         lg = _eq_level(a.gender, b.gender)
@@ -491,10 +523,23 @@ class Matcher:
                 parts[_I_EXT] = self._w_ext[le]
             if le == 0:
                 fields.append(DHIS2 if a.dhis2 and a.dhis2 == b.dhis2 else "external_id")
+        same_mother = mother_agreement(a.mother, b.mother)
+        if same_mother is not None:
+            total += MOTHER_SAME_BITS if same_mother else MOTHER_DIFFERENT_BITS
+            if same_mother:
+                fields.append("mother")
+                total += same_child_bits(
+                    same_mother,
+                    ld in _CLOSE_DATE_LEVELS,
+                    not swapped and (lf is None or lf <= N_FUZZY_HIGH),
+                    lg == 1,
+                )
 
         conflict: str | None = None
         if a.dhis2 and b.dhis2 and a.dhis2 != b.dhis2:
             conflict = DHIS2
+        elif not swapped and twins(a.mother, b.mother, a.dob, b.dob, lg == 1, lf is not None and lf >= N_FUZZY_LOW):
+            conflict = "twin_same_mother"
         elif lg == 1 and ld is not None and ld != D_EXACT:
             conflict = "sex_and_birth_date"
         elif (

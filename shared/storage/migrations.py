@@ -108,8 +108,21 @@ _external_id_v1 = sa.Table(
 )
 
 
+# identity as version 1 made it; migration 90 adds the estimated flag and the caregivers.
+_identity_v1 = sa.Table(
+    "identity",
+    sa.MetaData(),
+    *[c._copy() for c in schema.identity.columns if c.name not in ("date_of_birth_estimated", "related_persons")],
+    sa.Index("ix_identity_region_dob", "region_code", "date_of_birth"),
+    sa.Index("ix_identity_dob", "date_of_birth"),
+    sa.Index("ix_identity_merged_into", "merged_into"),
+)
+
+
 def _v1_initial(conn: Connection) -> None:
+    _identity_v1.create(conn)
     frozen = {
+        schema.identity.name: _identity_v1,
         schema.review_item.name: _review_item_v1,
         schema.external_id.name: _external_id_v1,
         schema.name_token.name: _name_token_v1,
@@ -118,7 +131,8 @@ def _v1_initial(conn: Connection) -> None:
     }
     schema.metadata.create_all(conn, tables=[t for t in _V1_TABLES if t.name not in frozen])
     for table in frozen.values():
-        table.create(conn)
+        if table is not _identity_v1:
+            table.create(conn)
 
 
 # sync_node as migration 2 made it; migration 61 replaces its secret_hash with enrol_key.
@@ -200,6 +214,13 @@ def _v51_external_id_value(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_external_id_value ON external_id (value)")
 
 
+def _v90_campaign(conn: Connection) -> None:
+    """Estimated birth dates and caregiver links (issue 22)."""
+    conn.exec_driver_sql("ALTER TABLE identity ADD COLUMN date_of_birth_estimated BOOLEAN NOT NULL DEFAULT FALSE")
+    conn.exec_driver_sql("ALTER TABLE identity ADD COLUMN related_persons TEXT")
+    schema.metadata.create_all(conn, tables=[schema.related_person])
+
+
 def rekey(conn: Connection, page: int = 5000) -> int:
     """Rewrite the blocking keys of every active identity, a page at a time, with a progress bar."""
     identity, keys = schema.identity, schema.blocking_key
@@ -210,7 +231,10 @@ def rekey(conn: Connection, page: int = 5000) -> int:
     with tqdm(total=total, desc="re-keying identities", unit=" id", file=sys.stderr, disable=None) as bar:
         while True:
             rows = conn.execute(
-                sa.select(identity).where(active, identity.c.pk > last).order_by(identity.c.pk).limit(page)
+                sa.select(*[identity.c[c.name] for c in _identity_v1.c])
+                .where(active, identity.c.pk > last)
+                .order_by(identity.c.pk)
+                .limit(page)
             ).all()
             if not rows:
                 return done
@@ -248,7 +272,7 @@ def _v80_node_replacement(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE sync_node ADD COLUMN replaces VARCHAR(100)")
 
 
-def _v90_dedup_workers(conn: Connection) -> None:
+def _v91_dedup_workers(conn: Connection) -> None:
     """Sweep slices claimed by dedup workers, and the record of periodic jobs' runs."""
     schema.metadata.create_all(conn, tables=[schema.dedup_slice, schema.job_run])
 
@@ -271,8 +295,10 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (70, "import_lines", _v70_import_lines),
     # 80-89: restore and replacement of nodes (branch restore).
     (80, "node_replacement", _v80_node_replacement),
-    # 90-99: dedup workers and several hub processes (branch workers).
-    (90, "dedup_workers", _v90_dedup_workers),
+    # 90: the campaign data model (branch campaign; 80 went to restore).
+    (90, "campaign", _v90_campaign),
+    # 91: dedup workers and several hub processes (branch workers; 90 went to campaign).
+    (91, "dedup_workers", _v91_dedup_workers),
 ]
 
 

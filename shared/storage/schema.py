@@ -30,6 +30,7 @@ __all__ = [
     "not_same",
     "node_meta",
     "programme",
+    "related_person",
     "review_item",
     "sync_batch",
     "sync_feed",
@@ -65,9 +66,24 @@ identity = sa.Table(
     sa.Column("updated_at", sa.String(24), nullable=False),
     # Per-field hybrid logical clocks, JSON: what last-writer-wins sync compares.
     sa.Column("clocks", sa.Text, nullable=False, server_default="{}"),
+    # Migration 90: the birth date is an estimate (from an age, or said so); the caregivers,
+    # JSON ``[{"mpi_id", "relationship"}]`` sorted (one register for sync, like every field).
+    sa.Column("date_of_birth_estimated", sa.Boolean, nullable=False, server_default=sa.text("FALSE")),
+    sa.Column("related_persons", sa.Text, nullable=True),
     sa.Index("ix_identity_region_dob", "region_code", "date_of_birth"),
     sa.Index("ix_identity_dob", "date_of_birth"),
     sa.Index("ix_identity_merged_into", "merged_into"),
+)
+
+# Migration 90: who links to whom (``identity.related_persons`` of every replica's row, merged
+# or not), for ``GET /mpi/search?related_to=``; written with the field, by ``identities.family``.
+related_person = sa.Table(
+    "related_person",
+    metadata,
+    sa.Column("identity_pk", sa.BigInteger, sa.ForeignKey("identity.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Column("related_mpi_id", sa.String(18), primary_key=True),
+    sa.Column("relationship", sa.String(12), primary_key=True),
+    sa.Index("ix_related_person_related", "related_mpi_id"),
 )
 
 name_token = sa.Table(
@@ -420,7 +436,7 @@ console_session = sa.Table(
     sa.Index("ix_console_session_token", "token_hash"),
 )
 
-# -- dedup workers and periodic jobs (migration 90) ----------------------------------------------
+# -- dedup workers and periodic jobs (migration 91) ----------------------------------------------
 
 # A sweep cut into slices of primary keys (lo_pk, hi_pk], claimed by ``mpi-hub dedup worker``
 # processes with SELECT ... FOR UPDATE SKIP LOCKED. A claim holds until ``lease_until``, which

@@ -35,6 +35,8 @@ async def identity(request: web.Request) -> web.Response:
         "title": "Identity", "person": person, "fields": FIELDS,
         "cards": await adapter.cards_of(mpi_id),
         "members": await adapter.merged_into(mpi_id),
+        # The family: the people linked to this one (a mother's children), through GET /mpi/search?related_to=.
+        "children": (await adapter.search(SearchQuery(related_to=mpi_id, limit=50), who(request)))["items"],
         # The history is the audit log's: for the roles the API lets read it (GET /audit).
         "history": await adapter.history(mpi_id) if may(request, "GET /audit") else None,
         "origin": (await adapter.registrations([mpi_id])).get(mpi_id),
