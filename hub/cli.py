@@ -1,4 +1,4 @@
-"""mpi-hub: initialise, serve, tokens, node enrolment and file sync of the ministry hub.
+"""mpi-hub: initialise, serve, tokens, node enrolment, import, file sync and dedup workers of the ministry hub.
 
 Every command takes ``--database-url`` (or ``MPI_DATABASE_URL``); each is a short function
 over the library, and every failure is one stderr line and a non-zero exit.
@@ -205,6 +205,49 @@ async def _dedup_run(args: argparse.Namespace) -> int:
         await hub.store.migrate()
         stats = await Dedup(hub.registry, auto_merge=settings.auto_merge_threshold).drain()
     print(f"checked {stats.checked:,} queued identities: {stats.merged:,} merged, {stats.queued:,} queued for review")
+    return 0
+
+
+async def _dedup_plan(args: argparse.Namespace) -> int:
+    from shared.dedup import plan_sweep
+
+    settings = _settings(args)
+    store = hub_store(settings)
+    await store.connect()
+    try:
+        await store.migrate()
+        await store.load_state()
+        made = await plan_sweep(store, "sweep", size=args.batch, restart=args.restart)
+    finally:
+        await store.close()
+    if made:
+        print(f"cut the sweep into {made:,} slices of about {args.batch:,} identities for mpi-hub dedup worker")
+    else:
+        print("a sweep is still in progress (slices not done): left as it is (--restart to cut a new one)")
+    return 0
+
+
+async def _dedup_worker(args: argparse.Namespace) -> int:
+    from shared.dedup import Dedup
+
+    from .workers import process_name, run_worker
+
+    if args.lease < 3:
+        raise CliError("--lease must be at least 3 seconds", 2)
+    name = args.name or process_name()
+    async with _hub(args) as hub:
+        settings = _settings(args)
+        dedup = Dedup(hub.registry, auto_merge=settings.auto_merge_threshold, actor=f"dedup:{name}")
+
+        def on_slice(lo: int, hi: int, stats: Any) -> None:
+            print(f"slice ({lo}, {hi}]: {stats.checked:,} checked, {stats.merged:,} merged, {stats.queued:,} queued",
+                  file=sys.stderr, flush=True)
+
+        out = await run_worker(dedup, worker=name, lease_seconds=args.lease, poll_seconds=args.poll, batch=args.batch,
+                               until_idle=args.until_idle, on_slice=on_slice)
+    assert out.dedup is not None
+    print(f"worker {name}: {out.slices:,} slices and {out.pending_batches:,} pending batches, "
+          f"{out.dedup.checked:,} checked, {out.dedup.merged:,} merged, {out.dedup.queued:,} queued for review")
     return 0
 
 
@@ -442,6 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     once = dedup_sub.add_parser("run", help="check now what nodes registered since the last pass (one drain pass)")
     _db(once)
     once.set_defaults(func=_dedup_run)
+    plan = dedup_sub.add_parser("plan", help="cut a sweep into slices for mpi-hub dedup worker processes")
+    _db(plan)
+    plan.add_argument("--batch", type=positive_int, default=1000, help="identities per slice")
+    plan.add_argument("--restart", action="store_true", help="cut a new sweep even if one is in progress")
+    plan.set_defaults(func=_dedup_plan)
+    worker = dedup_sub.add_parser(
+        "worker", help="claim and check dedup work (new registrations, sweep slices) until stopped; run any number"
+    )
+    _db(worker)
+    worker.add_argument("--name", default=None, help="this worker's name in dedup_slice (default host:pid)")
+    worker.add_argument("--batch", type=positive_int, default=1000, help="identities checked per batch")
+    worker.add_argument("--lease", type=float, default=60.0,
+                        help="seconds a claim holds without a heartbeat (a killed worker's slice is taken again after)")
+    worker.add_argument("--poll", type=float, default=5.0, help="seconds between two looks when there is no work")
+    worker.add_argument("--until-idle", action="store_true",
+                        help="exit once no slice is left to anyone and nothing is pending (a cron job, a test)")
+    worker.set_defaults(func=_dedup_worker)
     return parser
 
 

@@ -10,8 +10,11 @@
   the scheduled job will have run).
 
 No two passes run at once in one hub process (one lock for the scheduled jobs and the
-on-demand pass); a failure is logged and the next run tries again: what was pending stays
-pending.
+on-demand pass), and each scheduled job runs under its PostgreSQL advisory lock
+(``workers.job_lock``): with several ``mpi-hub serve`` processes on one database, one of them
+runs it each turn, the others skip it. With ``MPI_DEDUP_IN_SERVE=false`` the drain is left
+to ``mpi-hub dedup worker`` processes and the sweep job only cuts slices for them. A failure
+is logged and the next run tries again: what was pending stays pending.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from shared.dedup import Dedup, DedupStats
+from shared.dedup import Dedup, DedupStats, plan_sweep
 from shared.keys import settings_key
+
+from .workers import job_lock
 
 __all__ = ["DedupRunner", "dedup_runner_key", "dedup_scheduler"]
 
@@ -55,11 +60,15 @@ dedup_runner_key = web.AppKey("dedup_runner", DedupRunner)
 async def dedup_scheduler(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     runner = app[dedup_runner_key]
+    store = runner.dedup.store
     scheduler = AsyncIOScheduler(timezone=dt.UTC)
 
     async def _drain() -> None:
         try:
-            stats = await runner.drain_now()
+            async with job_lock(store, "drain") as mine:
+                if not mine:
+                    return  # another hub process runs this turn
+                stats = await runner.drain_now()
         except Exception:
             log.exception("dedup of new registrations failed; they stay queued")
             return
@@ -68,13 +77,21 @@ async def dedup_scheduler(app: web.Application) -> AsyncIterator[None]:
 
     async def _sweep() -> None:
         try:
-            stats = await runner.sweep_now()
+            async with job_lock(store, "sweep", min_gap_seconds=settings.dedup_sweep_hours * 3600 / 2) as mine:
+                if not mine:
+                    return
+                if not settings.dedup_in_serve:
+                    # Workers do the work: this process only cuts the sweep into their slices.
+                    made = await plan_sweep(store, "sweep")
+                    log.info("dedup sweep: %d slices for the workers", made)
+                    return
+                stats = await runner.sweep_now()
         except Exception:
             log.exception("dedup sweep failed; the next one resumes it")
             return
         log.info("dedup sweep: %d checked, %d merged, %d queued", stats.checked, stats.merged, stats.queued)
 
-    if settings.dedup_interval_seconds > 0:
+    if settings.dedup_interval_seconds > 0 and settings.dedup_in_serve:
         scheduler.add_job(_drain, "interval", seconds=settings.dedup_interval_seconds, max_instances=1, coalesce=True,
                           id="drain")
     if settings.dedup_sweep_hours > 0:

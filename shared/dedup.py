@@ -23,6 +23,7 @@ bounded by the slice and a crash resumes where it stopped.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections import defaultdict
@@ -41,9 +42,11 @@ from .registry import Registry
 from .review.items import is_not_same, open_pair_review
 from .schemas import MergeIn
 from .storage import schema as t
-from .storage.store import Tx, utc_now
+from .storage.store import Store, Tx, utc_now
 
-__all__ = ["Dedup", "DedupStats", "enqueue"]
+__all__ = [
+    "Dedup", "DedupStats", "Slice", "claim_slice", "enqueue", "finish_slice", "plan_sweep", "renew_slice", "slices_left",
+]
 
 log = logging.getLogger("mpi.dedup")
 
@@ -213,6 +216,10 @@ class Dedup:
     async def drain(self, batch: int = 500) -> DedupStats:
         """Check what ``enqueue`` recorded, a batch at a time, until nothing is left."""
         total = DedupStats()
+        if self.store.dialect.name == "postgresql":
+            while (done := await self.drain_claimed(batch)) is not None:
+                total.add(done)
+            return total
         while True:
             async with self.store.read() as conn:
                 pks = list(
@@ -227,6 +234,25 @@ class Dedup:
             total.add(await self.check(pks))
             async with self.store.write(self.actor) as tx:
                 await tx.conn.execute(sa.delete(t.dedup_pending).where(t.dedup_pending.c.identity_pk.in_(pks)))
+
+    async def drain_claimed(self, batch: int = 500) -> DedupStats | None:
+        """PostgreSQL: claim a batch of pending identities, check them, forget them; None when none is free.
+
+        The claim is a row lock (``FOR UPDATE SKIP LOCKED``) held by a transaction open while the
+        batch is checked: another worker skips these rows, and a worker killed meanwhile loses
+        its connection, so its rows are free again and the next worker checks them.
+        """
+        pending = t.dedup_pending
+        async with self.store.writer.connect() as claim, claim.begin():
+            pks = list((await claim.execute(
+                sa.select(pending.c.identity_pk).order_by(pending.c.identity_pk).limit(batch)
+                .with_for_update(skip_locked=True)
+            )).scalars())
+            if not pks:
+                return None
+            stats = await self.check(pks)
+            await claim.execute(sa.delete(pending).where(pending.c.identity_pk.in_(pks)))
+        return stats
 
     async def sweep(
         self,
@@ -260,22 +286,11 @@ class Dedup:
                 last_pk = int(row.last_pk)
         checked_here = 0
         while True:
-            async with self.store.read() as conn:
-                slice_rows = list(
-                    await conn.execute(
-                        sa.select(t.identity)
-                        .where(t.identity.c.pk > last_pk, t.identity.c.status == "active")
-                        .order_by(t.identity.c.pk)
-                        .limit(batch)
-                    )
-                )
-                if not slice_rows:
-                    break
-                pairs, rows, people = await _best_pairs(conn, slice_rows, self.registry.candidate_limit, upward=True)
-            stats = await self._decide(pairs, rows, people)
-            stats.checked = len(slice_rows)
+            stats, last = await self._sweep_batch(last_pk, None, batch)
+            if last is None:
+                break
             total.add(stats)
-            last_pk = slice_rows[-1].pk
+            last_pk = last
             async with self.store.write(self.actor) as tx:
                 await tx.conn.execute(
                     sa.update(t.dedup_progress)
@@ -287,7 +302,7 @@ class Dedup:
                 )
             if progress is not None:
                 progress(total, last_pk)
-            checked_here += len(slice_rows)
+            checked_here += stats.checked
             if stop_after is not None and checked_here >= stop_after:
                 total.seconds = time.perf_counter() - started
                 total.finished = False
@@ -299,3 +314,151 @@ class Dedup:
             tx.audit("dedup_sweep", None, checked=total.checked, merged=total.merged, queued=total.queued)
         total.seconds = time.perf_counter() - started
         return total
+
+    async def _sweep_batch(self, after: int, upto: int | None, batch: int) -> tuple[DedupStats, int | None]:
+        """Check up to ``batch`` active identities with after < pk <= upto; (stats, last pk or None when none)."""
+        where = [t.identity.c.pk > after, t.identity.c.status == "active"]
+        if upto is not None:
+            where.append(t.identity.c.pk <= upto)
+        async with self.store.read() as conn:
+            slice_rows = list(
+                await conn.execute(sa.select(t.identity).where(*where).order_by(t.identity.c.pk).limit(batch))
+            )
+            if not slice_rows:
+                return DedupStats(), None
+            pairs, rows, people = await _best_pairs(conn, slice_rows, self.registry.candidate_limit, upward=True)
+        stats = await self._decide(pairs, rows, people)
+        stats.checked = len(slice_rows)
+        return stats, int(slice_rows[-1].pk)
+
+    async def sweep_slice(self, lo_pk: int, hi_pk: int, batch: int = 1000) -> DedupStats:
+        """One slice of a sweep cut for workers: the active identities with lo_pk < pk <= hi_pk.
+
+        Doing a slice again (its worker was killed after some merges) decides nothing twice:
+        a merged identity is no longer active, a pair merged already is one identity, and an
+        open review item is not queued twice.
+        """
+        total = DedupStats()
+        after = lo_pk
+        while True:
+            stats, last = await self._sweep_batch(after, hi_pk, batch)
+            if last is None:
+                return total
+            total.add(stats)
+            after = last
+
+
+# -- a sweep cut into slices for ``mpi-hub dedup worker`` processes -----------------------------
+
+
+@dataclass
+class Slice:
+    job: str
+    lo_pk: int
+    hi_pk: int
+
+
+async def plan_sweep(store: Store, job: str = "sweep", *, size: int = 1000, restart: bool = False) -> int:
+    """Cut a sweep of the active identities into slices of about ``size``; returns how many were made.
+
+    A sweep whose slices are not all done is left alone (0), unless ``restart``.
+    """
+    async with store.write("dedup") as tx:
+        s = t.dedup_slice
+        if not restart:
+            open_ = (await tx.conn.execute(
+                sa.select(sa.func.count()).select_from(s).where(s.c.job == job, s.c.status != "done")
+            )).scalar_one()
+            if open_:
+                return 0
+        await tx.conn.execute(sa.delete(s).where(s.c.job == job))
+        ranked = (
+            sa.select(t.identity.c.pk, sa.func.row_number().over(order_by=t.identity.c.pk).label("n"))
+            .where(t.identity.c.status == "active")
+            .subquery()
+        )
+        ends = [int(pk) for pk in (await tx.conn.execute(
+            sa.select(ranked.c.pk).where(ranked.c.n % size == 0).order_by(ranked.c.pk)
+        )).scalars()]
+        top = (await tx.conn.execute(sa.select(sa.func.max(t.identity.c.pk)))).scalar()
+        if top is not None and (not ends or ends[-1] < int(top)):
+            ends.append(int(top))
+        rows, lo = [], 0
+        for hi in ends:
+            rows.append({"job": job, "lo_pk": lo, "hi_pk": hi, "status": "todo", "attempts": 0,
+                         "checked": 0, "merged": 0, "queued": 0})
+            lo = hi
+        if rows:
+            await tx.conn.execute(sa.insert(s), rows)
+        tx.audit("dedup_sweep_planned", None, job=job, slices=len(rows))
+        return len(rows)
+
+
+def _later(seconds: float) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+async def claim_slice(store: Store, worker: str, lease_seconds: float, job: str = "sweep") -> Slice | None:
+    """Take the first slice nobody holds (never claimed, or its lease lapsed), or None.
+
+    ``FOR UPDATE SKIP LOCKED``: two workers claiming at once never wait on, nor take, the same row.
+    """
+    s = t.dedup_slice
+    async with store.writer.begin() as conn:
+        row = (await conn.execute(
+            sa.select(s.c.job, s.c.lo_pk, s.c.hi_pk)
+            .where(s.c.job == job, sa.or_(s.c.status == "todo",
+                                          sa.and_(s.c.status == "claimed", s.c.lease_until < utc_now())))
+            .order_by(s.c.lo_pk)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )).first()
+        if row is None:
+            return None
+        await conn.execute(
+            sa.update(s).where(s.c.job == job, s.c.lo_pk == row.lo_pk)
+            .values(status="claimed", worker=worker, lease_until=_later(lease_seconds), attempts=s.c.attempts + 1)
+        )
+    return Slice(job, int(row.lo_pk), int(row.hi_pk))
+
+
+async def renew_slice(store: Store, piece: Slice, worker: str, lease_seconds: float) -> bool:
+    """The heartbeat: push the lease on; False when the slice is no longer this worker's."""
+    s = t.dedup_slice
+    async with store.writer.begin() as conn:
+        done = await conn.execute(
+            sa.update(s).where(s.c.job == piece.job, s.c.lo_pk == piece.lo_pk, s.c.worker == worker,
+                               s.c.status == "claimed")
+            .values(lease_until=_later(lease_seconds))
+        )
+    return bool(done.rowcount)
+
+
+async def finish_slice(store: Store, piece: Slice, worker: str, stats: DedupStats) -> bool:
+    """Mark a slice done; True when it was the sweep's last one (its audit record is written)."""
+    s = t.dedup_slice
+    async with store.write("dedup") as tx:
+        await tx.conn.execute(
+            sa.update(s).where(s.c.job == piece.job, s.c.lo_pk == piece.lo_pk)
+            .values(status="done", worker=worker, done_at=utc_now(), checked=stats.checked, merged=stats.merged,
+                    queued=stats.queued)
+        )
+        left = (await tx.conn.execute(
+            sa.select(sa.func.count()).select_from(s).where(s.c.job == piece.job, s.c.status != "done")
+        )).scalar_one()
+        if left:
+            return False
+        total = (await tx.conn.execute(
+            sa.select(sa.func.sum(s.c.checked), sa.func.sum(s.c.merged), sa.func.sum(s.c.queued)).where(s.c.job == piece.job)
+        )).one()
+        tx.audit("dedup_sweep", None, job=piece.job, checked=int(total[0] or 0), merged=int(total[1] or 0),
+                 queued=int(total[2] or 0), workers=True)
+        return True
+
+
+async def slices_left(store: Store, job: str = "sweep") -> int:
+    s = t.dedup_slice
+    async with store.read() as conn:
+        return int((await conn.execute(
+            sa.select(sa.func.count()).select_from(s).where(s.c.job == job, s.c.status != "done")
+        )).scalar_one())

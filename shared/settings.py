@@ -59,6 +59,10 @@ class Settings:
     auto_merge_threshold: float = _setting(0.99, "hub: score at or above which dedup merges a pair with no hard conflict")
     dedup_interval_seconds: float = _setting(5.0, "hub: how often new registrations from nodes are checked (0: only on demand, POST /dedup/run)")
     dedup_sweep_hours: float = _setting(24.0, "hub: hours between two full dedup sweeps (0: never by itself)")
+    dedup_in_serve: bool = _setting(
+        True, "hub: whether mpi-hub serve runs dedup itself; false when mpi-hub dedup worker processes do "
+        "(serve then only cuts the periodic sweep into slices for them)"
+    )
     # repr=False: a printed or logged Settings never shows the secret.
     hub_key_secret: str = field(default="", repr=False, metadata={
         "help": "hub: secret (32+ characters) sealing the hub's signing key; else hub_key_file"})

@@ -272,6 +272,11 @@ def _v80_node_replacement(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE sync_node ADD COLUMN replaces VARCHAR(100)")
 
 
+def _v91_dedup_workers(conn: Connection) -> None:
+    """Sweep slices claimed by dedup workers, and the record of periodic jobs' runs."""
+    schema.metadata.create_all(conn, tables=[schema.dedup_slice, schema.job_run])
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
@@ -292,6 +297,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (80, "node_replacement", _v80_node_replacement),
     # 90: the campaign data model (branch campaign; 80 went to restore).
     (90, "campaign", _v90_campaign),
+    # 91: dedup workers and several hub processes (branch workers; 90 went to campaign).
+    (91, "dedup_workers", _v91_dedup_workers),
 ]
 
 

@@ -435,3 +435,38 @@ console_session = sa.Table(
     sa.Column("expires_at", sa.String(24), nullable=False),
     sa.Index("ix_console_session_token", "token_hash"),
 )
+
+# -- dedup workers and periodic jobs (migration 91) ----------------------------------------------
+
+# A sweep cut into slices of primary keys (lo_pk, hi_pk], claimed by ``mpi-hub dedup worker``
+# processes with SELECT ... FOR UPDATE SKIP LOCKED. A claim holds until ``lease_until``, which
+# the worker's heartbeat pushes on: a killed worker's slice is taken again once it lapses.
+dedup_slice = sa.Table(
+    "dedup_slice",
+    metadata,
+    sa.Column("job", sa.String(40), primary_key=True),
+    sa.Column("lo_pk", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hi_pk", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),  # todo, claimed, done
+    sa.Column("worker", sa.String(100), nullable=True),
+    sa.Column("lease_until", sa.String(24), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("checked", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("merged", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("queued", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("done_at", sa.String(24), nullable=True),
+    sa.Index("ix_dedup_slice_status", "job", "status"),
+)
+
+# One row per run of a periodic job of ``mpi-hub serve`` (taken under its advisory lock): which
+# process ran it and when. Rows older than a day are pruned as new ones come.
+job_run = sa.Table(
+    "job_run",
+    metadata,
+    sa.Column("pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(40), nullable=False),
+    sa.Column("process", sa.String(100), nullable=False),
+    sa.Column("started_at", sa.String(24), nullable=False),
+    sa.Column("finished_at", sa.String(24), nullable=True),
+    sa.Index("ix_job_run_job", "job", "started_at"),
+)
