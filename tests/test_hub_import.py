@@ -163,7 +163,7 @@ def test_a_killed_hub_import_resumes_without_creating_anyone_twice(pg_database: 
     assert 0 < partial < n - invalid
 
     map_file = tmp_path / "big.map.csv"
-    again = cli("hub", "import", "--database-url", pg_database, str(big), "--map", str(map_file), "--batch", "500",
+    again = cli("hub", "import", "--database-url", pg_database, str(big), "--map", str(map_file), "--batch", "5000",
                 check=False)
     assert again.returncode == 1 and "already imported" in again.stdout, again.stdout
     mapped = _map(map_file)

@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = ["Dialect", "PostgresDialect", "SqliteDialect", "read_json_rows"]
 
-_COPY_OVER = 50  # rows: more go by COPY on PostgreSQL, fewer by one INSERT
+_COPY_OVER = 1000  # rows: more go by COPY on PostgreSQL (a bulk import's batches), fewer by one INSERT
 
 
 class Dialect(Protocol):

@@ -39,7 +39,7 @@ __all__ = ["NotInitialised", "Store", "Tx", "utc_now"]
 
 log = logging.getLogger("mpi.store")
 
-_COPY_OVER = 50  # rows: more are logged with COPY (PostgreSQL)
+_COPY_OVER = 1000  # rows: more are logged with COPY (a bulk import's batches; not a sync push: COPY halved its apply rate)
 
 
 def utc_now() -> str:
