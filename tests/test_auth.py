@@ -82,3 +82,36 @@ async def test_a_metrics_token_reads_no_person(api: Api) -> None:
     async with api.client.get("/metrics", headers=headers) as response:
         assert response.status == 200 and response.content_type == "text/plain"
         assert mpi_id not in await response.text()
+
+
+async def test_closing_a_store_mid_flush_loses_no_read_audit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """close() stops the periodic flush while it may be inside BEGIN IMMEDIATE: the flush ends
+    cleanly, close() writes the rest, and every read recorded before close() is in the log
+    (a cancel inside the BEGIN once left the write lock held and close() failed "locked")."""
+    import random
+
+    from conftest import initialise
+
+    from shared.storage.dialects import SqliteDialect
+    from shared.storage.store import Store
+
+    path = str(tmp_path / "mpi.sqlite3")
+    first = Store(SqliteDialect(path))
+    await initialise(first)
+    await first.close()
+    rng = random.Random(5)
+    recorded = 0
+    for _ in range(60):
+        store = Store(SqliteDialect(path), audit_flush_seconds=0.001)
+        await store.open()
+        for _ in range(10):
+            store.audit_read("test", "read")
+            recorded += 1
+            await asyncio.sleep(rng.random() * 0.002)
+        await asyncio.wait_for(store.close(), 20)
+    last = Store(SqliteDialect(path))
+    await last.connect()
+    async with last.read() as conn:
+        written = (await conn.execute(sa.select(sa.func.count()).where(t.audit_log.c.action == "read"))).scalar()
+    await last.writer.dispose()
+    assert written == recorded

@@ -326,6 +326,10 @@ class Store:
         while True:
             await asyncio.sleep(self._audit_flush_seconds)
             try:
-                await self.flush_read_audit()
+                # Shielded: close() cancels this loop, and a cancel that lands inside the
+                # flush's BEGIN IMMEDIATE left the SQLite connection holding the write lock
+                # (close's own flush then failed "database is locked"). The flush runs to its
+                # end; close() waits for it on the flush lock.
+                await asyncio.shield(self.flush_read_audit())
             except Exception:  # a full disk must not kill the server; the next round retries
                 log.exception("could not write the audit records of reads")
