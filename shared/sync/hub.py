@@ -70,8 +70,7 @@ __all__ = ["CARD_KINDS", "HubSync"]
 log = logging.getLogger("mpi.sync.hub")
 
 _PULL_MAX = 5000
-_PULL_FRESH_MS = 600_000
-_REGIONS_PER_QUERY = 10_000  # a pull rides on a signed request at most this old
+_PULL_FRESH_MS = 600_000  # a pull rides on a signed request at most this old
 
 
 def _int(value: Any, default: int = 0) -> int:
