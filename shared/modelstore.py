@@ -88,11 +88,15 @@ def running_version(matcher: Matcher) -> str:
     return matcher.model.version if isinstance(matcher, LearnedMatcher) else "fellegi-sunter"
 
 
+async def _named(conn: AsyncConnection) -> str | None:
+    """The version ``node_meta`` names as current, if any."""
+    value = (await conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == CURRENT_KEY))).scalar()
+    return None if value is None else str(value)
+
+
 async def current(conn: AsyncConnection) -> ModelRef:
-    """The model this database says scores here."""
-    version = (
-        await conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == CURRENT_KEY))
-    ).scalar()
+    """The model this database says scores here (none named: the shipped one)."""
+    version = await _named(conn)
     if version is None or version == shipped().version:
         return shipped()
     sha = (await conn.execute(sa.select(t.matcher_model.c.sha256).where(t.matcher_model.c.version == version))).scalar()
@@ -163,15 +167,17 @@ async def list_models(conn: AsyncConnection) -> list[dict[str, Any]]:
 async def refresh(store: Store, matcher: Matcher) -> str:
     """Make ``matcher`` score with this database's current model; returns the version it scores with.
 
-    Cheap when nothing changed (one read of ``node_meta``). A model that cannot be loaded is
-    logged and the running one keeps scoring.
+    Cheap when nothing changed (one read of ``node_meta``). A database that names no model
+    leaves the matcher as it was built (the shipped model, or one a script gave it). A model
+    that cannot be loaded is logged and the running one keeps scoring.
     """
     if not isinstance(matcher, LearnedMatcher):
         return running_version(matcher)
     async with store.read() as conn:
+        named = await _named(conn)
+        if named is None or named == matcher.model.version:
+            return matcher.model.version
         ref = await current(conn)
-        if ref.version == matcher.model.version:
-            return ref.version
         data = await model_data(conn, ref.version)
     try:
         if data is None or sha256_of(data) != ref.sha256:

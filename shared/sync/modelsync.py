@@ -93,7 +93,6 @@ async def notice_for(hub: Any, header: dict[str, Any], node: Any) -> bytes | Non
     held = header.get("model")
     if not isinstance(held, str):
         return None  # a node that does not say (an older version, another scorer): nothing to follow
-    await modelstore.refresh(hub.store, hub.registry.matcher)  # the hub's own scorer follows `mpi-hub model`
     async with hub.store.read() as conn:
         ref = await modelstore.current(conn)
         if ref.version == held:
@@ -101,6 +100,8 @@ async def notice_for(hub: Any, header: dict[str, Any], node: Any) -> bytes | Non
         data = await modelstore.model_data(conn, ref.version)
     if data is None:
         return None
+    if ref.version != modelstore.running_version(hub.registry.matcher):
+        await modelstore.refresh(hub.store, hub.registry.matcher)  # the hub's own scorer follows `mpi-hub model`
     notice = ModelNotice(ref.version, ref.sha256, len(data), node.node_id or node.name, hub.store.node_id)
     return seal_notice(notice, hub.key)
 
