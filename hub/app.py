@@ -28,6 +28,8 @@ HUB_ROUTES = [
           statuses=(200, 400, 401, 403, 409, 413, 422)),
     Route("POST", "/sync/pull", sync.pull, None, "Pull what concerns the node (a signed request with no changes)",
           statuses=(200, 400, 401, 403)),
+    Route("POST", "/sync/model", sync.model, None, "The file of a matcher model the hub named (a signed request)",
+          statuses=(200, 400, 401, 403)),
     Route("POST", "/sync/enroll", nodes.register_node, None, "A node registers its key with its enrolment secret",
           statuses=(200, 400, 403, 429), rate_limit="enroll"),
     Route("GET", "/sync/nodes", nodes.list_nodes, "admin", "Enrolled nodes, their cursors and state"),

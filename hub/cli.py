@@ -1,4 +1,4 @@
-"""mpi-hub: initialise, serve, tokens, node enrolment, import, file sync and dedup workers of the ministry hub.
+"""mpi-hub: initialise, serve, tokens, node enrolment, import, file sync, dedup workers and matcher models of the hub.
 
 Every command takes ``--database-url`` (or ``MPI_DATABASE_URL``); each is a short function
 over the library, and every failure is one stderr line and a non-zero exit.
@@ -47,6 +47,7 @@ from shared.storage import schema as t
 from shared.storage.store import NotInitialised, utc_now
 from shared.sync.hub import HubSync
 
+from .model_cli import add_model_commands
 from .storage import hub_signing_key, hub_store
 
 __all__ = ["main"]
@@ -502,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--until-idle", action="store_true",
                         help="exit once no slice is left to anyone and nothing is pending (a cron job, a test)")
     worker.set_defaults(func=_dedup_worker)
+    add_model_commands(sub, _db)
     return parser
 
 

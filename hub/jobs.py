@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from shared import modelstore
 from shared.dedup import Dedup, DedupStats, plan_sweep
 from shared.keys import settings_key
 
@@ -68,6 +69,7 @@ async def dedup_scheduler(app: web.Application) -> AsyncIterator[None]:
             async with job_lock(store, "drain") as mine:
                 if not mine:
                     return  # another hub process runs this turn
+                await modelstore.refresh(store, runner.dedup.registry.matcher)  # `mpi-hub model` since the last turn
                 stats = await runner.drain_now()
         except Exception:
             log.exception("dedup of new registrations failed; they stay queued")

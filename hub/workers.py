@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from shared import modelstore
 from shared.dedup import Dedup, DedupStats, Slice, claim_slice, finish_slice, renew_slice, slices_left
 from shared.storage import schema as t
 from shared.storage.store import Store, utc_now
@@ -119,6 +120,7 @@ async def run_worker(
     total = DedupStats()
     out = WorkerStats(dedup=total)
     while True:
+        await modelstore.refresh(store, dedup.registry.matcher)  # `mpi-hub model train/use` since the last turn
         pending = await dedup.drain_claimed(batch)
         if pending is not None:
             total.add(pending)

@@ -50,6 +50,10 @@ class HttpLink:
     async def push(self, envelope: bytes) -> bytes:
         return await self._post("/sync/push", envelope, "application/octet-stream")
 
+    async def model(self, request: bytes) -> bytes:
+        """A matcher model's file (``shared.sync.modelsync``): checked by the caller against the signed hash."""
+        return await self._post("/sync/model", request, "application/octet-stream")
+
     async def register(self, request: dict[str, Any]) -> dict[str, Any] | None:
         body = await self._post("/sync/enroll", json.dumps(request).encode(), "application/json")
         result: dict[str, Any] = json.loads(body)

@@ -179,46 +179,19 @@ def evaluate(prob: np.ndarray, raw: np.ndarray, data: dict[str, Any], certain: f
     }
 
 
-def main() -> int:
+def train(data: dict[str, Any], *, seed: int, folds: int, iterations: int, started: float | None = None) -> dict[str, Any]:
+    """The training core: trees and calibration on labelled pairs ``data`` (x, y, group, kind).
+
+    Returns the fitted classifier and calibration, the out-of-fold figures and reliability table,
+    and the rows it trained on (x, y, group, after thinning and blinding). ``mpi-hub model
+    train`` calls this too, with the hub's review decisions added to ``data``.
+    """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.isotonic import IsotonicRegression
     from sklearn.model_selection import GroupKFold
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="30000,60000")
-    parser.add_argument("--fresh", type=int, default=3000, help="never-registered people queried per size")
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--folds", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=150)
-    parser.add_argument("--cache", type=Path, default=ROOT / "bench-out" / "train-pairs.npz")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--version", default=None, help="model version (default: learned-<date>-<seed>)")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    if args.cache.exists():
-        with np.load(args.cache) as z:
-            data = {k: z[k] for k in z.files}
-        if data["x"].shape[1] != len(FEATURES):
-            raise SystemExit(f"{args.cache} holds other features: delete it")
-        print(f"pairs from {args.cache}", file=sys.stderr)
-    else:
-        parts = []
-        offset = 0
-        for size in (int(s) for s in args.sizes.split(",")):
-            data_dir = Path(tempfile.mkdtemp(prefix=f"mpi-train-{size}-"))
-            try:
-                if node_cli(["init", "--data-dir", str(data_dir), "--country", "SN", "--region", "DKR"]) != 0:
-                    raise SystemExit("init failed")
-                part = asyncio.run(pairs_of(size, args.seed + size, args.fresh, data_dir))
-            finally:
-                shutil.rmtree(data_dir, ignore_errors=True)
-            part["group"] = part["group"] + offset
-            offset = int(part["group"].max()) + 1
-            parts.append(part)
-            print(f"size {size:,}: {len(part['y']):,} pairs, {int(part['y'].sum()):,} true", file=sys.stderr, flush=True)
-        data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        args.cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(args.cache, **data)
+    args = argparse.Namespace(seed=seed, folds=folds, iterations=iterations)
+    started = time.perf_counter() if started is None else started
     # Easy negatives (FS evidence under -3 bits: 60% of the pairs, none of 99.5% of true
     # pairs) are thinned to one in five, weighed five: the same fit in half the CPU.
     easy = (data["y"] == 0) & (data["x"][:, FEATURES.index("fs_total")] < -3.0)
@@ -269,6 +242,48 @@ def main() -> int:
                                 "mean_score": round(float(np.average(oof_prob[sel], weights=weight[sel])), 4),
                                 "true_share": round(float(np.average(y[sel], weights=weight[sel])), 4)})
     clf = model().fit(x, y, sample_weight=weight)
+    return {"clf": clf, "iso": iso, "figures": figures, "reliability": reliability, "x": x, "y": y, "group": group}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="30000,60000")
+    parser.add_argument("--fresh", type=int, default=3000, help="never-registered people queried per size")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench-out" / "train-pairs.npz")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--version", default=None, help="model version (default: learned-<date>-<seed>)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    if args.cache.exists():
+        with np.load(args.cache) as z:
+            data = {k: z[k] for k in z.files}
+        if data["x"].shape[1] != len(FEATURES):
+            raise SystemExit(f"{args.cache} holds other features: delete it")
+        print(f"pairs from {args.cache}", file=sys.stderr)
+    else:
+        parts = []
+        offset = 0
+        for size in (int(s) for s in args.sizes.split(",")):
+            data_dir = Path(tempfile.mkdtemp(prefix=f"mpi-train-{size}-"))
+            try:
+                if node_cli(["init", "--data-dir", str(data_dir), "--country", "SN", "--region", "DKR"]) != 0:
+                    raise SystemExit("init failed")
+                part = asyncio.run(pairs_of(size, args.seed + size, args.fresh, data_dir))
+            finally:
+                shutil.rmtree(data_dir, ignore_errors=True)
+            part["group"] = part["group"] + offset
+            offset = int(part["group"].max()) + 1
+            parts.append(part)
+            print(f"size {size:,}: {len(part['y']):,} pairs, {int(part['y'].sum()):,} true", file=sys.stderr, flush=True)
+        data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        args.cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.cache, **data)
+    trained = train(data, seed=args.seed, folds=args.folds, iterations=args.iterations, started=started)
+    clf, iso, figures, reliability = trained["clf"], trained["iso"], trained["figures"], trained["reliability"]
+    x, y, group = trained["x"], trained["y"], trained["group"]
     rng = np.random.default_rng(args.seed)
     sample = rng.choice(len(y), size=min(300, len(y)), replace=False)
     version = args.version or f"learned-{dt.date.today().isoformat()}-s{args.seed}"

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
+from . import modelstore
 from .api.http import actor, principal_key
 from .auth import Auth
 from .cards import Cards
@@ -203,6 +204,8 @@ async def _health(request: web.Request) -> web.Response:
             async with store.read() as conn:
                 await conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == "node_id"))
             body["database"] = "ok"
+            # The model another process made current (mpi-hub model train/use, mpi-node sync) scores from now on.
+            body["matcher"] = await modelstore.refresh(store, matcher)
             for check in app[health_checks_key]:
                 body.update(await check(app))
     except Exception as exc:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from . import modelstore
 from .errors import BadRequest, Duplicate, NotFound
 from .identities import candidates, edit, family, register, search, views
 from .identities import merge as merging
@@ -53,7 +54,12 @@ class Registry:
         self.candidate_limit = candidate_limit
 
     async def load_frequencies(self) -> None:
-        """Name frequencies come from the registry itself: read them once at start-up."""
+        """Name frequencies come from the registry itself: read them once at start-up.
+
+        Every process that scores calls this first: the matcher model this replica was given
+        (``shared.modelstore``: trained at the hub, brought by sync) replaces the shipped one here.
+        """
+        await modelstore.refresh(self.store, self.matcher)
         async with self.store.read() as conn:
             # The same fields as every later add and remove: the counts must agree with them.
             i = t.identity

@@ -390,3 +390,29 @@ async def test_an_item_naming_one_identity_shows_its_detail_and_no_decision(cons
     status, html = await console.page(f"/console/review/{item}")
     assert status == 200 and "Dialo" in html and mpi_id in html
     assert 'value="merge"' not in html and "not a pair" in html
+
+
+async def test_every_page_names_the_model_that_scores_and_follows_a_swap(console: Console) -> None:
+    """The footer names the matcher model; one made current in the database (as sync or
+    ``mpi-hub model use`` do) scores from the next request on, and the pages say so."""
+    import io
+
+    import numpy as np
+
+    from shared import modelstore
+    from shared.matching import default_model
+
+    await console.sign_in()
+    status, html = await console.page("/console/review")
+    assert status == 200 and f"Matcher model: <span class=\"mono\">{default_model().version}</span>" in html
+    with np.load(io.BytesIO(modelstore._shipped()[1])) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["version"] = np.array("learned-2026-12-06-s1-swapped")
+    data = io.BytesIO()
+    np.savez_compressed(data, **arrays)
+    async with console.store.write("test") as tx:
+        await modelstore.save_model(tx, data.getvalue(), {}, make_current=True)
+    async with console.client.get("/health") as r:
+        assert (await r.json())["matcher"] == "learned-2026-12-06-s1-swapped"
+    status, html = await console.page("/console/identities")
+    assert status == 200 and "learned-2026-12-06-s1-swapped</span>" in html

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..auth import Principal
 from ..keys import hub_sync_key, node_sync_key, registry_key, store_key
+from ..modelstore import running_version
 from ..routes import Route
 from .i18n import format_date, format_when, translator
 from .service import ConsoleService
@@ -88,6 +89,7 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
         "paths": state.paths,
         "decides": state.decides,
         "here": request.path_qs,
+        "matcher": running_version(request.config_dict[registry_key].matcher),  # the version that scores here
     }
     return aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
 

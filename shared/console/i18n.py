@@ -161,6 +161,8 @@ FRENCH: dict[str, str] = {
     "behind": "en retard",
     "at its last push": "lors de son dernier envoi",
     "Sync status": "État de la synchronisation",
+    "Matcher model": "Modèle d'appariement",
+    "the hub names": "le hub désigne",
     "Hub": "Hub",
     "not enrolled": "non inscrit",
     "Pending changes": "Modifications en attente",

@@ -2,7 +2,8 @@
 
 A ``merge`` decision is the registry's merge (the older registration survives); a
 ``not_same`` decision is recorded (``items.record_not_same``) and appended to the change log
-(``review.not_same``), so it travels like any write.
+(``review.not_same``), so it travels like any write. Either decision is also kept as a
+labelled pair, with the two identities as they stood (``labels``): the model learns from it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..registry import Registry
 from ..schemas import MergeIn, ReviewDecisionIn, ReviewQuery
 from ..storage import schema as t
 from .items import record_not_same
+from .labels import record_label, snapshot
 
 __all__ = ["decide", "list_reviews"]
 
@@ -92,6 +94,8 @@ async def decide(registry: Registry, item_id: int, body: ReviewDecisionIn, actor
     if len(ids) != 2:
         raise NotAPair("this item is not a pair")
     answer: dict[str, Any] = {"id": item_id, "decision": body.decision}
+    async with registry.store.read() as conn:  # the pair as the reviewer saw it: a labelled pair
+        persons = await snapshot(conn, registry.store.dialect, ids)
     if body.decision == "merge":
         async with registry.store.read() as conn:
             a, b = (await find(conn, ids[0])).row, (await find(conn, ids[1])).row
@@ -117,6 +121,7 @@ async def decide(registry: Registry, item_id: int, body: ReviewDecisionIn, actor
             .where(sa.or_(*pair_items), t.review_item.c.status == "open")
             .values(status="decided", decision=body.decision, decided_by=actor, decided_at=tx.now)
         )
+        await record_label(tx, item_id, body.decision, persons)
         tx.change("review.decision", ids[0], {"item": item_id, "decision": body.decision, "mpi_ids": ids})
         tx.audit("review_decision", ids[0], item=item_id, decision=body.decision, mpi_ids=ids, reason=body.reason,
                  score=row.similarity_score, closed=done.rowcount)

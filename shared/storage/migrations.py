@@ -277,6 +277,16 @@ def _v91_dedup_workers(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.dedup_slice, schema.job_run])
 
 
+def _v100_match_labels(conn: Connection) -> None:
+    """Review decisions with the two identities as they stood: labelled pairs (issue 20)."""
+    schema.metadata.create_all(conn, tables=[schema.match_label])
+
+
+def _v101_matcher_models(conn: Connection) -> None:
+    """Matcher models trained at the hub or received by sync, stored with their hash (issue 20)."""
+    schema.metadata.create_all(conn, tables=[schema.matcher_model])
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
@@ -299,6 +309,9 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (90, "campaign", _v90_campaign),
     # 91: dedup workers and several hub processes (branch workers; 90 went to campaign).
     (91, "dedup_workers", _v91_dedup_workers),
+    # 100-101: learning from reviewers, the model reaching nodes (branch modelsync).
+    (100, "match_labels", _v100_match_labels),
+    (101, "matcher_models", _v101_matcher_models),
 ]
 
 

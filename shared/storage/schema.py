@@ -24,6 +24,8 @@ __all__ = [
     "dedup_pending",
     "merge_unlink",
     "dedup_progress",
+    "match_label",
+    "matcher_model",
     "merge_link",
     "metadata",
     "name_token",
@@ -469,4 +471,36 @@ job_run = sa.Table(
     sa.Column("started_at", sa.String(24), nullable=False),
     sa.Column("finished_at", sa.String(24), nullable=True),
     sa.Index("ix_job_run_job", "job", "started_at"),
+)
+
+# -- learning from reviewers (migrations 100 and 101) ------------------------------------------
+
+# Migration 100: every review decision (``merge``, ``not_same``) with the two identities as
+# they stood when it was made (JSON of the matcher's fields): the labelled pairs that
+# ``mpi-hub model train`` adds to the generator's.
+match_label = sa.Table(
+    "match_label",
+    metadata,
+    sa.Column("pk", _Pk, primary_key=True, autoincrement=True),
+    sa.Column("item_id", sa.BigInteger, nullable=False),
+    sa.Column("decision", sa.String(12), nullable=False),  # merge, not_same
+    sa.Column("person_a", sa.Text, nullable=False),
+    sa.Column("person_b", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("decided_at", sa.String(24), nullable=False),
+    sa.Index("ix_match_label_item", "item_id"),
+)
+
+# Migration 101: the matcher models this database holds (the hub: the ones it trained; a node:
+# the ones sync brought), the file itself and its SHA-256. Which one scores is
+# ``node_meta['matcher_model']`` (a version; none: the model shipped in the package).
+matcher_model = sa.Table(
+    "matcher_model",
+    metadata,
+    sa.Column("version", sa.String(100), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("meta", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("created_at", sa.String(24), nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False),
 )

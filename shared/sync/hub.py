@@ -35,7 +35,7 @@ from ..registry import Registry
 from ..schemas import decode_json
 from ..storage import schema as t
 from ..storage.store import Store, Tx
-from . import holdings
+from . import holdings, modelsync
 from .apply import Applier, HubPolicy, NodeAuthority
 from .changelog import GENESIS_HASH, Change
 from .changeset import (
@@ -230,6 +230,9 @@ class HubSync:
                                             own=own_range)
             if sealed is not None:
                 parts.append(("E", sealed))
+        notice = await modelsync.notice_for(self, env.header, node) if reply_feed and isinstance(pull, dict) else None
+        if notice is not None:  # the node scores with another model than the hub's current one
+            parts.append(("M", notice))
         return join_parts(parts)
 
     async def _own(self, node: Any, after: int, limit: int) -> bytes:

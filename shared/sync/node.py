@@ -1,12 +1,12 @@
 """The node's side of sync: what it pushes, what it does with the hub's replies, and its state.
 
-A round is push then pull over any ``Link`` (HTTP in ``node/sync_client.py``; a bundle file
-in ``transports.py``, whose reply comes back as the hub's bundle): change sets of
-unacknowledged changes, sized from the measured link speed so that each request stays well
-under the timeout, each carrying the node's pull cursor so that the reply holds the
-acknowledgement and what to pull (one round trip when there is nothing to do). Every hub envelope is checked against the hub key pinned at enrolment and applied
-together with the cursor in one SQLite transaction. A refusal is kept, with its reason, for
-``GET /sync/status``.
+A round is push then pull over any ``Link`` (HTTP in ``node/sync_client.py``; a bundle file in
+``transports.py``, whose reply comes back as the hub's bundle): change sets of unacknowledged
+changes, sized from the measured link speed so that each request stays well under the timeout,
+each carrying the node's pull cursor so that the reply holds the acknowledgement and what to pull
+(one round trip when there is nothing to do), and the matcher model the hub names (``modelsync``).
+Hub envelopes are checked against the hub key pinned at enrolment and applied with the cursor in
+one SQLite transaction. A refusal is kept, with its reason, for ``GET /sync/status``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ..crypto import key_id
 from ..registry import Registry
 from ..storage import schema as t
 from ..storage.store import Store
+from . import modelsync
 from .apply import Applier, NodePolicy, Remote
 from .catchup import take_chain
 from .changelog import GENESIS_HASH, Change
@@ -210,6 +211,7 @@ class NodeSync:
             own = self._own_range()
             if own is not None:
                 extra["pull"]["own"] = list(own)
+            extra.update(modelsync.header(self.registry.matcher))  # the hub names its model if it differs
         key, kid = self._key_of(changes)
         sealed = seal_changes(
             changes, key, node_id=self.store.node_id, key_id=kid,
@@ -221,7 +223,7 @@ class NodeSync:
     # -- incoming -----------------------------------------------------------------------------
 
     async def incoming(self, reply: bytes) -> Moved:
-        """Apply a reply or a bundle from the hub: acknowledgements and feed envelopes."""
+        """Apply a reply or a bundle from the hub: acknowledgements, feed envelopes, the model it names."""
         moved = Moved()
         if not reply:
             return moved
@@ -232,6 +234,8 @@ class NodeSync:
                 applied, more = await self._feed(data)
                 moved.pulled += applied
                 moved.more = more
+            elif kind == "M":
+                await modelsync.noticed(self, data)
         moved.acked_seq, moved.pull_pos = self.acked, self.pull_pos
         return moved
 
@@ -269,9 +273,7 @@ class NodeSync:
         more = bool(env.header.get("more"))
         async with self.store.write("sync") as tx:
             # Read the cursor inside the transaction: two rounds at once must not both apply.
-            cursor = int(
-                (await tx.conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == _PULL))).scalar() or 0
-            )
+            cursor = int((await tx.conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == _PULL))).scalar() or 0)
             cursor_hash = (
                 await tx.conn.execute(sa.select(t.node_meta.c.value).where(t.node_meta.c.key == _PULL_HASH))
             ).scalar() or GENESIS_HASH
@@ -328,9 +330,7 @@ class NodeSync:
     async def status(self) -> dict[str, Any]:
         await self.refresh()
         async with self.store.read() as conn:
-            refusals = (
-                await conn.execute(sa.select(t.sync_refusal).order_by(t.sync_refusal.c.pk.desc()).limit(100))
-            ).all()
+            refusals = (await conn.execute(sa.select(t.sync_refusal).order_by(t.sync_refusal.c.pk.desc()).limit(100))).all()
         return {
             "node_id": self.store.node_id,
             "name": self.meta.get("sync_name"),
@@ -349,6 +349,7 @@ class NodeSync:
             "restored": json.loads(self.meta[RESTORED]) if self.meta.get(RESTORED) else None,
             "caught_up": json.loads(self.meta[CAUGHT_UP]) if self.meta.get(CAUGHT_UP) else None,
             "last_round": asdict(self.last_moved) if self.last_moved else None,
+            **modelsync.status(self),
             "refused": [
                 {"at": r.at, "first_seq": r.first_seq, "last_seq": r.last_seq, "code": r.code, "reason": r.reason,
                  "pending": r.last_seq > self.acked}
@@ -380,6 +381,8 @@ class NodeSync:
             finally:
                 await self._keep_sizes()
             if link.immediate:
+                if said := await modelsync.follow(self, link):  # the model the hub named, if it is new here
+                    moved.notes.append(said)
                 await self.note(success=True)
                 self.last_moved = moved
             return moved
