@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
 from shared.app import build_app
+from shared.compose import compose
 from shared.console import CONSOLE_ROUTES, HUB_CONSOLE_ROUTES
-from shared.dedup import Dedup
-from shared.keys import hub_sync_key, registry_key, settings_key, store_key
 from shared.metrics import hub_metrics, metric_sources_key
 from shared.routes import REVIEW_ROUTES, Route
 from shared.settings import Settings
-from shared.sync.hub import HubSync
+from shared.stores import hub_signing_key
 
 from .api import dedup, nodes, sync
-from .jobs import DedupRunner, dedup_runner_key, dedup_scheduler
-from .storage import hub_signing_key, hub_store
+from .jobs import dedup_scheduler
 
 __all__ = ["HUB_ROUTES", "create_app", "hub_signing_key"]
 
@@ -38,16 +34,9 @@ HUB_ROUTES = [
 ]
 
 
-async def _hub_key(app: web.Application) -> AsyncIterator[None]:
-    app[hub_sync_key].start(hub_signing_key(app[store_key].meta, app[settings_key]))
-    yield
-
-
 def create_app(settings: Settings) -> web.Application:
-    store = hub_store(settings)
-    app = build_app(settings, store, role="hub", extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[_hub_key, dedup_scheduler],
+    """The hub's API over its services (``shared.compose``): sync, enrolment and the dedup runner come in with them."""
+    app = build_app(compose(settings, "hub"), extra_routes=[*REVIEW_ROUTES, *HUB_ROUTES], lifetimes=[dedup_scheduler],
                     console_routes=[*CONSOLE_ROUTES, *HUB_CONSOLE_ROUTES])
     app[metric_sources_key].append(hub_metrics)
-    app[dedup_runner_key] = DedupRunner(Dedup(app[registry_key], auto_merge=settings.auto_merge_threshold))
-    app[hub_sync_key] = HubSync(store, app[registry_key], max_skew_seconds=settings.max_clock_skew_seconds)
     return app

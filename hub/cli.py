@@ -32,12 +32,13 @@ from shared.cli import (
     country_code,
     positive_int,
     region_code,
-    registry_for,
     run,
     settings_table,
     token_command,
 )
+from shared.compose import Services, services
 from shared.crypto import PLAIN_META, SEALED_META, key_id, seal_signing_key, sealing_key
+from shared.dedup import Dedup
 from shared.files import write_private
 from shared.ids import MAX_NODE_NUMBER
 from shared.logs import configure_logging
@@ -45,10 +46,10 @@ from shared.seed import BATCH, seed_rows
 from shared.settings import Settings
 from shared.storage import schema as t
 from shared.storage.store import NotInitialised, utc_now
+from shared.stores import hub_signing_key, hub_store
 from shared.sync.hub import HubSync
 
 from .model_cli import add_model_commands
-from .storage import hub_signing_key, hub_store
 
 __all__ = ["main"]
 
@@ -82,14 +83,12 @@ def _create_database(url: str) -> bool:
 async def _init(args: argparse.Namespace) -> int:
     settings = _settings(args)
     country = country_code(args.country)
-    store = hub_store(settings)
+    hub_store(settings)  # a missing or wrong URL is one line before anything is created
     created = _create_database(settings.database_url)
     key = SigningKey.generate()
     sealing, source = sealing_key(settings.hub_key_secret, settings.hub_key_file, create=True)
-    await store.connect()
-    try:
-        await store.migrate()
-        await store.initialise(
+    async with services(settings, "hub", state=False, frequencies=False, sign=False) as hub:
+        await hub.store.initialise(
             {
                 "role": "hub",
                 "node_id": f"hub-{uuid.uuid4().hex[:16]}",
@@ -102,33 +101,22 @@ async def _init(args: argparse.Namespace) -> int:
                 "created_at": utc_now(),
             }
         )
-    finally:
-        await store.close()
     print(f"initialised hub for {country}{' (database created)' if created else ''}; hub key {key_id(key.verify_key)}, "
           f"sealed with {source}")
     return 0
 
 
 async def _migrate(args: argparse.Namespace) -> int:
-    store = hub_store(_settings(args))
-    await store.connect()
-    try:
-        done = await store.migrate()
-    finally:
-        await store.close()
+    async with services(_settings(args), "hub", state=False, frequencies=False, sign=False) as hub:
+        done = hub.migrated
     print("applied: " + ", ".join(done) if done else "schema is up to date")
     return 0
 
 
 async def _check_key(settings: Settings) -> None:
     """Open the hub's signing key once before serving: a missing or wrong sealing key is one line."""
-    store = hub_store(settings)
-    await store.connect()
-    try:
-        await store.load_state()
-        hub_signing_key(store.meta, settings)
-    finally:
-        await store.close()
+    async with services(settings, "hub", migrate=False, frequencies=False):
+        pass
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -150,35 +138,25 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _token(args: argparse.Namespace) -> int:
-    return await token_command(hub_store(_settings(args)), args)
+    return await token_command(_settings(args), "hub", args)
 
 
 @contextlib.asynccontextmanager
 async def _hub(args: argparse.Namespace) -> AsyncIterator[HubSync]:
-    settings = _settings(args)
-    store = hub_store(settings)
-    await store.connect()
-    try:
-        await store.load_state()
-        signing = hub_signing_key(store.meta, settings)
-        registry = registry_for(store, settings)
-        await registry.load_frequencies()
-        hub = HubSync(store, registry, max_skew_seconds=settings.max_clock_skew_seconds)
-        hub.start(signing)
-        yield hub
-    finally:
-        await store.close()
+    """The hub's sync (enrolment, bundles) over its services, its signing key open."""
+    async with services(_settings(args), "hub", migrate=False) as hub:
+        assert hub.hub_sync is not None
+        yield hub.hub_sync
+
+
+def _dedup_of(hub: Services) -> Dedup:
+    assert hub.dedup is not None
+    return hub.dedup
 
 
 async def _dedup_sweep(args: argparse.Namespace) -> int:
-    from shared.dedup import Dedup
-
-    async with _hub(args) as hub:
-        settings = _settings(args)
-        registry = hub.registry
-        await hub.store.migrate()
-        await registry.load_frequencies()
-        dedup = Dedup(registry, auto_merge=settings.auto_merge_threshold)
+    async with services(_settings(args), "hub") as hub:
+        dedup = _dedup_of(hub)
         started = time.monotonic()
 
         def progress(stats: Any, last_pk: int) -> None:
@@ -199,12 +177,8 @@ async def _dedup_sweep(args: argparse.Namespace) -> int:
 
 
 async def _dedup_run(args: argparse.Namespace) -> int:
-    from shared.dedup import Dedup
-
-    async with _hub(args) as hub:
-        settings = _settings(args)
-        await hub.store.migrate()
-        stats = await Dedup(hub.registry, auto_merge=settings.auto_merge_threshold).drain()
+    async with services(_settings(args), "hub") as hub:
+        stats = await _dedup_of(hub).drain()
     print(f"checked {stats.checked:,} queued identities: {stats.merged:,} merged, {stats.queued:,} queued for review")
     return 0
 
@@ -212,15 +186,8 @@ async def _dedup_run(args: argparse.Namespace) -> int:
 async def _dedup_plan(args: argparse.Namespace) -> int:
     from shared.dedup import plan_sweep
 
-    settings = _settings(args)
-    store = hub_store(settings)
-    await store.connect()
-    try:
-        await store.migrate()
-        await store.load_state()
-        made = await plan_sweep(store, "sweep", size=args.batch, restart=args.restart)
-    finally:
-        await store.close()
+    async with services(_settings(args), "hub", frequencies=False, sign=False) as hub:
+        made = await plan_sweep(hub.store, "sweep", size=args.batch, restart=args.restart)
     if made:
         print(f"cut the sweep into {made:,} slices of about {args.batch:,} identities for mpi-hub dedup worker")
     else:
@@ -229,16 +196,13 @@ async def _dedup_plan(args: argparse.Namespace) -> int:
 
 
 async def _dedup_worker(args: argparse.Namespace) -> int:
-    from shared.dedup import Dedup
-
     from .workers import process_name, run_worker
 
     if args.lease < 3:
         raise CliError("--lease must be at least 3 seconds", 2)
     name = args.name or process_name()
-    async with _hub(args) as hub:
-        settings = _settings(args)
-        dedup = Dedup(hub.registry, auto_merge=settings.auto_merge_threshold, actor=f"dedup:{name}")
+    async with services(_settings(args), "hub", migrate=False, dedup_actor=f"dedup:{name}") as hub:
+        dedup = _dedup_of(hub)
 
         def on_slice(lo: int, hi: int, stats: Any) -> None:
             print(f"slice ({lo}, {hi}]: {stats.checked:,} checked, {stats.merged:,} merged, {stats.queued:,} queued",
@@ -256,18 +220,11 @@ async def _import(args: argparse.Namespace) -> int:
     """Seed the registry from a file: bulk, resumable, every row mapped (``shared/seed.py``)."""
     path = Path(args.file)
     sha = file_sha256(path)  # a missing file is one line before the database is opened
-    settings = _settings(args)
-    store = hub_store(settings)
-    await store.connect()
-    try:
-        await store.migrate()
-        await store.load_state()
-        registry = registry_for(store, settings)
-        HubSync(store, registry, max_skew_seconds=settings.max_clock_skew_seconds)  # its hook feeds the nodes
-        stats = await seed_rows(registry, path, actor=args.actor, batch=args.batch, progress=sys.stderr.isatty())
-        mapped = await write_map(store, sha, Path(args.map)) if args.map else 0
-    finally:
-        await store.close()
+    # No name frequencies (nothing is matched here) and no signing key: the hub's sync, composed
+    # with the rest, only feeds the nodes (its change hook) what the import creates.
+    async with services(_settings(args), "hub", frequencies=False, sign=False) as hub:
+        stats = await seed_rows(hub.registry, path, actor=args.actor, batch=args.batch, progress=sys.stderr.isatty())
+        mapped = await write_map(hub.store, sha, Path(args.map)) if args.map else 0
     report = Path(args.report) if args.report else path.with_name(path.name + ".report.csv")
     append_report(stats.report, report)
     invalid = [e for e in stats.report if e["action"] == "error"]
@@ -332,11 +289,8 @@ async def _node_list(args: argparse.Namespace) -> int:
 async def _key_reseal(args: argparse.Namespace) -> int:
     """Seal the hub's signing key under a new sealing key (or, for an older hub, seal a key kept in clear)."""
     settings = _settings(args)
-    store = hub_store(settings)
-    await store.connect()
-    try:
-        await store.migrate()
-        await store.load_state()
+    async with services(settings, "hub", frequencies=False, sign=False) as hub:
+        store = hub.store
         meta = store.meta
         if SEALED_META in meta:
             key = hub_signing_key(meta, settings)
@@ -361,8 +315,6 @@ async def _key_reseal(args: argparse.Namespace) -> int:
             await tx.conn.execute(sa.delete(t.node_meta).where(t.node_meta.c.key.in_([SEALED_META, PLAIN_META])))
             await tx.conn.execute(sa.insert(t.node_meta).values(key=SEALED_META, value=seal_signing_key(key, sealing)))
             tx.audit("hub_key_reseal", None, sealed_with=source.split("/")[-1], key_id=key_id(key.verify_key))
-    finally:
-        await store.close()
     print(f"sealed the hub's signing key {key_id(key.verify_key)} with {source}")
     if args.new_key_file or new_secret:
         print("serve the hub with " + (f"MPI_HUB_KEY_FILE={source}" if args.new_key_file else

@@ -19,7 +19,6 @@ is logged and the next run tries again: what was pending stays pending.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
@@ -28,34 +27,15 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from shared import modelstore
-from shared.dedup import Dedup, DedupStats, plan_sweep
-from shared.keys import settings_key
+from shared.dedup import plan_sweep
+from shared.dedup_runner import DedupRunner
+from shared.keys import dedup_runner_key, settings_key
 
 from .workers import job_lock
 
 __all__ = ["DedupRunner", "dedup_runner_key", "dedup_scheduler"]
 
 log = logging.getLogger("mpi.dedup.job")
-
-
-class DedupRunner:
-    """One hub process's dedup passes, one at a time."""
-
-    def __init__(self, dedup: Dedup) -> None:
-        self.dedup = dedup
-        self._lock = asyncio.Lock()
-
-    async def drain_now(self) -> DedupStats:
-        """Check everything queued so far; returns what this pass did."""
-        async with self._lock:
-            return await self.dedup.drain()
-
-    async def sweep_now(self) -> DedupStats:
-        async with self._lock:
-            return await self.dedup.sweep()
-
-
-dedup_runner_key = web.AppKey("dedup_runner", DedupRunner)
 
 
 async def dedup_scheduler(app: web.Application) -> AsyncIterator[None]:

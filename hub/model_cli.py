@@ -36,14 +36,13 @@ from typing import Any
 import numpy as np
 
 from shared import modelstore
-from shared.cli import CliError, OneLineParser, positive_int, registry_for
+from shared.cli import CliError, OneLineParser, positive_int
+from shared.compose import services
 from shared.matching import FEATURES, LearnedMatcher, LearnedModel, NameFrequencies
 from shared.matching.features import FS_FEATURES, features
 from shared.matching.score import _features
 from shared.review import labels
 from shared.settings import Settings
-
-from .storage import hub_store
 
 __all__ = ["add_model_commands"]
 
@@ -76,19 +75,14 @@ def _training_script() -> ModuleType:
 
 async def _read_hub(settings: Settings) -> tuple[list[labels.LabelledPair], LearnedModel, NameFrequencies]:
     """The decisions, the current model and the registry's name frequencies."""
-    store = hub_store(settings)
-    await store.open()
-    try:
-        registry = registry_for(store, settings)
-        await registry.load_frequencies()  # also: the current model, into the matcher
-        matcher = registry.matcher
+    # The frequencies' load also brings the current model into the matcher.
+    async with services(settings, "hub", sign=False) as hub:
+        matcher = hub.matcher
         if not isinstance(matcher, LearnedMatcher):
             raise CliError("MPI_MATCHER is fellegi_sunter: there is no learned model to retrain")
-        async with store.read() as conn:
-            pairs = await labels.pairs(conn, store.dialect)
-        return pairs, matcher.model, registry.frequencies
-    finally:
-        await store.close()
+        async with hub.store.read() as conn:
+            pairs = await labels.pairs(conn, hub.store.dialect)
+        return pairs, matcher.model, hub.frequencies
 
 
 def _generated(tm: ModuleType, size: int, seed: int, fresh: int) -> dict[str, Any]:
@@ -239,25 +233,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 async def _store(settings: Settings, data: bytes, meta: dict[str, Any]) -> modelstore.ModelRef:
-    store = hub_store(settings)
-    await store.open()
-    try:
-        async with store.write("mpi-hub model train") as tx:
+    async with services(settings, "hub", frequencies=False, sign=False) as hub:
+        async with hub.store.write("mpi-hub model train") as tx:
             ref = await modelstore.save_model(tx, data, meta, make_current=True)
             tx.audit("model_train", None, version=ref.version, sha256=ref.sha256, held_out=meta.get("held_out"))
         return ref
-    finally:
-        await store.close()
 
 
 async def _list(args: argparse.Namespace) -> int:
-    store = hub_store(_settings(args))
-    await store.open()
-    try:
-        async with store.read() as conn:
-            models = await modelstore.list_models(conn)
-    finally:
-        await store.close()
+    async with services(_settings(args), "hub", frequencies=False, sign=False) as hub, hub.store.read() as conn:
+        models = await modelstore.list_models(conn)
     for m in models:
         print(json.dumps(m) if args.json else
               f"{'*' if m['current'] else ' '} {m['version']:<48} {m['sha256'][:16]}  {m['created_at'] or 'shipped'}")
@@ -265,16 +250,11 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _use(args: argparse.Namespace) -> int:
-    store = hub_store(_settings(args))
-    await store.open()
-    try:
-        async with store.write("mpi-hub model use") as tx:
-            try:
-                await modelstore.set_current(tx, args.version)
-            except LookupError as exc:
-                raise CliError(f"{exc}: see mpi-hub model list") from None
-    finally:
-        await store.close()
+    async with services(_settings(args), "hub", frequencies=False, sign=False) as hub, hub.store.write("mpi-hub model use") as tx:
+        try:
+            await modelstore.set_current(tx, args.version)
+        except LookupError as exc:
+            raise CliError(f"{exc}: see mpi-hub model list") from None
     print(f"model {args.version} is current at the hub: nodes take it on their next sync")
     return 0
 

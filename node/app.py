@@ -7,16 +7,15 @@ from typing import Any
 from aiohttp import web
 
 from shared.app import build_app
+from shared.compose import compose
 from shared.console import CONSOLE_ROUTES, NODE_CONSOLE_ROUTES
-from shared.keys import node_sync_key, registry_key, store_key
+from shared.keys import node_sync_key, store_key
 from shared.metrics import metric_sources_key, node_metrics
 from shared.routes import Route
 from shared.settings import Settings
-from shared.sync.node import NodeSync
 
 from .api import sync
 from .jobs import sync_scheduler
-from .storage import load_keys, node_store
 
 __all__ = ["NODE_ROUTES", "create_app"]
 
@@ -43,12 +42,8 @@ async def _sync_health(app: web.Application) -> dict[str, Any]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    store = node_store(settings)
-    app = build_app(settings, store, role="node", extra_routes=NODE_ROUTES, lifetimes=[sync_scheduler],
+    """The node's API over its services (``shared.compose``): its sync comes in with them."""
+    app = build_app(compose(settings, "node"), extra_routes=NODE_ROUTES, lifetimes=[sync_scheduler],
                     health=[_sync_health], console_routes=[*CONSOLE_ROUTES, *NODE_CONSOLE_ROUTES])
     app[metric_sources_key].append(node_metrics)
-    app[node_sync_key] = NodeSync(
-        store, app[registry_key], load_keys(settings.data_dir),
-        batch_max=settings.sync_batch_max, request_seconds=settings.sync_request_seconds,
-    )
     return app

@@ -23,11 +23,11 @@ from shared.cli import (
     add_token_commands,
     country_code,
     region_code,
-    registry_for,
     run,
     settings_table,
     token_command,
 )
+from shared.compose import services
 from shared.crypto import generate_key_file, key_id
 from shared.files import write_private
 from shared.ids import MAX_NODE_NUMBER
@@ -38,7 +38,7 @@ from shared.sync.enrolment import Enrolment, enrol
 from shared.sync.errors import LinkDown, SyncError, status_of
 from shared.sync.node import NodeSync
 
-from .storage import DB_NAME, KEY_NAME, load_keys, node_store
+from .storage import DB_NAME, KEY_NAME
 from .sync_client import HttpLink
 
 __all__ = ["main"]
@@ -67,16 +67,9 @@ def _read_enrolment(path: str) -> Enrolment:
 @contextlib.asynccontextmanager
 async def _node_sync(settings: Settings) -> AsyncIterator[NodeSync]:
     _require_initialised(settings)
-    store = node_store(settings)
-    await store.open()
-    try:
-        registry = registry_for(store, settings)
-        await registry.load_frequencies()
-        yield NodeSync(store, registry, load_keys(settings.data_dir),
-                       batch_max=settings.sync_batch_max,
-                       request_seconds=settings.sync_request_seconds)
-    finally:
-        await store.close()
+    async with services(settings, "node") as node:
+        assert node.node_sync is not None
+        yield node.node_sync
 
 
 async def _register(sync: NodeSync, settings: Settings) -> str:
@@ -121,11 +114,8 @@ async def _init(args: argparse.Namespace) -> int:
     if (folder / DB_NAME).exists() or (folder / KEY_NAME).exists():
         raise CliError(f"{folder} holds a node already")
     signing_key = generate_key_file(folder / KEY_NAME)
-    store = node_store(settings)
-    await store.connect()
-    try:
-        await store.migrate()
-        await store.initialise(
+    async with services(settings, "node", state=False, frequencies=False) as node:
+        await node.store.initialise(
             {
                 "role": "node",
                 "node_id": f"node-{uuid.uuid4().hex[:16]}",
@@ -137,8 +127,6 @@ async def _init(args: argparse.Namespace) -> int:
                 "created_at": utc_now(),
             }
         )
-    finally:
-        await store.close()
     if enrolment is None:
         print(f"initialised node {country}-{region} (node number {args.node_number}) in {folder}")
         return 0
@@ -197,12 +185,8 @@ async def _sync(args: argparse.Namespace) -> int:
 async def _migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _require_initialised(settings)
-    store = node_store(settings)
-    await store.connect()
-    try:
-        done = await store.migrate()
-    finally:
-        await store.close()
+    async with services(settings, "node", state=False, frequencies=False) as node:
+        done = node.migrated
     print("applied: " + ", ".join(done) if done else "schema is up to date")
     return 0
 
@@ -276,7 +260,7 @@ def _restore(args: argparse.Namespace) -> int:
 async def _token(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _require_initialised(settings)
-    return await token_command(node_store(settings), args)
+    return await token_command(settings, "node", args)
 
 
 async def _import(args: argparse.Namespace) -> int:
@@ -284,8 +268,7 @@ async def _import(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _require_initialised(settings)
-    return await import_file(node_store(settings), settings, Path(args.file), report=args.report, actor=args.actor,
-                             map_path=args.map)
+    return await import_file(settings, Path(args.file), report=args.report, actor=args.actor, map_path=args.map)
 
 
 def build_parser() -> argparse.ArgumentParser:

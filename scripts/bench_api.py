@@ -49,8 +49,8 @@ import synth  # noqa: E402
 
 from node.cli import main as node_cli  # noqa: E402
 from node.storage import node_store  # noqa: E402
-from shared.matching import LearnedMatcher, NameFrequencies, Person  # noqa: E402
-from shared.registry import Registry  # noqa: E402
+from shared.compose import registry_of  # noqa: E402
+from shared.matching import Person  # noqa: E402
 from shared.schemas import RegisterIn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.storage import schema as t  # noqa: E402
@@ -95,8 +95,7 @@ async def load(data: Path, n: int, seed: int) -> float:
     settings = Settings(data_dir=str(data), sqlite_synchronous="NORMAL")
     store = node_store(settings)
     await store.open()
-    frequencies = NameFrequencies()
-    registry = Registry(store, LearnedMatcher(frequencies=frequencies), frequencies)
+    registry = registry_of(store, settings)  # the learned matcher, the default
     started = time.perf_counter()
     batch: list[tuple[RegisterIn, Person]] = []
     done = 0

@@ -43,9 +43,10 @@ import sqlalchemy as sa  # noqa: E402
 import synth  # noqa: E402
 from bench_api import _body  # noqa: E402
 
+from shared.compose import registry_of  # noqa: E402
 from shared.dedup import Dedup, DedupStats, enqueue  # noqa: E402
 from shared.identities.candidates import candidates  # noqa: E402
-from shared.matching import LearnedMatcher, NameFrequencies, person_of  # noqa: E402
+from shared.matching import person_of  # noqa: E402
 from shared.registry import Registry  # noqa: E402
 from shared.schemas import RegisterIn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -173,8 +174,7 @@ async def run(
     await store.migrate()
     await store.initialise({"role": "hub", "node_id": "hub-bench", "node_number": "2047", "country": "SN", "region": "DKR"})
     await store.load_state()
-    frequencies = NameFrequencies()
-    registry = Registry(store, LearnedMatcher(frequencies=frequencies), frequencies, candidate_limit)
+    registry = registry_of(store, Settings(matcher="learned", candidate_limit=candidate_limit))
     records = list(synth.generate(n + incremental, seed=seed, dup_rate=dup_share / (1 - dup_share), lookalike_rate=0.03))
     base, late = records[:n], records[n:]
     mpi_of: dict[str, str] = {}

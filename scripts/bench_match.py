@@ -47,7 +47,7 @@ from bench_api import _body, _pct  # noqa: E402
 from node.cli import main as node_cli  # noqa: E402
 from node.storage import node_store  # noqa: E402
 from shared.bulk import import_rows  # noqa: E402
-from shared.matching import LearnedMatcher, Matcher, NameFrequencies  # noqa: E402
+from shared.compose import matcher_for, registry_of  # noqa: E402
 from shared.registry import Registry  # noqa: E402
 from shared.schemas import MatchIn, RegisterIn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -57,15 +57,14 @@ FLOORS = (0.0, 0.001, 0.01, 0.05)
 MATCH_FLOOR = float(MatchIn.model_fields["min_score"].default)  # /mpi/match min_score values to report recall at
 
 
-SCORERS = {"learned": LearnedMatcher, "fs": Matcher}
+SCORERS = {"learned": "learned", "fs": "fellegi_sunter"}  # --scorers name -> MPI_MATCHER
 
 
 async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path, scorers: list[str]) -> list[dict[str, Any]]:
     store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
     await store.open()
-    frequencies = NameFrequencies()
-    matcher: Matcher = SCORERS[scorers[0]](frequencies=frequencies)
-    registry = Registry(store, matcher, frequencies)
+    registry = registry_of(store, Settings(matcher=SCORERS[scorers[0]]))
+    matcher = registry.matcher
     originals: list[dict[str, Any]] = []
     probes: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rec in synth.generate(size, seed=seed):
@@ -101,7 +100,7 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
     load_s = time.perf_counter() - started
     out = []
     for name in scorers:
-        registry.matcher = SCORERS[name](frequencies=frequencies)
+        registry.matcher = matcher_for(Settings(matcher=SCORERS[name]), registry.frequencies)
         out.append({"scorer": name, "size": size, "load_s": round(load_s, 1)} | await _probe(registry, probes, mpi_of))
     if not import_rows_n:
         await store.close()
@@ -235,9 +234,8 @@ async def run_children(size: int, queries: int, seed: int, data: Path, scorer: s
     """
     store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
     await store.open()
-    frequencies = NameFrequencies()
-    matcher: Matcher = SCORERS[scorer](frequencies=frequencies)
-    registry = Registry(store, matcher, frequencies)
+    registry = registry_of(store, Settings(matcher=SCORERS[scorer]))
+    matcher = registry.matcher
     records = list(synth.generate_children(size, seed=seed))
     mpi_of: dict[str, str] = {}
     started = time.perf_counter()

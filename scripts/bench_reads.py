@@ -32,8 +32,7 @@ sys.path.insert(0, str(args.root))
 import sqlalchemy as sa  # noqa: E402
 
 from node.storage import node_store  # noqa: E402
-from shared.matching import LearnedMatcher, NameFrequencies  # noqa: E402
-from shared.registry import Registry  # noqa: E402
+from shared.compose import registry_of  # noqa: E402
 from shared.schemas import SearchQuery  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.storage import schema as t  # noqa: E402
@@ -42,8 +41,7 @@ from shared.storage import schema as t  # noqa: E402
 async def main() -> None:
     store = node_store(Settings(data_dir=str(args.data_dir)))
     await store.open()
-    frequencies = NameFrequencies()
-    registry = Registry(store, LearnedMatcher(frequencies=frequencies), frequencies)
+    registry = registry_of(store, Settings(matcher="learned"))
     await registry.load_frequencies()
     async with store.read() as conn:
         rows = (await conn.execute(sa.select(t.identity.c.mpi_id, t.identity.c.first_name, t.identity.c.last_name))).all()

@@ -46,7 +46,7 @@ def cli(module: str, *args: str, env: dict[str, str] | None = None, check: bool 
 
 
 async def fill(data: Path, n: int, seed: int, region: str = "DKR", per_tx: int = 10) -> None:
-    from shared.cli import registry_for
+    from shared.compose import registry_of
     from shared.matching import Person
     from shared.schemas import RegisterIn
     from shared.settings import Settings
@@ -55,7 +55,7 @@ async def fill(data: Path, n: int, seed: int, region: str = "DKR", per_tx: int =
 
     store = Store(SqliteDialect(str(data / "mpi.sqlite3"), "NORMAL"))
     await store.open()
-    registry = registry_for(store, Settings())
+    registry = registry_of(store, Settings())
     batch: list[Any] = []
     try:
         for rec in generate(n, seed=seed, dup_rate=0, lookalike_rate=0):

@@ -47,10 +47,9 @@ from bench_api import _body  # noqa: E402
 
 from node.cli import main as node_cli  # noqa: E402
 from node.storage import node_store  # noqa: E402
-from shared.matching import Matcher, NameFrequencies  # noqa: E402
+from shared.compose import registry_of  # noqa: E402
 from shared.matching.features import FEATURES, FS_FEATURES, features  # noqa: E402
 from shared.matching.score import _features  # noqa: E402
-from shared.registry import Registry  # noqa: E402
 from shared.schemas import RegisterIn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
@@ -62,9 +61,8 @@ async def pairs_of(size: int, seed: int, fresh: int, data: Path) -> dict[str, An
     """Feature rows, labels, query groups and query kinds of one population."""
     store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
     await store.open()
-    frequencies = NameFrequencies()
-    matcher = Matcher(frequencies=frequencies)
-    registry = Registry(store, matcher, frequencies)
+    registry = registry_of(store, Settings(matcher="fellegi_sunter"))
+    matcher, frequencies = registry.matcher, registry.frequencies
     originals, probes = [], []
     for rec in synth.generate(size, seed=seed):
         (originals if rec["kind"] == "original" else probes).append(rec)

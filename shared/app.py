@@ -1,4 +1,5 @@
-"""build_app: the only place where the API is wired together, for node and hub alike.
+"""build_app: the only place where the API is wired together, for node and hub alike, over the
+services of the composition root (``shared/compose.py``).
 
 Middleware order: logging (outermost), error rendering, body size and time, rate limits with
 auth and role, control characters in paths and queries. Audit records are
@@ -19,19 +20,27 @@ from aiohttp import web
 from . import modelstore
 from .api.http import actor, principal_key
 from .auth import Auth
-from .cards import Cards
+from .compose import Services, compose
 from .console import PREFIX as CONSOLE_PREFIX
 from .console import console_app
 from .errors import ApiError, Forbidden, PayloadTooLarge, TooManyRequests
 from .fhir import FHIR_ROUTES, fhir_errors, fhir_openapi_paths
-from .keys import auth_key, cards_key, registry_key, settings_key, store_key
+from .keys import (
+    auth_key,
+    cards_key,
+    dedup_runner_key,
+    hub_sync_key,
+    node_sync_key,
+    registry_key,
+    services_key,
+    settings_key,
+    store_key,
+)
 from .logs import configure_logging
-from .matching import NameFrequencies, Thresholds, matcher_of
 from .metrics import HttpMetrics, http_metrics_key, identity_metrics, metric_sources_key
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
 from .redact import exception_text
-from .registry import Registry
 from .routes import ROUTES, Route
 from .schemas import check_text
 from .settings import Settings
@@ -227,34 +236,44 @@ async def _server_header(_request: web.Request, response: web.StreamResponse) ->
 
 
 def build_app(
-    settings: Settings,
-    store: Store,
+    services: Services | Settings,
+    store: Store | None = None,
     *,
-    role: str,
+    role: str | None = None,
     extra_routes: Sequence[Route] = (),
     lifetimes: Sequence[Lifetime] = (),
     health: Sequence[HealthCheck] = (),
     console_routes: Sequence[Route] = (),
 ) -> web.Application:
-    """The MPI application on ``store``, with the role's own routes, jobs, health checks and console pages.
+    """The MPI application over a process's ``services`` (``shared.compose``), with the role's own
+    routes, jobs, health checks and console pages.
 
+    The services' role extras (the hub's sync and dedup runner, the node's sync) are the app's
+    as they come; the services open before the role's lifetimes start and close after they end.
     A health check returns fields for ``GET /health`` (the node adds how far behind its sync
-    is); one that raises makes the answer 503.
+    is); one that raises makes the answer 503. ``build_app(settings, store, role=...)``: the
+    shared services alone over a store the caller built (tests).
     """
+    if isinstance(services, Settings):
+        if store is None or role is None:
+            raise TypeError("build_app(settings, store, role=...) needs the store and the role")
+        services = compose(services, role, store=store, extras=False)
+    settings = services.settings
+    registry = services.registry
     # fhir_errors renders errors under /fhir as OperationOutcome (auth's included); it stands aside elsewhere.
     app = web.Application(middlewares=[_logging, _errors, fhir_errors, _body, _auth, _plain_text], client_max_size=settings.max_body_bytes)
-    frequencies = NameFrequencies()
-    matcher = matcher_of(
-        settings.matcher,
-        frequencies,
-        Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
-    )
-    registry = Registry(store, matcher, frequencies, settings.candidate_limit)
+    app[services_key] = services
     app[settings_key] = settings
-    app[store_key] = store
+    app[store_key] = services.store
     app[registry_key] = registry
-    app[cards_key] = Cards(registry, settings)
-    app[role_key] = role
+    app[cards_key] = services.cards
+    if services.hub_sync is not None:
+        app[hub_sync_key] = services.hub_sync
+    if services.node_sync is not None:
+        app[node_sync_key] = services.node_sync
+    if services.runner is not None:
+        app[dedup_runner_key] = services.runner
+    app[role_key] = services.role
     app[health_checks_key] = list(health)
     app[http_metrics_key] = HttpMetrics()
     app[metric_sources_key] = [identity_metrics]  # the roles add theirs
@@ -264,7 +283,7 @@ def build_app(
         "auth_failures": RateLimiter(settings.auth_failures_per_minute),
     }
     # One check of tokens for the API and the console, with the one failed-authentication limit.
-    app[auth_key] = Auth(store, failures=app[limiters_key]["auth_failures"])
+    app[auth_key] = Auth(services.store, failures=app[limiters_key]["auth_failures"])
     app.on_response_prepare.append(_server_header)
     table: dict[Any, Route] = {}
     all_routes = [*ROUTES, *extra_routes]
@@ -274,17 +293,16 @@ def build_app(
     app[routes_key] = table
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/health", _health)
-    app[openapi_key] = openapi_document(all_routes, role)
+    app[openapi_key] = openapi_document(all_routes, services.role)
     app[openapi_key]["paths"].update(fhir_openapi_paths(FHIR_ROUTES))
     if console_routes:
         app.add_subapp(CONSOLE_PREFIX, console_app(console_routes, all_routes))
 
-    async def _storage(app: web.Application) -> AsyncIterator[None]:
-        await store.open()
-        await registry.load_frequencies()
+    async def _services(app: web.Application) -> AsyncIterator[None]:
+        await app[services_key].open()
         yield
-        await store.close()
+        await app[services_key].close()
 
-    app.cleanup_ctx.append(_storage)
+    app.cleanup_ctx.append(_services)
     app.cleanup_ctx.extend(lifetimes)
     return app

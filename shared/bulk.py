@@ -35,8 +35,9 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from tqdm import tqdm
 
+from .compose import services
 from .errors import ApiError, BadRequest
-from .matching import NameFrequencies, Thresholds, evidence_detail, matcher_of
+from .matching import evidence_detail
 from .registration import register_batch
 from .registry import Registry
 from .schemas import RegisterIn, decode_json, parse_body
@@ -321,24 +322,13 @@ def append_report(report: list[dict[str, Any]], path: Path) -> None:
 
 
 async def import_file(
-    store: Store, settings: Settings, path: Path, *, report: str | None, actor: str, map_path: str | None = None
+    settings: Settings, path: Path, *, report: str | None, actor: str, map_path: str | None = None
 ) -> int:
     """The ``mpi-node import`` command: import, write the report (and the map), print a summary line."""
     file_sha256(path)  # a missing file is one line before the database is opened
-    frequencies = NameFrequencies()
-    matcher = matcher_of(
-        settings.matcher,
-        frequencies,
-        Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
-    )
-    registry = Registry(store, matcher, frequencies, settings.candidate_limit)
-    await store.open()
-    try:
-        await registry.load_frequencies()
-        stats = await import_rows(registry, path, actor=actor, progress=sys.stderr.isatty())
-        mapped = await write_map(store, stats.file_sha256, Path(map_path)) if map_path else 0
-    finally:
-        await store.close()
+    async with services(settings, "node") as node:
+        stats = await import_rows(node.registry, path, actor=actor, progress=sys.stderr.isatty())
+        mapped = await write_map(node.store, stats.file_sha256, Path(map_path)) if map_path else 0
     report_path = Path(report) if report else path.with_name(path.name + ".report.csv")
     append_report(stats.report, report_path)
     rate = stats.rows / stats.seconds if stats.seconds else 0.0

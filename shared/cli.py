@@ -18,11 +18,10 @@ import pycountry
 import sqlalchemy as sa
 
 from .auth import ROLES, Auth, expiry
-from .matching import NameFrequencies, Thresholds, matcher_of
+from .compose import registry_of, services
 from .redact import exception_text
-from .registry import Registry
 from .settings import Settings, SettingsError
-from .storage.store import NotInitialised, Store
+from .storage.store import NotInitialised
 from .sync.errors import LinkDown, SyncError, one_line
 
 __all__ = [
@@ -128,11 +127,9 @@ def add_token_commands(sub: Any, store_args: Callable[[argparse.ArgumentParser],
     revoke.add_argument("--name", required=True)
 
 
-async def token_command(store: Store, args: argparse.Namespace) -> int:
-    await store.connect()
-    try:
-        await store.load_state()
-        auth = Auth(store)
+async def token_command(settings: Settings, role: str, args: argparse.Namespace) -> int:
+    async with services(settings, role, migrate=False, frequencies=False, sign=False) as opened:
+        auth = Auth(opened.store)
         if args.token_command == "create":
             expires_at = expiry(args.expires) if args.expires else None
             print(await auth.create_token(args.role, args.name, expires_at))
@@ -141,8 +138,6 @@ async def token_command(store: Store, args: argparse.Namespace) -> int:
         else:
             count = await auth.revoke_token(args.name)
             print(f"revoked {count} token(s) named {args.name}")
-    finally:
-        await store.close()
     return 0
 
 
@@ -158,15 +153,8 @@ def _print_tokens(tokens: list[dict[str, Any]], *, as_json: bool) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def registry_for(store: Store, settings: Settings) -> Registry:
-    """A registry over an open store, for commands that write without serving (sync, enrolment)."""
-    frequencies = NameFrequencies()
-    matcher = matcher_of(
-        settings.matcher,
-        frequencies,
-        Thresholds(settings.certain_threshold, settings.probable_threshold, settings.possible_threshold),
-    )
-    return Registry(store, matcher, frequencies, settings.candidate_limit)
+# A registry over a store built by hand (tests): the composition root's, under its older name.
+registry_for = registry_of
 
 
 def settings_table() -> str:

@@ -6,6 +6,8 @@ from aiohttp import web
 
 from .auth import Auth
 from .cards import Cards
+from .compose import Services
+from .dedup_runner import DedupRunner
 from .registry import Registry
 from .settings import Settings
 from .storage.store import Store
@@ -13,7 +15,7 @@ from .sync.hub import HubSync
 from .sync.node import NodeSync
 
 __all__ = [
-    "auth_key", "cards_key", "hub_sync_key", "node_sync_key", "registry_key", "settings_key", "store_key",
+    "auth_key", "cards_key", "dedup_runner_key", "hub_sync_key", "node_sync_key", "registry_key", "services_key", "settings_key", "store_key",
 ]
 
 settings_key = web.AppKey("settings", Settings)
@@ -23,3 +25,5 @@ cards_key = web.AppKey("cards", Cards)
 auth_key = web.AppKey("auth", Auth)
 hub_sync_key = web.AppKey("hub_sync", HubSync)
 node_sync_key = web.AppKey("node_sync", NodeSync)
+dedup_runner_key = web.AppKey("dedup_runner", DedupRunner)
+services_key = web.AppKey("services", Services)

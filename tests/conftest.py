@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from shared import compose
 from shared.app import build_app
 from shared.auth import Auth
-from shared.matching import LearnedMatcher, NameFrequencies
 from shared.registry import Registry
 from shared.routes import REVIEW_ROUTES
 from shared.settings import Settings
@@ -83,8 +83,7 @@ async def initialise(store: Store, region: str = "DKR", node_number: int = 0) ->
 
 def registry_of(store: Store, candidate_limit: int = 30) -> Registry:
     """A registry on ``store`` with its own (empty) name frequencies and the real matcher."""
-    frequencies = NameFrequencies()
-    return Registry(store, LearnedMatcher(frequencies=frequencies), frequencies, candidate_limit)
+    return compose.registry_of(store, Settings(matcher="learned", candidate_limit=candidate_limit))
 
 
 @dataclass
