@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import csv
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -47,7 +48,7 @@ from bench_api import _body, _pct  # noqa: E402
 from node.cli import main as node_cli  # noqa: E402
 from node.storage import node_store  # noqa: E402
 from shared.bulk import import_rows  # noqa: E402
-from shared.matching import LearnedMatcher, Matcher, NameFrequencies  # noqa: E402
+from shared.matching import LearnedMatcher, LearnedModel, Matcher, NameFrequencies  # noqa: E402
 from shared.registry import Registry  # noqa: E402
 from shared.schemas import MatchIn, RegisterIn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -57,10 +58,18 @@ FLOORS = (0.0, 0.001, 0.01, 0.05)
 MATCH_FLOOR = float(MatchIn.model_fields["min_score"].default)  # /mpi/match min_score values to report recall at
 
 
-SCORERS = {"learned": LearnedMatcher, "fs": Matcher}
+SCORERS: dict[str, Any] = {"learned": LearnedMatcher, "fs": Matcher}
 
 
-async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path, scorers: list[str]) -> list[dict[str, Any]]:
+def use_model(path: Path) -> None:
+    """Score "learned" with the model file at ``path`` (a candidate model) instead of the shipped one."""
+    model = LearnedModel.load(path)
+    SCORERS["learned"] = functools.partial(LearnedMatcher, model=model)
+
+
+async def run(
+    size: int, queries: int, import_rows_n: int, seed: int, data: Path, scorers: list[str], errors: str = "widened"
+) -> list[dict[str, Any]]:
     store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
     await store.open()
     frequencies = NameFrequencies()
@@ -68,7 +77,7 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
     registry = Registry(store, matcher, frequencies)
     originals: list[dict[str, Any]] = []
     probes: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rec in synth.generate(size, seed=seed):
+    for rec in synth.generate(size, seed=seed, errors=errors):
         if rec["kind"] == "original":
             originals.append(rec)
         elif len(probes[rec["kind"]]) < queries:
@@ -102,7 +111,8 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
     out = []
     for name in scorers:
         registry.matcher = SCORERS[name](frequencies=frequencies)
-        out.append({"scorer": name, "size": size, "load_s": round(load_s, 1)} | await _probe(registry, probes, mpi_of))
+        out.append({"scorer": name, "size": size, "errors": errors, "load_s": round(load_s, 1)}
+                   | await _probe(registry, probes, mpi_of))
     if not import_rows_n:
         await store.close()
         return out
@@ -319,13 +329,13 @@ def report(results: list[dict[str, Any]]) -> str:
     lines = [
         f"Matching benchmark, {dt.date.today()}, {os.cpu_count()} cores, real node store (SQLite)",
         "",
-        "| scorer | identities | caught 409 (>= 0.95) | top-1 | 409 precision (>= 0.995) | look-alikes blocked (<= 0.005) "
+        "| scorer | identities | errors | caught 409 (>= 0.95) | top-1 | 409 precision (>= 0.995) | look-alikes blocked (<= 0.005) "
         "| in /mpi/match (>= 0.99) | of which >= 0.70 | blocking recall | query p50/p95 ms | candidates mean/max | import/s (>= 1000) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['scorer']} | {r['size']:,} | {r['caught_409']} | {r['top1']} | {r['precision_409']} | {r['lookalikes_blocked']} "
+            f"| {r['scorer']} | {r['size']:,} | {r.get('errors', 'widened')} | {r['caught_409']} | {r['top1']} | {r['precision_409']} | {r['lookalikes_blocked']} "
             f"| {r['in_match_results']} | {r['listed_possible']} | {r['blocking_recall']} | {r['query_ms']['p50']}/{r['query_ms']['p95']} "
             f"| {r['candidates_mean']}/{r['candidates_max']} | {r.get('import_per_s')} |"
         )
@@ -344,6 +354,9 @@ def main() -> int:
     parser.add_argument("--children", action="store_true",
                         help="campaign children (estimated dates, mothers linked): with and without the links")
     parser.add_argument("--scorers", default="learned,fs", help="scorers to measure on the same store and probes: learned, fs")
+    parser.add_argument("--errors", choices=synth.ERROR_MIXES, default="widened",
+                        help="the duplicates' error mix: widened (default) or classic (the generator before issue 20)")
+    parser.add_argument("--model", type=Path, default=None, help="score 'learned' with this model file (default: the shipped one)")
     parser.add_argument("--febrl", action="store_true", help="also run bench_matcher_core.py: FEBRL 3/4 against Splink")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "match.json")
     parser.add_argument(
@@ -351,6 +364,8 @@ def main() -> int:
         help="load into this (new) node folder and keep it, e.g. for bench_api.py --keep (one size only)",
     )
     args = parser.parse_args()
+    if args.model:
+        use_model(args.model)
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         data = args.keep or Path(tempfile.mkdtemp(prefix=f"mpi-match-{size}-"))
@@ -368,7 +383,9 @@ def main() -> int:
                         raise SystemExit("init failed")
                     results.append(asyncio.run(run_children(size, args.queries, args.seed, fresh, scorer)))
             else:
-                results += asyncio.run(run(size, args.queries, args.import_rows, args.seed, data, args.scorers.split(",")))
+                results += asyncio.run(
+                    run(size, args.queries, args.import_rows, args.seed, data, args.scorers.split(","), args.errors)
+                )
         finally:
             if not args.keep:
                 shutil.rmtree(data, ignore_errors=True)
