@@ -303,7 +303,8 @@ def train(
     query, for the out-of-fold figures (default: "duplicate" where a query has a true pair,
     "fresh" elsewhere). Out-of-fold predictions (``folds``, grouped by query) give the
     isotonic calibration (raw log odds -> probability) and the honest figures; the shipped
-    trees are then fitted on every row.
+    trees are then fitted on every row. ``folds=1``: one fit on 80% of the queries,
+    calibrated on the other 20% (quicker; the figures are those 20%).
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.isotonic import IsotonicRegression
@@ -330,28 +331,44 @@ def train(
         )
 
     oof = np.zeros(len(y))
-    splits = list(GroupKFold(n_splits=folds).split(x, y, group))
-    for k, (tr, te) in enumerate(splits):
-        oof[te] = model().fit(x[tr], y[tr], sample_weight=w[tr]).decision_function(x[te])
-        if log:
-            log(f"fold {k + 1}/{folds} ({time.perf_counter() - started:.0f} s)")
+    final = None
+    if folds == 1:
+        # One fit: the trees on 80% of the queries, calibrated on the other 20% (which are
+        # the figures' rows: each half's calibration fitted on the other half). Quicker
+        # (one fit instead of folds + 1), a little less data for the trees.
+        held = np.random.default_rng(seed + 2).random(int(group.max()) + 1) < 0.2
+        te = np.flatnonzero(held[group])
+        tr = np.flatnonzero(~held[group])
+        final = model().fit(x[tr], y[tr], sample_weight=w[tr])
+        oof[te] = final.decision_function(x[te])
+        half = (group[te] % 2).astype(bool)
+        splits = [(te[half], te[~half]), (te[~half], te[half])]
+        rows = te
+    else:
+        splits = list(GroupKFold(n_splits=folds).split(x, y, group))
+        for k, (tr, te) in enumerate(splits):
+            oof[te] = model().fit(x[tr], y[tr], sample_weight=w[tr]).decision_function(x[te])
+            if log:
+                log(f"fold {k + 1}/{folds} ({time.perf_counter() - started:.0f} s)")
+        rows = np.arange(len(y))
     # The shipped calibration is fitted on every out-of-fold prediction; the figures and the
     # reliability table use one fitted on the other folds only (honest, not in-sample).
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(oof, y, sample_weight=w)
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(oof[rows], y[rows], sample_weight=w[rows])
     oof_prob = np.zeros(len(y))
     for tr, te in splits:
         fold_iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(oof[tr], y[tr], sample_weight=w[tr])
         oof_prob[te] = fold_iso.predict(oof[te])
-    figures = evaluate(oof_prob, oof, {"group": group, "kind": kind, "y": y})
+    oof, oof_prob, y_r, w_r = oof[rows], oof_prob[rows], y[rows], w[rows]
+    figures = evaluate(oof_prob, oof, {"group": group[rows], "kind": kind[rows], "y": y_r})
     edges = [0.0, 0.05, 0.2, 0.5, 0.7, 0.85, 0.95, 0.99, 1.0001]
     reliability = []
     for lo, hi in zip(edges, edges[1:], strict=False):
         sel = (oof_prob >= lo) & (oof_prob < hi)
         if sel.any():
-            reliability.append({"bucket": f"{lo:.2f}-{min(hi, 1.0):.2f}", "pairs": int(w[sel].sum()),
-                                "mean_score": round(float(np.average(oof_prob[sel], weights=w[sel])), 4),
-                                "true_share": round(float(np.average(y[sel], weights=w[sel])), 4)})
-    clf = model().fit(x, y, sample_weight=w)
+            reliability.append({"bucket": f"{lo:.2f}-{min(hi, 1.0):.2f}", "pairs": int(w_r[sel].sum()),
+                                "mean_score": round(float(np.average(oof_prob[sel], weights=w_r[sel])), 4),
+                                "true_share": round(float(np.average(y_r[sel], weights=w_r[sel])), 4)})
+    clf = final if final is not None else model().fit(x, y, sample_weight=w)
     sample = np.random.default_rng(seed).choice(len(y), size=min(300, len(y)), replace=False)
     return Trained(clf=clf, iso=iso, params=p, figures=figures, reliability=reliability, sample_x=x[sample],
                    pairs=int(len(y)), true_pairs=int(y.sum()), queries=int(len(np.unique(group))),
