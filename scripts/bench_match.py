@@ -321,7 +321,8 @@ def report_children(results: list[dict[str, Any]]) -> str:
                 f"| {r['size']:,} | {r['scorer']} | {mode.replace('_', ' ')} | {m['caught_409']} | {m['blocked_on_another_child']} "
                 f"| {m['twins_blocked']} | {m['namesakes_blocked']} |"
             )
-        lines.append(f"\nAt {r['size']:,}: records {r['records']}, queried {r['queried']}")
+    for r in results:
+        lines.append(f"\nAt {r['size']:,} ({r['scorer']}): records {r['records']}, queried {r['queried']}")
     return "\n".join(lines)
 
 
