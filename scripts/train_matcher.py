@@ -330,6 +330,17 @@ def train(
             random_state=seed,
         )
 
+    def fit(rows: np.ndarray) -> Any:
+        # A column with no value in these rows (no campaign pairs among reviewers' decisions,
+        # say) is shown as a constant: scikit-learn cannot bin an all-missing column, and a
+        # constant one gets no split, so the trees ignore it either way.
+        xs = x[rows]
+        empty = np.isnan(xs).all(axis=0)
+        if empty.any():
+            xs = xs.copy()
+            xs[:, empty] = 0.0
+        return model().fit(xs, y[rows], sample_weight=w[rows])
+
     oof = np.zeros(len(y))
     final = None
     if folds == 1:
@@ -339,7 +350,7 @@ def train(
         held = np.random.default_rng(seed + 2).random(int(group.max()) + 1) < 0.2
         te = np.flatnonzero(held[group])
         tr = np.flatnonzero(~held[group])
-        final = model().fit(x[tr], y[tr], sample_weight=w[tr])
+        final = fit(tr)
         oof[te] = final.decision_function(x[te])
         half = (group[te] % 2).astype(bool)
         splits = [(te[half], te[~half]), (te[~half], te[half])]
@@ -347,7 +358,7 @@ def train(
     else:
         splits = list(GroupKFold(n_splits=folds).split(x, y, group))
         for k, (tr, te) in enumerate(splits):
-            oof[te] = model().fit(x[tr], y[tr], sample_weight=w[tr]).decision_function(x[te])
+            oof[te] = fit(tr).decision_function(x[te])
             if log:
                 log(f"fold {k + 1}/{folds} ({time.perf_counter() - started:.0f} s)")
         rows = np.arange(len(y))
@@ -368,7 +379,7 @@ def train(
             reliability.append({"bucket": f"{lo:.2f}-{min(hi, 1.0):.2f}", "pairs": int(w_r[sel].sum()),
                                 "mean_score": round(float(np.average(oof_prob[sel], weights=w_r[sel])), 4),
                                 "true_share": round(float(np.average(y_r[sel], weights=w_r[sel])), 4)})
-    clf = final if final is not None else model().fit(x, y, sample_weight=w)
+    clf = final if final is not None else fit(np.arange(len(y)))
     sample = np.random.default_rng(seed).choice(len(y), size=min(300, len(y)), replace=False)
     return Trained(clf=clf, iso=iso, params=p, figures=figures, reliability=reliability, sample_x=x[sample],
                    pairs=int(len(y)), true_pairs=int(y.sum()), queries=int(len(np.unique(group))),
