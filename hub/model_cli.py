@@ -130,21 +130,20 @@ def _held_out(pair: labels.LabelledPair) -> bool:
     return digest[0] % _HELD_OUT_EVERY == 0
 
 
-def _model_file(tm: ModuleType, trained: dict[str, Any], meta: dict[str, Any], seed: int) -> bytes:
+def _model_file(tm: ModuleType, trained: Any, meta: dict[str, Any], seed: int) -> bytes:
     """The new model's file: the script's exported trees, its version ending in a hash of them."""
-    arrays = tm.export(trained["clf"], trained["iso"])
+    arrays = tm.export(trained.clf, trained.iso)
     digest = hashlib.sha256(json.dumps(FEATURES).encode())
     for name in sorted(arrays):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(arrays[name]).tobytes())
     version = f"learned-{dt.date.today().isoformat()}-s{seed}-{digest.hexdigest()[:12]}"
     meta = {**meta, "version": version}
-    x, clf = trained["x"], trained["clf"]
-    sample = np.random.default_rng(seed).choice(len(x), size=min(300, len(x)), replace=False)
+    sample, clf = trained.sample_x, trained.clf
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer, version=np.array(version), feature_names=np.array(FEATURES), meta=np.array(json.dumps(meta)),
-        check_x=x[sample], check_raw=clf.decision_function(x[sample]), check_proba=clf.predict_proba(x[sample])[:, 1],
+        check_x=sample, check_raw=clf.decision_function(sample), check_proba=clf.predict_proba(sample)[:, 1],
         **arrays,
     )
     return buffer.getvalue()
@@ -204,14 +203,16 @@ def _train(args: argparse.Namespace) -> int:
     base = int(generated["group"].max()) + 1
     train_labels = _label_rows(kept, frequencies, base, kinds, args.label_weight)
     data = _join(generated, train_labels)
-    trained = tm.train(data, seed=args.seed, folds=args.folds, iterations=args.iterations, started=started)
+    rows_in, weight = tm.prepare(data, args.seed)
+    trained = tm.train(rows_in["x"], rows_in["y"], rows_in["group"], args.seed, weight=weight, kind=rows_in["kind"],
+                       folds=args.folds, params=tm.Params(iterations=args.iterations))
     judged_rows = _label_rows(judged, frequencies, 0, kinds, 1)
     meta = {
         "trained_on": {"generator_people": args.pairs, "seed": args.seed, "decisions": len(kept),
-                       "label_weight": args.label_weight, "pairs": int(len(trained["y"]))},
+                       "label_weight": args.label_weight, "pairs": trained.pairs},
         "model": {"kind": "HistGradientBoostingClassifier", "iterations": args.iterations, "folds": args.folds},
-        "out_of_fold": trained["figures"],
-        "reliability": trained["reliability"],
+        "out_of_fold": trained.figures,
+        "reliability": trained.reliability,
         "previous": current.version,
     }
     data_file = _model_file(tm, trained, meta, args.seed)

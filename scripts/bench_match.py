@@ -48,6 +48,7 @@ from node.cli import main as node_cli  # noqa: E402
 from node.storage import node_store  # noqa: E402
 from shared.bulk import import_rows  # noqa: E402
 from shared.compose import matcher_for, registry_of  # noqa: E402
+from shared.matching import LearnedMatcher, LearnedModel, Matcher  # noqa: E402
 from shared.registry import Registry  # noqa: E402
 from shared.schemas import MatchIn, RegisterIn  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -58,16 +59,32 @@ MATCH_FLOOR = float(MatchIn.model_fields["min_score"].default)  # /mpi/match min
 
 
 SCORERS = {"learned": "learned", "fs": "fellegi_sunter"}  # --scorers name -> MPI_MATCHER
+_CANDIDATE_MODEL: list[LearnedModel] = []  # --model FILE: scores "learned" instead of the shipped model
 
 
-async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path, scorers: list[str]) -> list[dict[str, Any]]:
+def use_model(path: Path) -> None:
+    """Score "learned" with the model file at ``path`` (a candidate model) instead of the shipped one."""
+    _CANDIDATE_MODEL[:] = [LearnedModel.load(path)]
+
+
+def _scorer(name: str, frequencies: Any) -> Matcher:
+    matcher = matcher_for(Settings(matcher=SCORERS[name]), frequencies)
+    if isinstance(matcher, LearnedMatcher) and _CANDIDATE_MODEL:
+        matcher.model = _CANDIDATE_MODEL[0]
+    return matcher
+
+
+async def run(
+    size: int, queries: int, import_rows_n: int, seed: int, data: Path, scorers: list[str], errors: str = "widened"
+) -> list[dict[str, Any]]:
     store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
     await store.open()
     registry = registry_of(store, Settings(matcher=SCORERS[scorers[0]]))
+    registry.matcher = _scorer(scorers[0], registry.frequencies)
     matcher = registry.matcher
     originals: list[dict[str, Any]] = []
     probes: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rec in synth.generate(size, seed=seed):
+    for rec in synth.generate(size, seed=seed, errors=errors):
         if rec["kind"] == "original":
             originals.append(rec)
         elif len(probes[rec["kind"]]) < queries:
@@ -100,8 +117,9 @@ async def run(size: int, queries: int, import_rows_n: int, seed: int, data: Path
     load_s = time.perf_counter() - started
     out = []
     for name in scorers:
-        registry.matcher = matcher_for(Settings(matcher=SCORERS[name]), registry.frequencies)
-        out.append({"scorer": name, "size": size, "load_s": round(load_s, 1)} | await _probe(registry, probes, mpi_of))
+        registry.matcher = _scorer(name, registry.frequencies)
+        out.append({"scorer": name, "size": size, "errors": errors, "load_s": round(load_s, 1)}
+                   | await _probe(registry, probes, mpi_of))
     if not import_rows_n:
         await store.close()
         return out
@@ -235,6 +253,7 @@ async def run_children(size: int, queries: int, seed: int, data: Path, scorer: s
     store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
     await store.open()
     registry = registry_of(store, Settings(matcher=SCORERS[scorer]))
+    registry.matcher = _scorer(scorer, registry.frequencies)
     matcher = registry.matcher
     records = list(synth.generate_children(size, seed=seed))
     mpi_of: dict[str, str] = {}
@@ -309,7 +328,8 @@ def report_children(results: list[dict[str, Any]]) -> str:
                 f"| {r['size']:,} | {r['scorer']} | {mode.replace('_', ' ')} | {m['caught_409']} | {m['blocked_on_another_child']} "
                 f"| {m['twins_blocked']} | {m['namesakes_blocked']} |"
             )
-        lines.append(f"\nAt {r['size']:,}: records {r['records']}, queried {r['queried']}")
+    for r in results:
+        lines.append(f"\nAt {r['size']:,} ({r['scorer']}): records {r['records']}, queried {r['queried']}")
     return "\n".join(lines)
 
 
@@ -317,13 +337,13 @@ def report(results: list[dict[str, Any]]) -> str:
     lines = [
         f"Matching benchmark, {dt.date.today()}, {os.cpu_count()} cores, real node store (SQLite)",
         "",
-        "| scorer | identities | caught 409 (>= 0.95) | top-1 | 409 precision (>= 0.995) | look-alikes blocked (<= 0.005) "
+        "| scorer | identities | errors | caught 409 (>= 0.95) | top-1 | 409 precision (>= 0.995) | look-alikes blocked (<= 0.005) "
         "| in /mpi/match (>= 0.99) | of which >= 0.70 | blocking recall | query p50/p95 ms | candidates mean/max | import/s (>= 1000) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['scorer']} | {r['size']:,} | {r['caught_409']} | {r['top1']} | {r['precision_409']} | {r['lookalikes_blocked']} "
+            f"| {r['scorer']} | {r['size']:,} | {r.get('errors', 'widened')} | {r['caught_409']} | {r['top1']} | {r['precision_409']} | {r['lookalikes_blocked']} "
             f"| {r['in_match_results']} | {r['listed_possible']} | {r['blocking_recall']} | {r['query_ms']['p50']}/{r['query_ms']['p95']} "
             f"| {r['candidates_mean']}/{r['candidates_max']} | {r.get('import_per_s')} |"
         )
@@ -342,6 +362,9 @@ def main() -> int:
     parser.add_argument("--children", action="store_true",
                         help="campaign children (estimated dates, mothers linked): with and without the links")
     parser.add_argument("--scorers", default="learned,fs", help="scorers to measure on the same store and probes: learned, fs")
+    parser.add_argument("--errors", choices=synth.ERROR_MIXES, default="widened",
+                        help="the duplicates' error mix: widened (default) or classic (the generator before issue 20)")
+    parser.add_argument("--model", type=Path, default=None, help="score 'learned' with this model file (default: the shipped one)")
     parser.add_argument("--febrl", action="store_true", help="also run bench_matcher_core.py: FEBRL 3/4 against Splink")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "match.json")
     parser.add_argument(
@@ -349,6 +372,8 @@ def main() -> int:
         help="load into this (new) node folder and keep it, e.g. for bench_api.py --keep (one size only)",
     )
     args = parser.parse_args()
+    if args.model:
+        use_model(args.model)
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         data = args.keep or Path(tempfile.mkdtemp(prefix=f"mpi-match-{size}-"))
@@ -366,7 +391,9 @@ def main() -> int:
                         raise SystemExit("init failed")
                     results.append(asyncio.run(run_children(size, args.queries, args.seed, fresh, scorer)))
             else:
-                results += asyncio.run(run(size, args.queries, args.import_rows, args.seed, data, args.scorers.split(",")))
+                results += asyncio.run(
+                    run(size, args.queries, args.import_rows, args.seed, data, args.scorers.split(","), args.errors)
+                )
         finally:
             if not args.keep:
                 shutil.rmtree(data, ignore_errors=True)

@@ -362,7 +362,7 @@ def _safe_date(y: int, m: int, d: int) -> datetime.date | None:
         return None
 
 
-_ERRORS = _Weighted(
+_ERROR_WEIGHTS = (
     _w(
         "typo_first:12, typo_last:10, variant_first:10, variant_last:8, swap_names:6, space_variant:7,"
         " drop_token:3, dob_swap:6, dob_year:7, dob_placeholder:6, dob_missing:5, dob_day:3, region_move:10,"
@@ -370,10 +370,20 @@ _ERRORS = _Weighted(
         " dob_placeholder_year:2"
     )
 )
+_ERRORS = _Weighted(_ERROR_WEIGHTS)
 
 
-def duplicate_of(rec: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any], list[str]]:
+# The error kinds added when the generator was widened for the learned matcher (issue 20):
+# ``errors="classic"`` draws only the others (the mix before, with the same relative weights),
+# a proxy of sets whose errors are milder than the widened generator's.
+WIDENED_ERRORS = ("dob_year_far", "compound_first", "swap_and_typo", "dob_placeholder_year")
+_CLASSIC_ERRORS = _Weighted({k: w for k, w in _ERROR_WEIGHTS.items() if k not in WIDENED_ERRORS})
+ERROR_MIXES = ("widened", "classic")
+
+
+def duplicate_of(rec: dict[str, Any], rng: random.Random, errors_mix: str = "widened") -> tuple[dict[str, Any], list[str]]:
     dup = dict(rec)
+    pick = _CLASSIC_ERRORS if errors_mix == "classic" else _ERRORS
     errors: list[str] = []
     n_errors = 1 + (rng.random() < 0.45) + (rng.random() < 0.15)
     # Distinct kinds, and at most one birth-date error: a clerk writes the date once, so
@@ -381,7 +391,7 @@ def duplicate_of(rec: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any
     # these in turn (drawing independently stacked 2-3 date errors on 4% of duplicates and
     # drew the same kind twice on 5%, e.g. a "year error" twice making a 2-year gap).
     while len(errors) < n_errors:
-        err = _ERRORS.pick(rng)
+        err = pick.pick(rng)
         if err in errors or (err.startswith("dob_") and any(e.startswith("dob_") for e in errors)):
             continue
         errors.append(err)
@@ -519,9 +529,15 @@ def _public(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def generate(
-    n: int, seed: int = 0, dup_rate: float = 0.15, lookalike_rate: float = 0.05
+    n: int, seed: int = 0, dup_rate: float = 0.15, lookalike_rate: float = 0.05, errors: str = "widened"
 ) -> Iterator[dict[str, Any]]:
-    """Yield ``n`` records: originals, each followed by its duplicates and look-alikes."""
+    """Yield ``n`` records: originals, each followed by its duplicates and look-alikes.
+
+    ``errors``: the duplicates' error mix, "widened" (default) or "classic" (without
+    ``WIDENED_ERRORS``).
+    """
+    if errors not in ERROR_MIXES:
+        raise ValueError(f"errors: one of {ERROR_MIXES}")
     rng = random.Random(seed)
     emitted = 0
     person = 0
@@ -533,8 +549,8 @@ def generate(
         )
         pending: list[dict[str, Any]] = []
         if rng.random() < dup_rate:
-            dup, errors = duplicate_of(rec, rng)
-            dup["errors"] = errors
+            dup, made = duplicate_of(rec, rng, errors)
+            dup["errors"] = made
             pending.append(dup | {"kind": "duplicate", "related_record_id": rec["record_id"]})
         if rng.random() < lookalike_rate:
             kind = rng.choices(("twin", "namesake", "parent_child"), (0.4, 0.35, 0.25))[0]
@@ -681,9 +697,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dup-rate", type=float, default=0.15)
     ap.add_argument("--lookalike-rate", type=float, default=0.05)
+    ap.add_argument("--errors", choices=ERROR_MIXES, default="widened", help="the duplicates' error mix")
     ap.add_argument("--out", type=Path, help="file ending in .csv or .jsonl (default: JSON lines on stdout)")
     args = ap.parse_args(argv)
-    records = generate(args.n, args.seed, args.dup_rate, args.lookalike_rate)
+    records = generate(args.n, args.seed, args.dup_rate, args.lookalike_rate, args.errors)
     out = args.out.open("w", newline="", encoding="utf-8") if args.out else sys.stdout
     try:
         if args.out and args.out.suffix == ".csv":

@@ -111,20 +111,20 @@ def test_a_newborn_without_a_name_is_matched_on_mother_family_name_and_date() ->
     assert m.compare(baby, replace(again, mother_mpi_id="SN-DKR-26-OTHER")).band != "certain"
 
 
-def test_the_learned_scorer_leaves_campaign_pairs_to_the_family_comparisons() -> None:
+def test_the_learned_scorer_weighs_campaign_pairs_with_its_trees() -> None:
     from shared.matching import NameFrequencies, matcher_of
 
     learned = matcher_of("learned", NameFrequencies())
-    fs = Matcher(frequencies=NameFrequencies())
     later = replace(CHILD, date_of_birth=CHILD.date_of_birth + dt.timedelta(days=100))
-    assert learned.compare(CHILD, later).score == fs.compare(CHILD, later).score
-    assert learned.compare(CHILD, later).band == "certain"
+    same = learned.compare(CHILD, later)
+    assert same.band == "certain"
+    # the trees' score, with what carried it (the Fellegi-Sunter fallback is gone)
+    assert same.features and "mother" in same.matched_fields
+    other = learned.compare(CHILD, replace(later, mother_mpi_id="SN-DKR-26-OTHER"))
+    assert other.score < learned.thresholds.certain
     sister = replace(CHILD, first_name="Awa", gender="F")
     twin = learned.compare(CHILD, sister)
     assert twin.hard_conflict == "twin_same_mother" and twin.score < learned.thresholds.certain
-    # Pairs without campaign evidence are the trees' alone.
-    plain = replace(CHILD, date_of_birth_estimated=False, mother_mpi_id=None)
-    assert learned.compare(plain, plain).features
 
 
 def test_links_from_another_replica_are_stored_well_formed_or_not_at_all() -> None:

@@ -143,7 +143,7 @@ def test_a_set_at_once_equals_each_pair_alone() -> None:
         Person("Awa", "Ba", D(1970, 1, 1), None, "DKR", "+221771234567"),
     ]
     whole = features(Q, cands)
-    context = [FEATURES.index(n) for n in ("set_size", "set_close")]
+    context = [FEATURES.index(n) for n in ("set_size", "set_close", "phone_holders")]
     for i, c in enumerate(cands):
         alone = features(Q, [c])
         keep = [j for j in range(len(FEATURES)) if j not in context]
@@ -154,3 +154,45 @@ def test_a_set_at_once_equals_each_pair_alone() -> None:
 def test_an_empty_name_is_missing(name: str) -> None:
     x = features(Person(name, "Diallo"), [Q])
     assert nan(f(x, "ff_jw")) and nan(f(x, "fl_eq")) and f(x, "ll_eq") == 1.0
+
+
+def test_registry_size() -> None:
+    people = [Person(f"Name{i}", f"Last{i % 7}") for i in range(1000)]
+    x = features(Q, [Q], NameFrequencies.from_people(people))
+    assert f(x, "registry_size") == pytest.approx(3.0)
+    assert nan(f(features(Q, [Q]), "registry_size"))  # no frequencies: missing
+
+
+def test_an_estimated_date_is_compared_with_a_tolerance_never_exactly() -> None:
+    child = Person("Awa", "Sow", D.today() - dt.timedelta(days=400), "F", date_of_birth_estimated=True)
+    same = Person("Awa", "Sow", child.date_of_birth, "F")
+    later = Person("Awa", "Sow", child.date_of_birth - dt.timedelta(days=100), "F", date_of_birth_estimated=True)
+    far = Person("Awa", "Sow", child.date_of_birth - dt.timedelta(days=500), "F", date_of_birth_estimated=True)
+    x = features(child, [same, later, far])
+    assert [f(x, "dob_estimated", i) for i in range(3)] == [1.0, 2.0, 2.0]
+    # a child over 1 year old: a tolerance of 183 days
+    assert f(x, "dob_est_gap", 0) == 0.0 and f(x, "dob_est_gap", 1) == pytest.approx(100 / 183)
+    assert f(x, "dob_est_gap", 2) > 2.0
+    for name in ("dob_exact", "dob_same_month", "dob_same_day", "dob_dm_swapped"):
+        assert nan(f(x, name, 0)), name  # never an exact agreement
+    assert f(x, "dob_abs_days", 1) == 100.0  # the distance stays
+    exact = features(Q, [Q])
+    assert f(exact, "dob_estimated") == 0.0 and nan(f(exact, "dob_est_gap")) and f(exact, "dob_exact") == 1.0
+
+
+def test_mothers() -> None:
+    q = Person("Awa", "Sow", mother_mpi_id="MOTHER-1")
+    x = features(q, [Person("Awa", "Sow", mother_mpi_id="MOTHER-1"), Person("Awa", "Sow", mother_mpi_id="MOTHER-2"),
+                     Person("Awa", "Sow")])
+    assert [f(x, "same_mother", i) for i in range(2)] == [1.0, 0.0] and nan(f(x, "same_mother", 2))
+    assert [f(x, "mother_links", i) for i in range(3)] == [2.0, 2.0, 1.0]
+    unlinked = features(Person("Awa", "Sow"), [Person("Awa", "Sow", mother_mpi_id="MOTHER-1")])
+    assert nan(f(unlinked, "same_mother")) and f(unlinked, "mother_links") == 1.0
+
+
+def test_phone_holders_in_the_set() -> None:
+    home = "+221771234567"
+    x = features(Q, [Person("Awa", "Diallo", phone_number=home), Person("Fatou", "Diallo", phone_number=home),
+                     Person("Fatou", "Diallo", phone_number="+221779999999"), Person("Fatou", "Diallo")])
+    assert f(x, "phone_holders") == 2.0 and f(x, "phone_holders", 3) == 2.0
+    assert nan(f(features(Person("Fatou", "Diallo"), [Q]), "phone_holders"))  # no phone on the query

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -148,3 +149,31 @@ def test_the_matcher_setting_picks_the_scorer() -> None:
     assert type(old) is Matcher and old.frequencies is freq
     with pytest.raises(SettingsError, match="matcher"):
         Settings(matcher="magic")
+
+
+def _child(first: str, dob: dt.date, mother: str | None, sex: str = "F", estimated: bool = True) -> Person:
+    return Person(first, "Sow", dob, sex, "THS", "+221775550101", date_of_birth_estimated=estimated, mother_mpi_id=mother)
+
+
+def test_campaign_pairs_are_scored_by_the_trees() -> None:
+    """Estimated dates and linked mothers are features: the trees score those pairs (no Fellegi-Sunter fallback)."""
+    m = LearnedMatcher(frequencies=_registry_frequencies())
+    born = dt.date.today() - dt.timedelta(days=700)
+    first = _child("Awa", born, "MOTHER-1")
+    again = _child("Awa", born - dt.timedelta(days=60), "MOTHER-1")  # another estimate at a later campaign
+    same = m.compare(again, first)
+    assert same.band == "certain", same
+    assert any(name in ("same_mother", "mother_links", "dob_estimated", "dob_est_gap", "fs_total") for name, _ in same.features)
+    # the same name and about the same age, another woman's child (her own phone): not blocked,
+    # and the other mother is what weighs against it
+    namesake = replace(_child("Awa", born - dt.timedelta(days=20), "MOTHER-2"), phone_number="+221779990000")
+    other = m.compare(namesake, first)
+    assert other.score < m.thresholds.certain, other
+    assert other.score < m.compare(replace(namesake, mother_mpi_id="MOTHER-1"), first).score
+
+
+def test_twins_of_one_mother_are_never_certain() -> None:
+    m = LearnedMatcher(frequencies=_registry_frequencies())
+    born = dt.date.today() - dt.timedelta(days=300)
+    twin = m.compare(_child("Adama", born, "MOTHER-1", "M"), _child("Awa", born, "MOTHER-1"))
+    assert twin.hard_conflict == "twin_same_mother" and twin.score < m.thresholds.certain

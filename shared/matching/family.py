@@ -121,8 +121,8 @@ def estimated_dob_agreement(
 def applies(a_mother: str | None, b_mother: str | None, a_estimated: bool, b_estimated: bool) -> bool:
     """Whether a pair carries campaign evidence: both mothers linked, or an estimated date on either side.
 
-    A scorer that was not trained on this evidence (the learned trees, for now) leaves such
-    pairs to the comparisons here (``Matcher``'s Fellegi-Sunter score, which calls them).
+    (The learned trees were trained on this evidence: they no longer hand such pairs to the
+    Fellegi-Sunter score.)
     """
     return bool(a_mother and b_mother) or a_estimated or b_estimated
 

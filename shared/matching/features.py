@@ -31,11 +31,22 @@ Columns, by group:
   best other candidate's; ``+40`` alone in its set), ``set_close`` (how many candidates have
   near-equal names).
 
-Reserved for later issues (not columns yet, so the shipped model does not depend on them):
-``dob_estimated`` (issue 22: an estimated date compared with an age-dependent tolerance),
-``same_mother`` / ``other_mother`` (issue 22: caregiver links), ``phone_holders`` (how many
-identities share the phone: household phones; needs a count the registry does not keep
-yet).  Adding one means appending its name to ``FEATURES``, computing it here and retraining
+Appended columns (``EXTRA_FEATURES``, each computed by its own helper below, after the rest):
+
+- ``registry_size``: log10 of the registry's identities (``NameFrequencies.total``; ``NaN``
+  without frequencies): the same evidence means less among a million than among 20,000;
+- campaign evidence (issue 22, ``_campaign``): ``dob_estimated`` (how many of the two dates
+  are estimates: 0, 1, 2), ``dob_est_gap`` (days apart over the tolerance of the older date,
+  ``family.birth_date_tolerance_days``: months for an infant, two years for an adult; ``NaN``
+  unless a date is estimated). An estimated date never agrees exactly: ``dob_exact``,
+  ``dob_same_month``, ``dob_same_day`` and ``dob_dm_swapped`` are ``NaN`` for such pairs;
+  ``same_mother`` (1 the same linked mother, 0 two different ones, ``NaN`` unless both are
+  linked) and ``mother_links`` (how many of the two sides have a mother linked);
+- ``phone_holders``: how many candidates of the set hold the query's phone (a household
+  phone: mother and children share it; ``NaN`` without a phone). The registry keeps no
+  count of holders, so the set is the measure.
+
+Adding a column means appending its name to ``FEATURES``, computing it here and retraining
 (``scripts/train_matcher.py``): the model file names the features it was trained on and
 ``LearnedModel`` refuses a file whose list differs.
 """
@@ -53,13 +64,14 @@ from numpy.typing import NDArray
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import OSA, JaroWinkler
 
+from shared.matching.family import birth_date_tolerance_days, mother_agreement
 from shared.matching.frequencies import NameFrequencies
 from shared.matching.model import Person
 from shared.matching.normalize import normalize_name, squeeze_doubles
 from shared.matching.phonetic import phonetic_key, token_key
 from shared.matching.score import is_placeholder_date
 
-__all__ = ["FEATURES", "FS_FEATURES", "features", "is_placeholder_date"]
+__all__ = ["EXTRA_FEATURES", "FEATURES", "FS_FEATURES", "features", "is_placeholder_date"]
 
 _PAIRINGS = ("ff", "ll", "fl", "lf")
 _NAME_COLS = ("jw", "jwp", "ed", "eq", "ph", "tok")
@@ -72,6 +84,14 @@ FS_FEATURES: tuple[str, ...] = (
     "fs_region",
     "fs_phone",
     "fs_ext",
+)
+EXTRA_FEATURES: tuple[str, ...] = (
+    "registry_size",
+    "dob_estimated",
+    "dob_est_gap",
+    "same_mother",
+    "mother_links",
+    "phone_holders",
 )
 FEATURES: tuple[str, ...] = (
     *(f"{p}_{c}" for p in _PAIRINGS for c in _NAME_COLS),
@@ -106,6 +126,7 @@ FEATURES: tuple[str, ...] = (
     "set_rank",
     "set_gap",
     "set_close",
+    *EXTRA_FEATURES,
 )
 _COL = {name: j for j, name in enumerate(FEATURES)}
 _NAN = float("nan")
@@ -254,7 +275,47 @@ def features(
     col("set_size")[:] = n
     close = (x[:, _COL["full_sort"]] >= 0.85) | (x[:, _COL["full_phon_jw"]] >= 0.95)
     col("set_close")[:] = int(close.sum())
+    _registry_size(x, frequencies)
+    _campaign(x, query, candidates)
+    _phone_holders(x)
     return x
+
+
+def _registry_size(x: NDArray[np.float64], frequencies: NameFrequencies | None) -> None:
+    if frequencies is not None and frequencies.total >= 100:
+        x[:, _COL["registry_size"]] = math.log10(frequencies.total)
+
+
+def _campaign(x: NDArray[np.float64], query: Person, candidates: Sequence[Person]) -> None:
+    """Estimated birth dates and linked mothers (issue 22); runs after ``_dates``, whose exact columns it clears."""
+    q_est = query.date_of_birth_estimated
+    c_est = np.array([c.date_of_birth_estimated for c in candidates], dtype=bool)
+    x[:, _COL["dob_estimated"]] = float(q_est) + c_est
+    either = c_est | q_est
+    q = query.date_of_birth
+    if either.any() and q is not None:
+        today = datetime.date.today()  # the tolerance grows with the age, as the scorers' (family)
+        gaps = np.full(len(candidates), np.nan)
+        for i, c in enumerate(candidates):
+            d = c.date_of_birth
+            if either[i] and d is not None:
+                gaps[i] = abs((q - d).days) / birth_date_tolerance_days(min(q, d), today)
+        x[:, _COL["dob_est_gap"]] = gaps
+    if either.any():
+        for name in ("dob_exact", "dob_same_month", "dob_same_day", "dob_dm_swapped"):
+            x[either, _COL[name]] = np.nan
+    qm = query.mother_mpi_id
+    mothers = [c.mother_mpi_id for c in candidates]
+    x[:, _COL["mother_links"]] = [float(bool(qm)) + bool(m) for m in mothers]
+    if qm:
+        x[:, _COL["same_mother"]] = [_NAN if (a := mother_agreement(qm, m)) is None else float(a) for m in mothers]
+
+
+def _phone_holders(x: NDArray[np.float64]) -> None:
+    """Candidates of the set holding the query's phone (from ``phone_eq``)."""
+    eq = x[:, _COL["phone_eq"]]
+    if not np.isnan(eq).all():
+        x[:, _COL["phone_holders"]] = float(np.nansum(eq))
 
 
 def _ext(a: object, b: object) -> float:

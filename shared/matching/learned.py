@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.matching.family import applies
 from shared.matching.features import FEATURES, FS_FEATURES, features
 from shared.matching.frequencies import NameFrequencies
 from shared.matching.model import MatchParams, Person
@@ -198,16 +197,9 @@ class LearnedMatcher(Matcher):
         x = features(query, people, self.frequencies, fs)
         raw, _ = self.model.raw(x)
         scores = self.model.probability(raw)
-        # Campaign evidence (linked mothers, estimated dates) is not among the trees' features
-        # yet: those pairs take the Fellegi-Sunter score, which weighs it (``family``).
-        campaign = np.array(
-            [applies(query.mother_mpi_id, p.mother_mpi_id, query.date_of_birth_estimated, p.date_of_birth_estimated)
-             for p in people],
-            dtype=bool,
-        )
-        if campaign.any():
-            fs_score = 1.0 / (1.0 + np.exp2(-np.clip(self.prior_bits() + fs[:, 0], -1000.0, 1000.0)))
-            scores = np.where(campaign, fs_score, scores)
+        # Campaign evidence (linked mothers, estimated dates) is among the trees' features
+        # (``dob_estimated``, ``dob_est_gap``, ``same_mother``, ``mother_links``): those pairs
+        # are scored by the trees like every other; twins of one mother stay capped below.
         # A hard conflict keeps the score below certain, as with the Fellegi-Sunter scorer,
         # except "twin" (same family name and birth date, another first name): the trees
         # were trained on twins and weigh that themselves (none of 345 held-out twins
