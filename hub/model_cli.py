@@ -69,6 +69,7 @@ def _training_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("train_matcher", _SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["train_matcher"] = module  # its dataclasses look their module up while they are made
     spec.loader.exec_module(module)
     return module
 
