@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shared.matching.family import applies
-from shared.matching.features import FEATURES, FS_FEATURES, features
+from shared.matching.features import FEATURES, FS_FEATURES, pair_features
 from shared.matching.frequencies import NameFrequencies
 from shared.matching.model import MatchParams, Person
 from shared.matching.score import Matcher, MatchResult, Thresholds, _features
@@ -139,6 +139,13 @@ class LearnedModel:
         out = self.baseline + self._f_value[node].sum(axis=1)
         return out, None if contrib is None else contrib.reshape(n, width)
 
+    def raw_batched(self, x: NDArray[np.float64], rows: int = 1024) -> NDArray[np.float64]:
+        """``raw`` of many rows, a block of ``rows`` at a time: the walk's (rows, trees)
+        index arrays stay small enough for the cache, and memory flat however many rows."""
+        if len(x) <= rows:
+            return self.raw(x)[0]
+        return np.concatenate([self.raw(x[i : i + rows])[0] for i in range(0, len(x), rows)])
+
     def probability(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         """Calibrated probability of raw log odds (monotone, piecewise linear between knots)."""
         return np.interp(raw, self.calib_x, self.calib_y)
@@ -186,25 +193,45 @@ class LearnedMatcher(Matcher):
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], list[tuple[list[str], str | None]], NDArray[np.float64]]:
         """(score, raw log odds, (matched_fields, hard_conflict), feature rows) of each person."""
         n = len(people)
-        qf = _features(query)
+        return self.score_pairs(
+            [query, *people], np.zeros(n, dtype=np.int64), np.arange(1, n + 1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        )
+
+    def score_pairs(
+        self,
+        people: Sequence[Person],
+        left: NDArray[np.int64],
+        right: NDArray[np.int64],
+        group: NDArray[np.int64],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], list[tuple[list[str], str | None]], NDArray[np.float64]]:
+        """Many pairs at once, ``people[left[i]]`` (the query of group ``group[i]``) against
+        ``people[right[i]]``: (score, raw log odds, (matched_fields, hard_conflict), feature rows).
+
+        What ``rank`` and ``score_set`` do for one query's set, for many sets together (the
+        hub's dedup): the features in one matrix (``pair_features``), the trees over all rows.
+        """
+        n = len(left)
+        own = [_features(p) for p in people]  # the FS view of each person, once
         fs = np.zeros((n, len(FS_FEATURES)))
         described: list[tuple[list[str], str | None]] = []
-        for i, p in enumerate(people):
-            parts = [0.0] * (len(FS_FEATURES) - 1)
-            total, fields, conflict = self._evidence(qf, _features(p), parts)
+        parts = [0.0] * (len(FS_FEATURES) - 1)
+        for i, (a, b) in enumerate(zip(left.tolist(), right.tolist(), strict=True)):
+            parts[:] = [0.0] * (len(FS_FEATURES) - 1)
+            total, fields, conflict = self._evidence(own[a], own[b], parts)
             fs[i, 0] = total
             fs[i, 1:] = parts
             described.append((fields, conflict))
-        x = features(query, people, self.frequencies, fs)
-        raw, _ = self.model.raw(x)
+        x = pair_features(people, left, right, group, self.frequencies, fs)
+        raw = self.model.raw_batched(x)
         scores = self.model.probability(raw)
         # Campaign evidence (linked mothers, estimated dates) is not among the trees' features
         # yet: those pairs take the Fellegi-Sunter score, which weighs it (``family``).
         campaign = np.array(
-            [applies(query.mother_mpi_id, p.mother_mpi_id, query.date_of_birth_estimated, p.date_of_birth_estimated)
-             for p in people],
+            [applies(people[a].mother_mpi_id, people[b].mother_mpi_id, people[a].date_of_birth_estimated,
+                     people[b].date_of_birth_estimated)
+             for a, b in zip(left.tolist(), right.tolist(), strict=True)],
             dtype=bool,
-        )
+        ).reshape(n)
         if campaign.any():
             fs_score = 1.0 / (1.0 + np.exp2(-np.clip(self.prior_bits() + fs[:, 0], -1000.0, 1000.0)))
             scores = np.where(campaign, fs_score, scores)
@@ -213,7 +240,7 @@ class LearnedMatcher(Matcher):
         # were trained on twins and weigh that themselves (none of 345 held-out twins
         # reached certain without the cap, while 0.7% of duplicates did), so it stays a
         # hint for the reviewer on results under certain and is dropped above.
-        capped = np.array([c is not None and c != "twin" for _, c in described], dtype=bool)
+        capped = np.array([c is not None and c != "twin" for _, c in described], dtype=bool).reshape(n)
         scores = np.where(capped & (scores > self._cap), self._cap, scores).round(4)
         described = [
             (fields, None if c == "twin" and scores[i] >= self.thresholds.certain else c)

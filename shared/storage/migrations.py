@@ -277,6 +277,11 @@ def _v91_dedup_workers(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.dedup_slice, schema.job_run])
 
 
+def _v120_dedup_pairs(conn: Connection) -> None:
+    """The pairs of a sweep scored by its slices, decided once all are scored (two phases)."""
+    schema.metadata.create_all(conn, tables=[schema.dedup_pair])
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
@@ -299,6 +304,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (90, "campaign", _v90_campaign),
     # 91: dedup workers and several hub processes (branch workers; 90 went to campaign).
     (91, "dedup_workers", _v91_dedup_workers),
+    # 120: the sweep in two phases, scored pairs then decisions (branch sweep).
+    (120, "dedup_pairs", _v120_dedup_pairs),
 ]
 
 
