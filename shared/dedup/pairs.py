@@ -78,16 +78,16 @@ class Batch:
 _RANKED_SQL = """
     WITH q AS (
         SELECT * FROM unnest(CAST(:qpk AS bigint[]), CAST(:qkey AS bigint[])) AS q(qpk, key)
-    ), small AS (
-        SELECT k.key, count(*) AS n
-        FROM (SELECT DISTINCT key FROM q) k JOIN blocking_key b ON b.key = k.key
-        WHERE NOT EXISTS (SELECT 1 FROM blocking_key o WHERE o.key = k.key OFFSET :cap LIMIT 1)
-        GROUP BY k.key
+    ), held AS (
+        -- at most cap + 1 holders of each key (one index range): more says the bucket is too common
+        SELECT k.key, h.pk, count(*) OVER (PARTITION BY k.key) AS n
+        FROM (SELECT DISTINCT key FROM q) k
+        CROSS JOIN LATERAL (SELECT b.identity_pk AS pk FROM blocking_key b WHERE b.key = k.key LIMIT :over) h
     ), scored AS (
-        SELECT q.qpk, b.identity_pk AS pk, sum(1.0::float8 / s.n) AS w
-        FROM q JOIN small s ON s.key = q.key JOIN blocking_key b ON b.key = q.key
-        WHERE {partner}
-        GROUP BY q.qpk, b.identity_pk
+        SELECT q.qpk, held.pk, sum(1.0::float8 / held.n) AS w
+        FROM q JOIN held ON held.key = q.key
+        WHERE held.n < :over AND {partner}
+        GROUP BY q.qpk, held.pk
     ), ranked AS (
         SELECT qpk, pk, w, row_number() OVER (PARTITION BY qpk ORDER BY w DESC, pk) AS r FROM scored
     )
@@ -96,7 +96,7 @@ _RANKED_SQL = """
 """
 # upward (a sweep): partners among the larger pks only; otherwise every holder, the identity itself too
 _RANKED = {
-    upward: sa.text(_RANKED_SQL.replace("{partner}", "b.identity_pk > q.qpk" if upward else "TRUE"))
+    upward: sa.text(_RANKED_SQL.replace("{partner}", "held.pk > q.qpk" if upward else "TRUE"))
     for upward in (True, False)
 }
 
@@ -109,7 +109,7 @@ async def _ranked(
     if conn.dialect.name == "postgresql":
         qpk = [pk for pk, own in zip(asking, keyed, strict=True) for _ in own]
         qkey = [k for own in keyed for k in own]
-        rows = await conn.execute(_RANKED[upward], {"qpk": qpk, "qkey": qkey, "cap": BUCKET_CAP, "limit": limit})
+        rows = await conn.execute(_RANKED[upward], {"qpk": qpk, "qkey": qkey, "over": BUCKET_CAP + 1, "limit": limit})
         for q, pk, w in rows:
             out[q][pk] = float(w)
         return out
