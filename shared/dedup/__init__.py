@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -50,27 +49,12 @@ from .slices import (
     slices_left,
     write_pairs,
 )
+from .stats import DedupStats
 
 __all__ = [
     "DECIDE", "Dedup", "DedupStats", "Slice", "claim_slice", "enqueue", "finish_slice", "plan_sweep", "renew_slice",
     "slices_left",
 ]
-
-
-@dataclass
-class DedupStats:
-    checked: int = 0
-    merged: int = 0
-    queued: int = 0
-    seconds: float = 0.0
-    scored: int = 0  # candidate pairs scored, each once (not kept in dedup_progress)
-    finished: bool = True  # False: a sweep stopped by ``stop_after`` before the end (the next one resumes)
-
-    def add(self, other: DedupStats) -> None:
-        self.checked += other.checked
-        self.scored += other.scored
-        self.merged += other.merged
-        self.queued += other.queued
 
 
 async def enqueue(tx: Tx, pks: Sequence[int]) -> None:

@@ -15,7 +15,6 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -23,9 +22,7 @@ from ..matching import MatchResult
 from ..storage import schema as t
 from ..storage.store import Store, Tx, utc_now
 from .pairs import Found, Identity
-
-if TYPE_CHECKING:
-    from . import DedupStats
+from .stats import DedupStats
 
 __all__ = [
     "DECIDE", "Slice", "claim_slice", "finish_slice", "plan_sweep", "read_pairs", "renew_slice", "slices_left",
