@@ -155,9 +155,12 @@ async def test_the_vectorised_path_decides_as_pair_by_pair_scoring(api: Api) -> 
         if merged_into.get(mpi_id):
             assert find(mpi_id) == find(root(mpi_id))
     assert stats.merged == sum(1 for m in into.values() if merged_into.get(m))
-    # and each certain pair ends as one identity, or queued (a merge the identity layer refused)
+    # and each certain pair ends as one identity, or queued (a merge the identity layer
+    # refused), or was left alone because one side had been merged away into another group
+    # earlier in the sweep (decide: a chain of look-alikes is not merged on one link)
     async with api.store.read() as conn:
         queued = {frozenset(json.loads(m)) for (m,) in await conn.execute(
             sa.select(t.review_item.c.mpi_ids).where(t.review_item.c.status == "open"))}
     for a, b in auto:
-        assert root(into[a]) == root(into[b]) or frozenset((into[a], into[b])) in queued
+        assert (root(into[a]) == root(into[b]) or frozenset((into[a], into[b])) in queued
+                or merged_into.get(into[a]) or merged_into.get(into[b]))

@@ -171,7 +171,7 @@ class Dedup:
         is one identity, and an open review item is not queued twice.
         """
         found, who = await read_pairs(self.store, job)
-        done = await decide(self.registry, self.actor, self.auto_merge, found, who)
+        done = await decide(self.registry, self.actor, self.auto_merge, found, who, sweep=True)
         return DedupStats(merged=done.merged, queued=done.queued)
 
     async def sweep(

@@ -1,7 +1,9 @@
 """The dedup's decisions: scored pairs merged or queued for review, in one order, in bulk.
 
-The pairs come best first (score, then pks), whatever slice or worker scored them, so the
-same pairs always give the same merges.  A pair at or above the auto-merge threshold with
+A sweep's pairs are decided identity by identity in pk order, each identity's pairs best
+first, whatever slice or worker scored them, so the same pairs always give the same
+merges; a pair one of whose identities was merged away earlier in the pass is left alone
+(``decide``).  A check's pairs are decided best first.  A pair at or above the auto-merge threshold with
 no hard conflict is merged, the older registration being the target (then the smaller
 ID); one a supervisor declared ``not_same`` is left alone; one the identity layer refuses
 to merge (two values of one external id, merged meanwhile) is queued; two that are one
@@ -50,11 +52,29 @@ def _older_first(a: Identity, b: Identity) -> tuple[Identity, Identity]:
 
 
 async def decide(
-    registry: Registry, actor: str, auto_merge: float, found: Sequence[Found], who: Mapping[int, Identity]
+    registry: Registry,
+    actor: str,
+    auto_merge: float,
+    found: Sequence[Found],
+    who: Mapping[int, Identity],
+    *,
+    sweep: bool = False,
 ) -> Decided:
-    """Merge or queue ``found`` in its order (best first); pairs whose identity is gone are skipped."""
+    """Merge or queue ``found``; pairs whose identity is gone are skipped.
+
+    A check (``sweep`` False) decides its pairs best first.  A sweep decides them identity
+    by identity in pk order, each identity's pairs best first, and leaves alone a pair one
+    of whose identities was merged away earlier in the pass: what the sweep did when it
+    decided slice by slice, where an identity merged by an earlier slice was no longer
+    active, so its pairs were not looked at (its group's survivor is, through its own
+    pairs).  Without that rule a chain of look-alikes (A = B, B looks like C) would merge C
+    into A on B's evidence alone.
+    """
     out = Decided()
     found = [f for f in found if f.a in who and f.b in who]
+    if sweep:
+        found = sorted(found, key=lambda f: (f.a, -f.result.score, f.b))
+    gone: set[int] = set()  # merged away in this pass
     if not found:
         return out
     ids = sorted({who[pk].mpi_id for f in found for pk in (f.a, f.b)})
@@ -69,6 +89,8 @@ async def decide(
         async with registry.store.write(actor) as tx:
             reviews: list[PairReview] = []
             for f in found[start : start + DECISIONS_PER_TX]:
+                if sweep and (f.a in gone or f.b in gone):
+                    continue
                 target, source = _older_first(who[f.a], who[f.b])
                 result = f.result
                 if tuple(sorted((target.mpi_id, source.mpi_id))) in decided:
@@ -90,6 +112,7 @@ async def decide(
                         log.info("auto-merge of %s into %s not done: %s", source.mpi_id, target.mpi_id, exc.message)
                     else:
                         out.merged += 1
+                        gone.add(f.a if source.mpi_id == who[f.a].mpi_id else f.b)
                         continue
                 reviews.append(PairReview(
                     reason="hard_conflict" if result.hard_conflict else "probable",
