@@ -181,7 +181,7 @@ def score_batch(matcher: Matcher, batch: Batch, pairs: set[tuple[int, int]]) -> 
     right = np.array([at[b] for _, b in ordered], dtype=np.int64)
     probable = matcher.thresholds.probable
     if isinstance(matcher, LearnedMatcher):
-        scores, _, described, x = matcher.score_pairs(people, left, right, left)
+        scores, _, described, x = matcher.score_pairs(people, left, right, left, floor=probable)
         kept = [i for i in range(len(ordered)) if scores[i] >= probable and described[i][1] != "dhis2_uid"]
         results = dict(zip(kept, matcher._results(kept, scores, described, x), strict=True))
         conflicted = [i for i in range(len(ordered)) if described[i][1] == "dhis2_uid"]
