@@ -3,10 +3,12 @@
 ``run_worker``: the loop of ``mpi-hub dedup worker``. Each turn it claims what no other worker
 holds, first a batch of identities nodes registered since (``dedup_pending``, row locks
 ``FOR UPDATE SKIP LOCKED`` held while it is checked), then a slice of the sweep
-(``dedup_slice``, a lease pushed on by a heartbeat while the slice is checked). A worker
-killed mid-slice leaves its lease to lapse, and the next worker takes the slice again;
-nothing is decided twice (``Dedup.sweep_slice``). Any number of workers, on any machine
-reaching the database.
+(``dedup_slice``, a lease pushed on by a heartbeat while the slice is scored) or, once every
+slice is scored, the sweep's decision step (all its pairs decided in one order, best first:
+the same merges whatever the number of workers). A worker killed mid-slice leaves its lease
+to lapse, and the next worker takes the slice again: its pairs are scored again and
+replace what it kept; a decision done again decides nothing twice (``Dedup.decide_job``).
+Any number of workers, on any machine reaching the database.
 
 ``job_lock``: a periodic job of ``mpi-hub serve`` runs only under its PostgreSQL advisory lock
 (``pg_try_advisory_xact_lock``, one key per job): with several serve processes on one
@@ -130,7 +132,10 @@ async def run_worker(
         if piece is not None:
             beat = asyncio.create_task(_heartbeat(store, piece, worker, lease_seconds))
             try:
-                stats = await dedup.sweep_slice(piece.lo_pk, piece.hi_pk, batch)
+                if piece.decides:
+                    stats = await dedup.decide_job(piece.job)
+                else:
+                    stats = await dedup.score_slice(piece.job, piece.lo_pk, piece.hi_pk, batch)
             finally:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from conftest import Api, registry_of
 
-from shared.dedup import Dedup, _best_pairs
+from shared.dedup import Dedup
+from shared.dedup.pairs import partners, read_people
 from shared.identities.candidates import candidates
 from shared.keys import registry_key
 from shared.matching import person_of
@@ -67,15 +68,16 @@ async def test_each_identity_keeps_its_best_partners(api: Api) -> None:
     """With room for one partner each, the namesake sharing name and birth date wins over the strangers of the same day."""
     pk = await _register_all(api)
     async with api.store.read() as conn:
-        rows = list(await conn.execute(sa.select(t.identity).where(t.identity.c.pk.in_(list(pk.values())))))
-        upward, _, _ = await _best_pairs(conn, rows, 1, upward=True)
-        both_ends, involved, people = await _best_pairs(conn, rows, 1, upward=False)
+        upward = await partners(conn, await read_people(conn, list(pk.values())), 1, upward=True)
+        batch = await read_people(conn, list(pk.values()))
+        both_ends = await partners(conn, batch, 1, upward=False)
+    people = batch.people
     assert (pk["moussa"], pk["moussa_thi"]) in upward and (pk["ibrahima"], pk["ibrahima_thi"]) in upward
-    assert all(a < b for a, b in upward) and len(upward) <= len(rows)
+    assert all(a < b for a, b in upward) and len(upward) <= len(pk)
     # Each identity's one best partner, from both ends: the namesakes pair, the strangers of one day pair among themselves.
     assert {(pk["moussa"], pk["moussa_thi"]), (pk["ibrahima"], pk["ibrahima_thi"])} <= both_ends
     assert not {p for p in both_ends if pk["moussa_thi"] in p and pk["moussa"] not in p}
-    assert set(involved) == set(people) == set(pk.values())
+    assert set(people) == set(batch.meta) == set(pk.values())
 
 
 async def test_a_sweep_merges_a_duplicate_among_many_namesakes(api: Api) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shared.matching import NameFrequencies, Person
-from shared.matching.features import FEATURES, FS_FEATURES, features
+from shared.matching.features import FEATURES, FS_FEATURES, features, pair_features
 
 D = dt.date
 
@@ -196,3 +196,34 @@ def test_phone_holders_in_the_set() -> None:
                      Person("Fatou", "Diallo", phone_number="+221779999999"), Person("Fatou", "Diallo")])
     assert f(x, "phone_holders") == 2.0 and f(x, "phone_holders", 3) == 2.0
     assert nan(f(features(Person("Fatou", "Diallo"), [Q]), "phone_holders"))  # no phone on the query
+
+
+def test_many_query_sets_at_once_equal_each_set_alone() -> None:
+    """``pair_features`` over several query groups, rows of a group interleaved with others',
+    gives every row what ``features(query, its set)`` gives it, set columns included."""
+    people = [
+        Q,
+        Person("Diallo", "Fatou", D(1990, 11, 3), "F"),
+        Person("Fatoumata", "Dialo", None, "M", "THS"),
+        Person("Awa", "Ba", D(1970, 1, 1), None, "DKR", "+221771234567", {"dhis2_uid": "abcDEF12345"}),
+        Person("Mame Diarra", "Ndiaye", D(1970, 1, 1), "F", " dkr "),
+        Person("", "Ba", D(1971, 1, 1)),
+        Person("Awa", "Ba", D(1970, 1, 1), "F", external_ids={"dhis2_uid": "zzzDEF12345"}),
+    ]
+    sets = {0: [1, 2, 3, 6], 3: [4, 5, 6], 4: [0], 5: [3, 4]}
+    freq = NameFrequencies.from_people(people * 20)
+    rng = np.random.default_rng(3)
+    rows = [(q, c) for q, cs in sets.items() for c in cs]
+    order = rng.permutation(len(rows))
+    left = np.array([rows[i][0] for i in order])
+    right = np.array([rows[i][1] for i in order])
+    fs_total = {(q, c): float(rng.integers(-5, 5)) for q, c in rows}  # ties included
+    fs = np.zeros((len(rows), len(FS_FEATURES)))
+    fs[:, 0] = [fs_total[(int(q), int(c))] for q, c in zip(left, right, strict=True)]
+    x = pair_features(people, left, right, left * 10, freq, fs)  # any labels name the groups
+    for q in sets:
+        at = [i for i in range(len(left)) if left[i] == q]
+        mine = [int(right[i]) for i in at]  # the set in the order its rows came
+        alone = features(people[q], [people[c] for c in mine], freq, fs[at])
+        np.testing.assert_array_equal(x[at], alone)
+    assert {f(x, "set_size", i) for i in range(len(left)) if left[i] == 0} == {4.0}

@@ -34,7 +34,7 @@ from ..storage import schema as t
 from .fields import Row
 from .lookup import external_ids_of, id_list, id_param, pk_in
 
-__all__ = ["candidates", "weight"]
+__all__ = ["best_by_keys", "candidates", "weight"]
 
 _CHUNK = 900  # stays under every SQLite's limit of bound parameters
 _EXTERNAL_WEIGHT = 100.0  # a shared external id outweighs any number of shared keys
@@ -149,22 +149,7 @@ async def candidates(
     elif people:
         # A batch (import, dedup): the small buckets of all its keys in one statement, the
         # same weights summed here per query, then the chosen rows in one more.
-        every_key = sorted({k for own in keyed for k in own})
-        buckets = {
-            key: _pks(holders)
-            for key, holders in await conn.execute(_buckets(dialect), {"keys_0": id_param(dialect, every_key)})
-        }
-        chosen: list[list[tuple[float, int]]] = []
-        for i, own in enumerate(keyed):
-            score: dict[int, float] = defaultdict(float)
-            floor = after[i] if after is not None else 0
-            for key in own:
-                bucket = buckets.get(key, ())
-                w = weight(len(bucket)) if bucket else 0.0
-                for pk in bucket:
-                    if pk > floor:
-                        score[pk] += w
-            chosen.append(heapq.nsmallest(limit, ((-w, pk) for pk, w in score.items())))
+        chosen = await best_by_keys(conn, keyed, limit, after)
         wanted = sorted({pk for best in chosen for _, pk in best})
         rows = await conn.execute(sa.select(t.identity).where(pk_in(conn, t.identity.c.pk, wanted), t.identity.c.status == "active"))
         by_pk: dict[int, Row] = {row.pk: row for row in rows}
@@ -185,6 +170,34 @@ async def candidates(
         ordered = sorted(scored.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
         out.append([(row, person_of(row, external.get(pk))) for pk, (_, row) in ordered])
     return out
+
+
+async def best_by_keys(
+    conn: AsyncConnection, keyed: Sequence[list[int]], limit: int, after: Sequence[int] | None = None
+) -> list[list[tuple[float, int]]]:
+    """For each list of query keys, its ``limit`` best holders as (-weight, pk), best first.
+
+    The small buckets of all the keys in one statement, the weights summed here per query
+    (``after``: only holders of a larger pk).  Holders are not checked for being active.
+    """
+    dialect = conn.dialect.name
+    every_key = sorted({k for own in keyed for k in own})
+    buckets = {
+        key: _pks(holders)
+        for key, holders in await conn.execute(_buckets(dialect), {"keys_0": id_param(dialect, every_key)})
+    }
+    chosen: list[list[tuple[float, int]]] = []
+    for i, own in enumerate(keyed):
+        score: dict[int, float] = defaultdict(float)
+        floor = after[i] if after is not None else 0
+        for key in own:
+            bucket = buckets.get(key, ())
+            w = weight(len(bucket)) if bucket else 0.0
+            for pk in bucket:
+                if pk > floor:
+                    score[pk] += w
+        chosen.append(heapq.nsmallest(limit, ((-w, pk) for pk, w in score.items())))
+    return chosen
 
 
 async def _sharing_external_ids(conn: AsyncConnection, people: Sequence[Person]) -> dict[int, list[Row]]:

@@ -1,10 +1,13 @@
-"""Comparison features of one query against a whole candidate set, as one numpy matrix.
+"""Comparison features of pairs of people, as one numpy matrix.
 
 ONE function for every caller that scores (register, ``/mpi/match``, import, the hub's
-dedup, FHIR ``$match``, the training script): ``features(query, candidates, frequencies)``
-returns a ``(len(candidates), len(FEATURES))`` float matrix, column ``j`` being
-``FEATURES[j]``.  Pure: no database, no HTTP.  String comparisons go through rapidfuzz's
-``process.cpdist`` (one call per column for the whole set), dates and codes through numpy.
+dedup, FHIR ``$match``, the training script): ``pair_features(people, left, right, group)``
+compares many (left, right) pairs at once, each in a query group (the set one query is
+scored against), and returns a ``(pairs, len(FEATURES))`` float matrix, column ``j`` being
+``FEATURES[j]``; ``features(query, candidates, frequencies)`` is one group of it (the
+query against its candidate set).  Pure: no database, no HTTP.  Each person is prepared
+once however many pairs hold it; string comparisons go through rapidfuzz's
+``process.cpdist`` (one call per column for all the pairs), dates and codes through numpy.
 
 Missing evidence is ``NaN`` (a birth date, a sex, a region, a phone absent on either side),
 never a made-up value: the trees route missing values the way they learned to.
@@ -58,6 +61,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -71,7 +75,7 @@ from shared.matching.normalize import normalize_name, squeeze_doubles
 from shared.matching.phonetic import phonetic_key, token_key
 from shared.matching.score import is_placeholder_date
 
-__all__ = ["EXTRA_FEATURES", "FEATURES", "FS_FEATURES", "features", "is_placeholder_date"]
+__all__ = ["EXTRA_FEATURES", "FEATURES", "FS_FEATURES", "features", "is_placeholder_date", "pair_features"]
 
 _PAIRINGS = ("ff", "ll", "fl", "lf")
 _NAME_COLS = ("jw", "jwp", "ed", "eq", "ph", "tok")
@@ -141,6 +145,8 @@ class _N:
     phon: str
     keys: frozenset[str]
     sorted_phon: str
+    tokens: int  # how many tokens
+    one_key: str | None  # the token key of a one-token name
 
 
 @lru_cache(maxsize=262_144)
@@ -153,6 +159,8 @@ def _n(raw: str) -> _N:
         phon=phonetic_key(raw),
         keys=frozenset(keys),
         sorted_phon=" ".join(sorted(keys)),
+        tokens=len(keys),
+        one_key=keys[0] if len(keys) == 1 else None,
     )
 
 
@@ -189,96 +197,208 @@ def features(
 
     ``fs_parts``: the Fellegi-Sunter evidence of each pair, shape ``(n, len(FS_FEATURES))``
     (total first, then the weighted bits of each comparison), as ``Matcher.evidence_matrix``
-    gives it; ``NaN`` columns without it.
+    gives it; ``NaN`` columns without it.  One query group of ``pair_features``.
     """
     n = len(candidates)
+    if n == 0:
+        return np.full((0, len(FEATURES)), np.nan, dtype=np.float64)
+    return pair_features(
+        [query, *candidates], np.zeros(n, dtype=np.int64), np.arange(1, n + 1, dtype=np.int64),
+        np.zeros(n, dtype=np.int64), frequencies, fs_parts,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _People:
+    """What the columns read of each person, once per person however many pairs it is in.
+
+    Strings and codes are object arrays (``None``: missing): equality is numpy's elementwise
+    ``==`` over the pairs.
+    """
+
+    first: list[_N]
+    last: list[_N]
+    blank: NDArray[np.bool_]  # (people, 2): first, last name normalises to nothing
+    flat: NDArray[np.object_]  # (people, 2): first and last name, flat spelling
+    phon: NDArray[np.object_]
+    one_key: NDArray[np.object_]  # the token key of a one-token name, None for 0 or several tokens
+    full: NDArray[np.object_]  # "first last", normalised
+    full_phon: NDArray[np.object_]  # every phonetic token key, sorted
+    tokens: NDArray[np.float64]
+    dob: NDArray[np.float64]  # (people, 5): known, year, month, day, ordinal
+    placeholder: NDArray[np.float64]
+    age: NDArray[np.float64]
+    codes: NDArray[np.object_]  # (people, 3): sex, region, phone
+    has_ids: NDArray[np.bool_]
+
+
+def _people(people: Sequence[Person]) -> _People:
+    first = [_n(p.first_name) for p in people]
+    last = [_n(p.last_name) for p in people]
+    both = list(zip(first, last, strict=True))
+    n = len(people)
+    dobs = [p.date_of_birth for p in people]
+    return _People(
+        first=first,
+        last=last,
+        blank=np.array([(not a.flat, not b.flat) for a, b in both], dtype=bool).reshape(n, 2),
+        flat=_objects([(a.flat, b.flat) for a, b in both], n, 2),
+        phon=_objects([(a.phon, b.phon) for a, b in both], n, 2),
+        one_key=_objects([(a.one_key, b.one_key) for a, b in both], n, 2),
+        full=_objects([f"{a.norm} {b.norm}" for a, b in both], n),
+        full_phon=_objects([" ".join(sorted(a.keys | b.keys)) for a, b in both], n),
+        tokens=np.array([a.tokens + b.tokens for a, b in both], dtype=np.float64),
+        dob=np.array(
+            [(1.0, d.year, d.month, d.day, d.toordinal()) if d is not None else (0.0, 0.0, 0.0, 0.0, 0.0) for d in dobs],
+            dtype=np.float64,
+        ).reshape(n, 5),
+        placeholder=np.array([_NAN if d is None else float(is_placeholder_date(d)) for d in dobs], dtype=np.float64),
+        age=np.array([_NAN if d is None else (_TODAY_ORDINAL - d.toordinal()) / 365.25 for d in dobs],
+                     dtype=np.float64),
+        codes=_objects([(_sex(p.gender), _region(p.region_code), _phone(p.phone_number)) for p in people], n, 3),
+        has_ids=np.array([bool(p.external_ids) for p in people], dtype=bool),
+    )
+
+
+def _objects(values: list[Any], *shape: int) -> NDArray[np.object_]:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values if len(shape) == 1 else [None] * len(values)
+    if len(shape) == 1:
+        return out
+    table = np.empty(shape, dtype=object)
+    for j in range(shape[1]):
+        table[:, j] = [v[j] for v in values]
+    return table
+
+
+def _region(code: str | None) -> str | None:
+    return code.strip().upper() if code and code.strip() else None
+
+
+def _equal(q: NDArray[np.object_], c: NDArray[np.object_]) -> NDArray[np.float64]:
+    """1/0 where both sides are known, NaN where either is missing."""
+    known = (q != None) & (c != None)  # noqa: E711 (elementwise)
+    return np.where(known, q == c, np.nan)
+
+
+def pair_features(
+    people: Sequence[Person],
+    left: NDArray[np.int64],
+    right: NDArray[np.int64],
+    group: NDArray[np.int64],
+    frequencies: NameFrequencies | None = None,
+    fs_parts: NDArray[np.float64] | None = None,
+) -> NDArray[np.float64]:
+    """The feature matrix of many pairs at once: row ``i`` compares ``people[left[i]]`` (the
+    query) with ``people[right[i]]`` (its candidate).
+
+    ``group[i]`` names the query set row ``i`` belongs to: the set-level columns (``set_size``,
+    ``set_rank``, ``set_gap``, ``set_close``) are computed within each group, the rows of a
+    group in their order here standing for the candidates' order.  Each person's names,
+    dates and codes are prepared once however many pairs hold it; strings are compared with
+    ``process.cpdist`` over all pairs at once, the rest with numpy.  ``features(query,
+    candidates)`` is one group of this.
+    """
+    n = len(left)
     x = np.full((n, len(FEATURES)), np.nan, dtype=np.float64)
     if n == 0:
         return x
-    qf, ql = _n(query.first_name), _n(query.last_name)
-    cf = [_n(c.first_name) for c in candidates]
-    cl = [_n(c.last_name) for c in candidates]
+    left = np.asarray(left, dtype=np.int64)
+    right = np.asarray(right, dtype=np.int64)
+    group = np.asarray(group, dtype=np.int64)
+    pp = _people(people)
+    flats, phons = pp.flat, pp.phon
 
     def col(name: str) -> NDArray[np.float64]:
         return x[:, _COL[name]]
 
-    for pairing, qn, cn in (("ff", qf, cf), ("ll", ql, cl), ("fl", qf, cl), ("lf", ql, cf)):
-        flats = [c.flat for c in cn]
-        qs = [qn.flat] * n
-        x[:, _COL[f"{pairing}_jw"]] = process.cpdist(qs, flats, scorer=JaroWinkler.normalized_similarity)
+    for pairing, qi, ci in (("ff", 0, 0), ("ll", 1, 1), ("fl", 0, 1), ("lf", 1, 0)):
+        qs, cs = flats[left, qi], flats[right, ci]
+        x[:, _COL[f"{pairing}_jw"]] = process.cpdist(qs, cs, scorer=JaroWinkler.normalized_similarity)
         x[:, _COL[f"{pairing}_jwp"]] = process.cpdist(
-            [qn.phon] * n, [c.phon for c in cn], scorer=JaroWinkler.normalized_similarity
+            phons[left, qi], phons[right, ci], scorer=JaroWinkler.normalized_similarity
         )
-        x[:, _COL[f"{pairing}_ed"]] = np.minimum(process.cpdist(qs, flats, scorer=OSA.distance), 4)
-        x[:, _COL[f"{pairing}_eq"]] = [float(qn.flat == c.flat) for c in cn]
-        x[:, _COL[f"{pairing}_ph"]] = [float(qn.phon == c.phon) for c in cn]
-        x[:, _COL[f"{pairing}_tok"]] = [_overlap(qn.keys, c.keys) for c in cn]
-        if not qn.flat:
+        x[:, _COL[f"{pairing}_ed"]] = np.minimum(process.cpdist(qs, cs, scorer=OSA.distance), 4)
+        x[:, _COL[f"{pairing}_eq"]] = qs == cs
+        x[:, _COL[f"{pairing}_ph"]] = phons[left, qi] == phons[right, ci]
+        kq, kc = pp.one_key[left, qi], pp.one_key[right, ci]
+        tok = x[:, _COL[f"{pairing}_tok"]]
+        single = (kq != None) & (kc != None)  # noqa: E711 (elementwise)
+        tok[single] = kq[single] == kc[single]
+        names_q, names_c = (pp.first, pp.last)[qi], (pp.first, pp.last)[ci]
+        for i in np.flatnonzero(~single):
+            tok[i] = _overlap(names_q[left[i]].keys, names_c[right[i]].keys)
+        empty = pp.blank[left, qi] | pp.blank[right, ci]
+        if empty.any():
             for c in _NAME_COLS:
-                x[:, _COL[f"{pairing}_{c}"]] = np.nan
-        else:
-            empty = np.array([not c.flat for c in cn])
-            if empty.any():
-                for c in _NAME_COLS:
-                    x[empty, _COL[f"{pairing}_{c}"]] = np.nan
+                x[empty, _COL[f"{pairing}_{c}"]] = np.nan
 
-    q_full = f"{qf.norm} {ql.norm}"
-    c_full = [f"{a.norm} {b.norm}" for a, b in zip(cf, cl, strict=True)]
-    col("full_sort")[:] = process.cpdist([q_full] * n, c_full, scorer=fuzz.token_sort_ratio) / 100.0
-    col("full_set")[:] = process.cpdist([q_full] * n, c_full, scorer=fuzz.token_set_ratio) / 100.0
-    col("full_jw")[:] = process.cpdist([q_full] * n, c_full, scorer=JaroWinkler.normalized_similarity)
-    q_phon = " ".join(sorted(qf.keys | ql.keys))
-    c_phon = [" ".join(sorted(a.keys | b.keys)) for a, b in zip(cf, cl, strict=True)]
-    col("full_phon_jw")[:] = process.cpdist([q_phon] * n, c_phon, scorer=JaroWinkler.normalized_similarity)
-    col("name_tokens_q")[:] = len(qf.norm.split()) + len(ql.norm.split())
-    col("name_tokens_c")[:] = [len(a.norm.split()) + len(b.norm.split()) for a, b in zip(cf, cl, strict=True)]
+    q_full, c_full = pp.full[left], pp.full[right]
+    col("full_sort")[:] = process.cpdist(q_full, c_full, scorer=fuzz.token_sort_ratio) / 100.0
+    col("full_set")[:] = process.cpdist(q_full, c_full, scorer=fuzz.token_set_ratio) / 100.0
+    col("full_jw")[:] = process.cpdist(q_full, c_full, scorer=JaroWinkler.normalized_similarity)
+    col("full_phon_jw")[:] = process.cpdist(pp.full_phon[left], pp.full_phon[right],
+                                            scorer=JaroWinkler.normalized_similarity)
+    col("name_tokens_q")[:] = pp.tokens[left]
+    col("name_tokens_c")[:] = pp.tokens[right]
 
     freq = frequencies
     if freq is not None and freq.total >= 100:
         t = freq.total
-        col("freq_first_q")[:] = _log_share(freq.first_name_share(qf.norm), t)
-        col("freq_last_q")[:] = _log_share(freq.last_name_share(ql.norm), t)
-        col("freq_first_c")[:] = [_log_share(freq.first_name_share(a.norm), t) for a in cf]
-        col("freq_last_c")[:] = [_log_share(freq.last_name_share(b.norm), t) for b in cl]
-        col("freq_full_c")[:] = [math.log10(max(freq.full_name_people(a.norm, b.norm), 1)) for a, b in zip(cf, cl, strict=True)]
+        share_f = np.array([_log_share(freq.first_name_share(a.norm), t) for a in pp.first], dtype=np.float64)
+        share_l = np.array([_log_share(freq.last_name_share(b.norm), t) for b in pp.last], dtype=np.float64)
+        full_people = np.array(
+            [math.log10(max(freq.full_name_people(a.norm, b.norm), 1)) for a, b in zip(pp.first, pp.last, strict=True)],
+            dtype=np.float64,
+        )
+        col("freq_first_q")[:] = share_f[left]
+        col("freq_last_q")[:] = share_l[left]
+        col("freq_first_c")[:] = share_f[right]
+        col("freq_last_c")[:] = share_l[right]
+        col("freq_full_c")[:] = full_people[right]
 
-    _dates(x, query.date_of_birth, [c.date_of_birth for c in candidates])
+    _dates(x, pp, left, right)
 
-    qs_ = _sex(query.gender)
-    if qs_ is not None:
-        col("sex_eq")[:] = [_NAN if (s := _sex(c.gender)) is None else float(s == qs_) for c in candidates]
-    qr = query.region_code.strip().upper() if query.region_code else None
-    if qr:
-        col("region_eq")[:] = [
-            float(c.region_code.strip().upper() == qr) if c.region_code and c.region_code.strip() else _NAN
-            for c in candidates
-        ]
-    qp = _phone(query.phone_number)
-    if qp is not None:
-        col("phone_eq")[:] = [_NAN if (p := _phone(c.phone_number)) is None else float(p == qp) for c in candidates]
-    if query.external_ids:
-        col("ext_eq")[:] = [_ext(query.external_ids, c.external_ids) for c in candidates]
+    codes_q, codes_c = pp.codes[left], pp.codes[right]
+    for j, name in enumerate(("sex_eq", "region_eq", "phone_eq")):
+        col(name)[:] = _equal(codes_q[:, j], codes_c[:, j])
+    if pp.has_ids.any():
+        ext = col("ext_eq")
+        for i in np.flatnonzero(pp.has_ids[left]):
+            ext[i] = _ext(people[left[i]].external_ids, people[right[i]].external_ids)
 
+    _set_columns(x, group, fs_parts)
+    _registry_size(x, frequencies)
+    _campaign(x, people, left, right)
+    _phone_holders(x, group)
+    return x
+
+
+def _set_columns(x: NDArray[np.float64], group: NDArray[np.int64], fs_parts: NDArray[np.float64] | None) -> None:
+    """Each row's place in its query group: size, rank and gap by FS evidence, near-equal names."""
+    n = len(group)
+    if n and group[0] == group[-1] and not group.any():  # one query's set (register, match)
+        grp, size, labels = group, np.array([n]), np.zeros(1)
+    else:
+        labels, grp, size = np.unique(group, return_inverse=True, return_counts=True)
+    start = np.concatenate(([0], np.cumsum(size)[:-1]))
     if fs_parts is not None:
         x[:, _COL[FS_FEATURES[0]] : _COL[FS_FEATURES[-1]] + 1] = fs_parts
         total = fs_parts[:, 0]
-        order = np.argsort(-total, kind="stable")
+        # per group, a stable sort on -total: the rows of a group in their order break ties
+        order = np.lexsort((np.arange(n), -total, grp))
         rank = np.empty(n)
-        rank[order] = np.arange(n)
-        col("set_rank")[:] = rank
-        if n == 1:
-            col("set_gap")[:] = _ALONE_GAP
-        else:
-            best, second = total[order[0]], total[order[1]]
-            others_best = np.where(np.arange(n) == order[0], second, best)
-            col("set_gap")[:] = np.clip(total - others_best, -_ALONE_GAP, _ALONE_GAP)
-    col("set_size")[:] = n
+        rank[order] = np.arange(n) - start[grp[order]]
+        x[:, _COL["set_rank"]] = rank
+        best = total[order[start]]
+        second = np.where(size > 1, total[order[np.minimum(start + 1, n - 1)]], np.nan)
+        is_best = rank == 0
+        others_best = np.where(is_best, second[grp], best[grp])
+        gap = np.clip(total - others_best, -_ALONE_GAP, _ALONE_GAP)
+        x[:, _COL["set_gap"]] = np.where(size[grp] == 1, _ALONE_GAP, gap)
+    x[:, _COL["set_size"]] = size[grp]
     close = (x[:, _COL["full_sort"]] >= 0.85) | (x[:, _COL["full_phon_jw"]] >= 0.95)
-    col("set_close")[:] = int(close.sum())
-    _registry_size(x, frequencies)
-    _campaign(x, query, candidates)
-    _phone_holders(x)
-    return x
+    x[:, _COL["set_close"]] = np.bincount(grp, weights=close, minlength=len(labels))[grp]
 
 
 def _registry_size(x: NDArray[np.float64], frequencies: NameFrequencies | None) -> None:
@@ -286,36 +406,40 @@ def _registry_size(x: NDArray[np.float64], frequencies: NameFrequencies | None) 
         x[:, _COL["registry_size"]] = math.log10(frequencies.total)
 
 
-def _campaign(x: NDArray[np.float64], query: Person, candidates: Sequence[Person]) -> None:
+def _campaign(x: NDArray[np.float64], people: Sequence[Person], left: NDArray[np.int64],
+              right: NDArray[np.int64]) -> None:
     """Estimated birth dates and linked mothers (issue 22); runs after ``_dates``, whose exact columns it clears."""
-    q_est = query.date_of_birth_estimated
-    c_est = np.array([c.date_of_birth_estimated for c in candidates], dtype=bool)
-    x[:, _COL["dob_estimated"]] = float(q_est) + c_est
-    either = c_est | q_est
-    q = query.date_of_birth
-    if either.any() and q is not None:
-        today = datetime.date.today()  # the tolerance grows with the age, as the scorers' (family)
-        gaps = np.full(len(candidates), np.nan)
-        for i, c in enumerate(candidates):
-            d = c.date_of_birth
-            if either[i] and d is not None:
-                gaps[i] = abs((q - d).days) / birth_date_tolerance_days(min(q, d), today)
-        x[:, _COL["dob_est_gap"]] = gaps
+    est = np.array([p.date_of_birth_estimated for p in people], dtype=bool)
+    either = est[left] | est[right]
+    x[:, _COL["dob_estimated"]] = est[left].astype(np.float64) + est[right]
     if either.any():
+        today = datetime.date.today()  # the tolerance grows with the age, as the scorers' (family)
+        gaps = x[:, _COL["dob_est_gap"]]
+        for i in np.flatnonzero(either):
+            q, d = people[left[i]].date_of_birth, people[right[i]].date_of_birth
+            if q is not None and d is not None:
+                gaps[i] = abs((q - d).days) / birth_date_tolerance_days(min(q, d), today)
         for name in ("dob_exact", "dob_same_month", "dob_same_day", "dob_dm_swapped"):
             x[either, _COL[name]] = np.nan
-    qm = query.mother_mpi_id
-    mothers = [c.mother_mpi_id for c in candidates]
-    x[:, _COL["mother_links"]] = [float(bool(qm)) + bool(m) for m in mothers]
-    if qm:
-        x[:, _COL["same_mother"]] = [_NAN if (a := mother_agreement(qm, m)) is None else float(a) for m in mothers]
+    mothers = [p.mother_mpi_id for p in people]
+    linked = np.array([bool(m) for m in mothers], dtype=bool)
+    x[:, _COL["mother_links"]] = linked[left].astype(np.float64) + linked[right]
+    same = x[:, _COL["same_mother"]]
+    for i in np.flatnonzero(linked[left]):
+        agreement = mother_agreement(mothers[left[i]], mothers[right[i]])
+        same[i] = _NAN if agreement is None else float(agreement)
 
 
-def _phone_holders(x: NDArray[np.float64]) -> None:
-    """Candidates of the set holding the query's phone (from ``phone_eq``)."""
+def _phone_holders(x: NDArray[np.float64], group: NDArray[np.int64]) -> None:
+    """Candidates of the query's set holding the query's phone (from ``phone_eq``); NaN where no pair of the set knows."""
     eq = x[:, _COL["phone_eq"]]
-    if not np.isnan(eq).all():
-        x[:, _COL["phone_holders"]] = float(np.nansum(eq))
+    known = ~np.isnan(eq)
+    if not known.any():
+        return
+    _, grp = np.unique(group, return_inverse=True)
+    holders = np.bincount(grp, weights=np.where(known, eq, 0.0))
+    any_known = np.bincount(grp, weights=known.astype(np.float64)) > 0
+    x[:, _COL["phone_holders"]] = np.where(any_known[grp], holders[grp], np.nan)
 
 
 def _ext(a: object, b: object) -> float:
@@ -330,27 +454,22 @@ def _ext(a: object, b: object) -> float:
     return float(any(a[k] == b[k] for k in shared))
 
 
-def _dates(x: NDArray[np.float64], q: datetime.date | None, cands: Sequence[datetime.date | None]) -> None:
-    n = len(cands)
-    known = np.array([d is not None for d in cands])
-    x[:, _COL["dob_missing_q"]] = float(q is None)
-    x[:, _COL["dob_missing_c"]] = (~known).astype(np.float64)
-    x[:, _COL["dob_placeholder_c"]] = [_NAN if d is None else float(is_placeholder_date(d)) for d in cands]
-    if q is None:
-        return
-    x[:, _COL["dob_placeholder_q"]] = float(is_placeholder_date(q))
-    x[:, _COL["age_q"]] = (_TODAY_ORDINAL - q.toordinal()) / 365.25
-    if not known.any():
-        return
-    y = np.array([d.year if d is not None else 0 for d in cands], dtype=np.float64)
-    m = np.array([d.month if d is not None else 0 for d in cands], dtype=np.float64)
-    dd = np.array([d.day if d is not None else 0 for d in cands], dtype=np.float64)
-    o = np.array([d.toordinal() if d is not None else 0 for d in cands], dtype=np.float64)
-    nan = np.full(n, np.nan)
-    x[:, _COL["dob_exact"]] = np.where(known, (y == q.year) & (m == q.month) & (dd == q.day), nan)
-    x[:, _COL["dob_year_diff"]] = np.where(known, q.year - y, nan)
-    x[:, _COL["dob_abs_days"]] = np.where(known, np.abs(q.toordinal() - o), nan)
-    x[:, _COL["dob_same_month"]] = np.where(known, m == q.month, nan)
-    x[:, _COL["dob_same_day"]] = np.where(known, dd == q.day, nan)
-    swapped = (m == q.day) & (dd == q.month) & (m != dd)
-    x[:, _COL["dob_dm_swapped"]] = np.where(known, swapped, nan)
+def _dates(x: NDArray[np.float64], pp: _People, left: NDArray[np.int64], right: NDArray[np.int64]) -> None:
+    q, c = pp.dob[left], pp.dob[right]
+    kq, kc = q[:, 0] == 1.0, c[:, 0] == 1.0
+    both = kq & kc
+    x[:, _COL["dob_missing_q"]] = ~kq
+    x[:, _COL["dob_missing_c"]] = ~kc
+    x[:, _COL["dob_placeholder_c"]] = pp.placeholder[right]
+    x[:, _COL["dob_placeholder_q"]] = pp.placeholder[left]
+    x[:, _COL["age_q"]] = pp.age[left]
+    yq, mq, dq, oq = q[:, 1], q[:, 2], q[:, 3], q[:, 4]
+    y, m, dd, o = c[:, 1], c[:, 2], c[:, 3], c[:, 4]
+    nan = np.nan
+    x[:, _COL["dob_exact"]] = np.where(both, (y == yq) & (m == mq) & (dd == dq), nan)
+    x[:, _COL["dob_year_diff"]] = np.where(both, yq - y, nan)
+    x[:, _COL["dob_abs_days"]] = np.where(both, np.abs(oq - o), nan)
+    x[:, _COL["dob_same_month"]] = np.where(both, m == mq, nan)
+    x[:, _COL["dob_same_day"]] = np.where(both, dd == dq, nan)
+    swapped = (m == dq) & (dd == mq) & (m != dd)
+    x[:, _COL["dob_dm_swapped"]] = np.where(both, swapped, nan)

@@ -10,15 +10,20 @@ pair again.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..identities.lookup import text_in
 from ..storage import schema as t
 from ..storage.store import Tx
 
-__all__ = ["is_not_same", "open_item", "open_pair_review", "pair_key", "record_not_same"]
+__all__ = [
+    "PairReview", "is_not_same", "open_item", "open_pair_review", "open_pair_reviews", "pair_key", "record_not_same",
+]
 
 
 def pair_key(a: str, b: str) -> str:
@@ -88,3 +93,53 @@ async def record_not_same(tx: Tx, a: str, b: str, actor: str) -> tuple[str, str]
     low, high = sorted((a, b))
     await tx.conn.execute(tx.insert_ignore(t.not_same).values(mpi_a=low, mpi_b=high, decided_at=tx.now, actor=actor))
     return low, high
+
+
+@dataclass(frozen=True, slots=True)
+class PairReview:
+    """A pair to queue (``open_pair_reviews``); ``regions``: the two identities' region codes."""
+
+    reason: str
+    first: str
+    second: str
+    score: float | None
+    matched_fields: list[str]
+    detail: dict[str, Any]
+    regions: tuple[str, ...]
+
+
+async def open_pair_reviews(tx: Tx, items: Sequence[PairReview]) -> int:
+    """``open_pair_review`` for many pairs in a few statements: the ``not_same`` decisions and
+    the open items read once, the new items written in one insert; returns how many were opened."""
+    if not items:
+        return 0
+    ids = sorted({m for item in items for m in (item.first, item.second)})
+    decided = {
+        (a, b)
+        for a, b in await tx.conn.execute(
+            sa.select(t.not_same.c.mpi_a, t.not_same.c.mpi_b).where(text_in(tx.conn, t.not_same.c.mpi_a, ids))
+        )
+    }
+    keys = sorted({pair_key(item.first, item.second) for item in items})
+    r = t.review_item
+    queued = set(
+        (await tx.conn.execute(sa.select(r.c.pair_key).where(text_in(tx.conn, r.c.pair_key, keys), r.c.status == "open")))
+        .scalars()
+    )
+    rows = []
+    for item in items:
+        key = pair_key(item.first, item.second)
+        if tuple(sorted((item.first, item.second))) in decided or key in queued:
+            continue
+        queued.add(key)
+        rows.append({
+            "reason": item.reason, "mpi_ids": json.dumps([item.first, item.second]), "similarity_score": item.score,
+            "matched_fields": json.dumps(item.matched_fields), "status": "open", "actor": tx.actor,
+            "created_at": tx.now, "detail": json.dumps(item.detail), "pair_key": key,
+            "regions": " ".join(sorted(set(item.regions))),
+        })
+        tx.change("review.open", item.first,
+                  {"reason": item.reason, "mpi_ids": [item.first, item.second], "similarity_score": item.score})
+    if rows:
+        await tx.conn.execute(sa.insert(r), rows)
+    return len(rows)

@@ -287,6 +287,11 @@ def _v101_matcher_models(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.matcher_model])
 
 
+def _v120_dedup_pairs(conn: Connection) -> None:
+    """The pairs of a sweep scored by its slices, decided once all are scored (two phases)."""
+    schema.metadata.create_all(conn, tables=[schema.dedup_pair])
+
+
 # Numbers leave room: a gap is fine, the order is what counts.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial", _v1_initial),
@@ -312,6 +317,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     # 100-101: learning from reviewers, the model reaching nodes (branch modelsync).
     (100, "match_labels", _v100_match_labels),
     (101, "matcher_models", _v101_matcher_models),
+    # 120: the sweep in two phases, scored pairs then decisions (branch sweep).
+    (120, "dedup_pairs", _v120_dedup_pairs),
 ]
 
 

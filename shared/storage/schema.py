@@ -460,6 +460,22 @@ dedup_slice = sa.Table(
     sa.Index("ix_dedup_slice_status", "job", "status"),
 )
 
+# The pairs a sweep scored (two phases: every slice scored against one state of the
+# registry, then all the pairs decided in one order, best first): those at or above
+# ``probable``, with what a decision writes (score, evidence).  Kept until the next sweep.
+dedup_pair = sa.Table(
+    "dedup_pair",
+    metadata,
+    sa.Column("job", sa.String(40), primary_key=True),
+    sa.Column("a_pk", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("b_pk", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("hard_conflict", sa.String(40), nullable=True),
+    sa.Column("band", sa.String(12), nullable=True),
+    sa.Column("matched_fields", sa.Text, nullable=False),  # JSON list
+    sa.Column("features", sa.Text, nullable=False),  # JSON [[feature, log odds], ...]
+)
+
 # One row per run of a periodic job of ``mpi-hub serve`` (taken under its advisory lock): which
 # process ran it and when. Rows older than a day are pruned as new ones come.
 job_run = sa.Table(
