@@ -135,8 +135,23 @@ def test_two_workers_and_a_killed_one_merge_as_one_worker(swept_hubs: list[str])
     assert len(alone) >= 20, "the known duplicates are merged"
     assert _sql(one, "SELECT count(*) FROM dedup_slice WHERE status <> 'done'")[0][0] == 0
 
-    # Two at once: the slices are shared between them, the result is the same.
-    a, b = _worker(two, "a"), _worker(two, "b")
+    # Two at once: the slices are shared between them, the result is the same. The slices
+    # stay locked until both workers are connected and polling (a slice locked by another
+    # transaction is skipped, and still counts as work left), so neither starts alone and
+    # takes them all while the other process is still starting.
+    with psycopg.connect(two) as gate:
+        gate.execute("SELECT lo_pk FROM dedup_slice FOR UPDATE").fetchall()
+        a, b = _worker(two, "a"), _worker(two, "b")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            connected = gate.execute(
+                "SELECT count(DISTINCT application_name || client_port::text) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+            if connected and connected[0] >= 2:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # both past their first look
+        gate.commit()
     _finish(a), _finish(b)
     assert _groups(two) == alone
     by_worker = dict(_sql(two, "SELECT worker, count(*) FROM dedup_slice GROUP BY worker"))

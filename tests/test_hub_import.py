@@ -214,7 +214,7 @@ def test_node_import_writes_the_map_of_every_line(tmp_path: Path) -> None:
         "Moussa,Traore,1980-01-02,M,THI,SN,,",                           # 3: created
         "Aminata,Diallo,1995-03-15,F,DKR,SN,+221771234567,",             # 4: blocked (certain match of 2)
         "Fatou,Sow,2999-01-01,F,DKR,SN,,",                               # 5: invalid
-        "Moussa,Traore,1980-01-01,M,THI,SN,,",                           # 6: probable match of 3 (a placeholder date): queued
+        "Moussa,Traore,,M,THI,SN,,",                                     # 6: probable match of 3 (no birth date): queued
     ]) + "\n")
     map_file = tmp_path / "list.map.csv"
     done = cli("node", "import", "--data-dir", str(data), str(csv_file), "--map", str(map_file), check=False)
