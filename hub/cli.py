@@ -243,14 +243,20 @@ async def _import(args: argparse.Namespace) -> int:
     return 1 if stats.invalid else 0
 
 
-async def _node_enroll(args: argparse.Namespace) -> int:
-    region = region_code(args.region)
-    subscribe = [region_code(r, "--subscribe region") for r in args.subscribe.split(",") if r.strip()] if args.subscribe else []
+def _enrolment_file(args: argparse.Namespace) -> Path:
+    """Where an enrolment (``node enroll``, ``node replace``) goes, checked before anything is written."""
     if not re.match(r"^https?://", args.hub_url):
         raise CliError("--hub-url must be an http:// or https:// URL", 2)
     out = Path(args.out)
     if out.exists():
         raise CliError(f"{out} exists already: choose another --out")
+    return out
+
+
+async def _node_enroll(args: argparse.Namespace) -> int:
+    region = region_code(args.region)
+    subscribe = [region_code(r, "--subscribe region") for r in args.subscribe.split(",") if r.strip()] if args.subscribe else []
+    out = _enrolment_file(args)
     async with _hub(args) as hub:
         enrolment = await hub.enrol(args.name, region, args.hub_url, subscribe, again=args.again)
     write_private(out, json.dumps(enrolment.to_json(), indent=2).encode(), exclusive=True)
@@ -259,11 +265,7 @@ async def _node_enroll(args: argparse.Namespace) -> int:
 
 
 async def _node_replace(args: argparse.Namespace) -> int:
-    if not re.match(r"^https?://", args.hub_url):
-        raise CliError("--hub-url must be an http:// or https:// URL", 2)
-    out = Path(args.out)
-    if out.exists():
-        raise CliError(f"{out} exists already: choose another --out")
+    out = _enrolment_file(args)
     async with _hub(args) as hub:
         enrolment = await hub.replace(args.name, args.hub_url, args.new_name)
     write_private(out, json.dumps(enrolment.to_json(), indent=2).encode(), exclusive=True)

@@ -242,6 +242,23 @@ def _child_body(rec: dict[str, Any], mother: str | None) -> dict[str, Any]:
     return body
 
 
+async def load_children(registry: Registry, records: list[dict[str, Any]], actor: str) -> dict[str, str]:
+    """Register a campaign population's mothers, then its children linked to them; record id -> MPI ID."""
+    mpi_of: dict[str, str] = {}
+    for kind in ("mother", "original"):
+        chosen = [r for r in records if r["kind"] == kind]
+        for i in range(0, len(chosen), 2000):
+            chunk = chosen[i : i + 2000]
+            items = []
+            for rec in chunk:
+                body = RegisterIn.model_validate(_child_body(rec, mpi_of.get(rec.get("mother_record_id") or "")))
+                items.append((body, registry.person(body)))
+            async with registry.store.write(actor) as tx:
+                ids = await registry.insert_new(tx, items)
+            mpi_of.update({rec["record_id"]: mpi_id for rec, mpi_id in zip(chunk, ids, strict=True)})
+    return mpi_of
+
+
 async def run_children(size: int, queries: int, seed: int, data: Path, scorer: str = "learned") -> dict[str, Any]:
     """Campaign children (``synth.generate_children``): caught and look-alikes blocked, with and without the mothers.
 
@@ -256,19 +273,8 @@ async def run_children(size: int, queries: int, seed: int, data: Path, scorer: s
     registry.matcher = _scorer(scorer, registry.frequencies)
     matcher = registry.matcher
     records = list(synth.generate_children(size, seed=seed))
-    mpi_of: dict[str, str] = {}
     started = time.perf_counter()
-    for kind in ("mother", "original"):
-        chosen = [r for r in records if r["kind"] == kind]
-        for i in range(0, len(chosen), 2000):
-            chunk = chosen[i : i + 2000]
-            items = []
-            for rec in chunk:
-                body = RegisterIn.model_validate(_child_body(rec, mpi_of.get(rec.get("mother_record_id") or "")))
-                items.append((body, registry.person(body)))
-            async with store.write("bench") as tx:
-                ids = await registry.insert_new(tx, items)
-            mpi_of.update({rec["record_id"]: mpi_id for rec, mpi_id in zip(chunk, ids, strict=True)})
+    mpi_of = await load_children(registry, records, "bench")
     async with store.writer.begin() as conn:
         await conn.exec_driver_sql("ANALYZE")
     load_s = time.perf_counter() - started

@@ -132,25 +132,14 @@ async def child_pairs_of(size: int, seed: int, data: Path, unlinked: float) -> d
     ``unlinked`` of them are put without any mother link (on either side: a registry before
     issue 22, a clerk who did not link), so the trees learn the children both ways.
     """
-    from bench_match import _child_body
+    from bench_match import load_children
 
     store = node_store(Settings(data_dir=str(data), sqlite_synchronous="NORMAL"))
     await store.open()
     registry = registry_of(store, Settings(matcher="fellegi_sunter"))
     matcher, frequencies = registry.matcher, registry.frequencies
     records = list(synth.generate_children(size, seed=seed, today=CHILDREN_TODAY))
-    mpi_of: dict[str, str] = {}
-    for kind in ("mother", "original"):
-        chosen = [r for r in records if r["kind"] == kind]
-        for i in range(0, len(chosen), 2000):
-            chunk = chosen[i : i + 2000]
-            items = []
-            for rec in chunk:
-                body = RegisterIn.model_validate(_child_body(rec, mpi_of.get(rec.get("mother_record_id") or "")))
-                items.append((body, registry.person(body)))
-            async with store.write("train") as tx:
-                ids = await registry.insert_new(tx, items)
-            mpi_of.update({rec["record_id"]: mpi_id for rec, mpi_id in zip(chunk, ids, strict=True)})
+    mpi_of = await load_children(registry, records, "train")
     rng = np.random.default_rng(seed)
     xs, ys, groups, kinds = [], [], [], []
     async with store.read() as conn:
